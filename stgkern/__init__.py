@@ -1,0 +1,59 @@
+"""stgkern: fast, exact kernels for graph neural networks on user-behaviour sequences.
+
+One public function per op; NumPy input runs the Numba CPU kernels, CuPy
+input the CUDA kernels.  Importing stgkern imports neither CuPy nor torch,
+and compiles nothing: each stage module is loaded on first use.
+
+>>> import stgkern
+>>> log = stgkern.synthetic_log(n_users=50, seed=0)      # doctest: +SKIP
+>>> g = stgkern.window_graph(log, window=8)              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+
+from . import config
+from .graph import Graph
+
+__version__ = "0.1.0"
+
+# public name -> stage module that defines it
+_API = {
+    # data
+    "EventLog": "data", "synthetic_log": "data", "from_dataframe": "data",
+    "load_taobao": "data", "load_movielens": "data", "load_recbole": "data", "load_yoochoose": "data",
+    "k_core": "data", "filter_min_length": "data", "filter_time": "data",
+    "split_leave_one_out": "data", "split_last_period": "data",
+    # construction
+    "window_graph": "construct", "estimate_window_graph": "construct",
+    "session_graph": "compat", "srgnn_layout": "compat", "srgnn_prefixes": "compat",
+    "item_graph": "compat", "time_intervals": "compat",
+    # features
+    "node_features": "features", "time_decay": "features", "time_encoding": "features", "time_bucket": "features",
+    # convolution
+    "spmm": "conv", "spmm_backward": "conv",
+    "message_passing": "conv", "message_passing_backward": "conv",
+    "graph_conv": "conv", "graph_conv_backward": "conv",
+    "sddmm": "edge", "sddmm_backward": "edge",
+    "edge_softmax": "edge", "edge_softmax_backward": "edge",
+    "common_neighbor_fusion": "edge",
+    # readout and scoring
+    "segment_reduce": "readout", "segment_reduce_backward": "readout", "topk": "readout",
+}
+
+__all__ = ["Graph", "config", "metrics", *_API]
+
+
+def __getattr__(name):
+    if name == "metrics":
+        return importlib.import_module(".metrics", __name__)
+    mod = _API.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'stgkern' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

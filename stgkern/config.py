@@ -1,0 +1,54 @@
+"""Tunables shared by the CPU and GPU backends.
+
+Everything here is a plain module attribute so tests can patch it small
+(``with config.override(topk_block_items=7): ...``) to force multi-block and
+tail paths on tiny inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+
+# --- CPU (Numba) ---------------------------------------------------------
+#: Rows per parallel chunk below which a kernel runs serially (thread start-up
+#: costs more than the work).
+cpu_serial_rows: int = 2048
+
+# --- GPU (CUDA through CuPy) ---------------------------------------------
+#: Threads per block for row-parallel kernels.
+cuda_threads_per_block: int = 256
+#: Rows longer than this are split across a block instead of a warp.
+cuda_long_row: int = 1024
+#: Check for launch errors after every launch (synchronises; debug only).
+cuda_debug: bool = False
+
+# --- Scoring ---------------------------------------------------------------
+#: Items scored per block by ``topk``; bounds its temporary memory to
+#: rows_per_block * topk_block_items values.
+topk_block_items: int = 65536
+#: Query rows per block in ``topk``.
+topk_block_rows: int = 256
+
+# --- Memory ----------------------------------------------------------------
+#: Fraction of the available memory a single output may claim before the
+#: size estimate refuses to allocate it.
+max_memory_fraction: float = 0.8
+
+
+@contextlib.contextmanager
+def override(**values):
+    """Temporarily set config values; restores them on exit.
+
+    >>> from stgkern import config
+    >>> with config.override(topk_block_items=8):
+    ...     pass
+    """
+    g = globals()
+    unknown = [k for k in values if k not in g or k.startswith("_")]
+    if unknown:
+        raise AttributeError(f"stgkern.config has no tunable(s) {unknown}")
+    old = {k: g[k] for k in values}
+    g.update(values)
+    try:
+        yield
+    finally:
+        g.update(old)
