@@ -3,8 +3,9 @@
 When ``nvcc`` is on PATH (and ``STGKERN_NO_CUDA_BUILD`` is unset) every
 ``csrc/cuda/<op>.cu`` is compiled for sm_80 and sm_90 plus PTX into
 ``stgkern/_cuda/prebuilt/<op>.fatbin``; the runtime loader prefers those and
-falls back to NVRTC through CuPy otherwise.  Without nvcc the package installs
-as pure Python + Numba.
+falls back to NVRTC through CuPy otherwise.  The sources themselves are always
+copied to ``stgkern/_cuda/prebuilt/src`` so that a wheel built without nvcc can
+still compile its kernels with NVRTC on a GPU machine.
 """
 import os
 import shutil
@@ -16,6 +17,14 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
+
+
+def copy_sources(dest: Path) -> None:
+    """Ship csrc/cuda and csrc/include in the package: the NVRTC fallback needs them."""
+    for sub in ("cuda", "include"):
+        src = ROOT / "csrc" / sub
+        if src.is_dir():
+            shutil.copytree(src, dest / sub, dirs_exist_ok=True)
 
 
 def build_fatbins(out_dir: Path) -> None:
@@ -37,6 +46,7 @@ def build_fatbins(out_dir: Path) -> None:
 class BuildPyWithCuda(build_py):
     def run(self):
         super().run()
+        copy_sources(Path(self.build_lib) / "stgkern" / "_cuda" / "prebuilt" / "src")
         build_fatbins(Path(self.build_lib) / "stgkern" / "_cuda" / "prebuilt")
 
 

@@ -21,22 +21,20 @@ __version__ = "0.1.0"
 _API = {
     # data
     "EventLog": "data", "synthetic_log": "data", "from_dataframe": "data",
-    "load_taobao": "data", "load_movielens": "data", "load_recbole": "data", "load_yoochoose": "data",
+    "load": "data", "load_taobao": "data", "load_movielens": "data", "load_recbole": "data", "load_yoochoose": "data",
     "k_core": "data", "filter_min_length": "data", "filter_time": "data",
     "split_leave_one_out": "data", "split_last_period": "data",
     # construction
     "window_graph": "construct", "estimate_window_graph": "construct",
-    "session_graph": "compat", "srgnn_layout": "compat", "srgnn_prefixes": "compat",
+    "sequences": "compat", "session_graph": "compat", "srgnn_layout": "compat", "srgnn_prefixes": "compat",
     "item_graph": "compat", "time_intervals": "compat",
     # features
-    "node_features": "features", "time_decay": "features", "time_encoding": "features", "time_bucket": "features",
+    "node_features": "features", "node_feature_names": "features", "time_decay": "features", "time_encoding": "features", "time_bucket": "features",
     # convolution
     "spmm": "conv", "spmm_backward": "conv",
-    "message_passing": "conv", "message_passing_backward": "conv",
-    "graph_conv": "conv", "graph_conv_backward": "conv",
     "sddmm": "edge", "sddmm_backward": "edge",
     "edge_softmax": "edge", "edge_softmax_backward": "edge",
-    "common_neighbor_fusion": "edge",
+    "common_neighbor_fusion": "edge", "common_neighbor_fusion_backward": "edge",
     # readout and scoring
     "segment_reduce": "readout", "segment_reduce_backward": "readout", "topk": "readout",
 }

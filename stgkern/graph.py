@@ -150,7 +150,6 @@ class Graph:
     def rows_sorted(self) -> bool:
         """Whether every row's source indices are strictly ascending (cached)."""
         if self._rows_sorted is None:
-            xp = self.xp
             if self.nnz < 2:
                 self._rows_sorted = True
             else:
