@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from stgkern.data import (EventLog, k_core, split_leave_one_out, synthetic_log, load_taobao,
+                          load_movielens, filter_time)
+from naive import naive_k_core
+
+
+def test_roundtrip_ids():
+    u = np.array([70, 3, 70, 9]); i = np.array(["a", "b", "a", "c"])
+    log = EventLog.from_arrays(u, i, [1, 2, 3, 4])
+    assert (log.user_ids[log.user] == u).all() and (log.item_ids[log.item] == i).all()
+    assert log.n_users == 3 and len(log) == 4
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="user=3.*item=2"):
+        EventLog.from_arrays([1, 2, 3], [1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="1 NaN.*position 1"):
+        EventLog.from_arrays([1, 2], [1, 2], [1.0, np.nan])
+    with pytest.raises(TypeError, match="user"):
+        EventLog.from_arrays([1.5, 2.0], [1, 2], [1, 2])
+    with pytest.raises(ValueError, match="zap"):
+        EventLog.from_arrays([1], [1], [1], behavior=["zap"], behavior_names=("pv", "buy"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=40), st.integers(1, 3), st.integers(1, 3))
+def test_k_core(pairs, uk, ik):
+    u = np.array([p[0] for p in pairs], np.int64); i = np.array([p[1] for p in pairs], np.int64)
+    log = EventLog.from_arrays(u, i, np.arange(len(u)))
+    out, rep = k_core(log, uk, ik)
+    exp = naive_k_core(u, i, uk, ik)
+    assert len(out) == exp.sum() and rep["events_removed"] == len(u) - exp.sum()
+    again, _ = k_core(out, uk, ik)
+    assert len(again) == len(out)
+
+
+def test_loo():
+    log = EventLog.from_arrays([1, 1, 1, 2, 2, 1], [1, 2, 3, 4, 5, 6], [1, 2, 3, 1, 2, 4])
+    tr, va, te = split_leave_one_out(log)
+    assert list(te.item_ids[te.item]) == [6] and list(va.item_ids[va.item]) == [3]
+    assert len(tr) == 4
+
+
+def test_synthetic():
+    a = synthetic_log(n_users=200, n_items=500, seed=1); b = synthetic_log(n_users=200, n_items=500, seed=1)
+    assert (a.item == b.item).all() and (a.time == b.time).all()
+    assert (np.diff(a.time)[np.diff(a.user) == 0] >= 0).all()
+    assert (a.behavior == 3).sum() < (a.behavior == 0).sum()
+    for k in np.flatnonzero(a.behavior == 3)[:200]:
+        prev = (a.user[:k] == a.user[k]) & (a.item[:k] == a.item[k]) & (a.behavior[:k] != 3)
+        assert prev.any()
+    # learnable transitions: most frequent successor beats chance
+    same = a.user[1:] == a.user[:-1]
+    x, y = a.item[:-1][same], a.item[1:][same]
+    key = x * a.n_items + y
+    ks, c = np.unique(key, return_counts=True)
+    best = {}
+    for kk, cc in zip(ks, c):
+        s = kk // a.n_items
+        if cc > best.get(s, (0, 0))[0]:
+            best[s] = (cc, kk % a.n_items)
+    acc = np.mean([best[s][1] == t for s, t in zip(x, y)])
+    assert acc > 20 / a.n_items
+
+
+def test_loader_malformed(tmp_path):
+    p = tmp_path / "ub.csv"
+    p.write_text("1,2,3,pv,100\n1,2,3,buy,abc\n")
+    with pytest.raises(ValueError, match="line 2.*timestamp"):
+        load_taobao(p)
+    p.write_text("1,2,3,pv,100\n1,4,3,buy,200\n")
+    assert load_taobao(p).summary()["n_buy"] == 1
+
+
+def test_real_taobao(shared_data):
+    log = load_taobao(shared_data / "taobao_userbehavior" / "UserBehavior_sample.csv")
+    s = log.summary()
+    assert (s["events"], s["users"], s["items"], s["categories"]) == (84475, 815, 55368, 2914)
+    assert (s["n_pv"], s["n_cart"], s["n_fav"], s["n_buy"]) == (75872, 4497, 2356, 1750)
+
+
+def test_real_movielens(shared_data):
+    log = load_movielens(shared_data / "ml-latest-small" / "ratings.csv")
+    assert (len(log), log.n_users, log.n_items) == (100836, 610, 9724)
+
+
+def test_recbole_yoochoose_load(tmp_path):
+    from stgkern.data import load_recbole, load_yoochoose, load
+    p = tmp_path / "x.inter"
+    p.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t4\t10\nu2\ti2\t3\t11\n")
+    q = tmp_path / "x.item"
+    q.write_text("item_id:token\tgenre:token_seq\ni1\tA B\ni2\tC\n")
+    log = load_recbole(p, q)
+    assert len(log) == 2 and list(log.category_ids) == ["A", "C"] and list(log.value) == [4.0, 3.0]
+    y = tmp_path / "y.txt"
+    y.write_text("SessionId\tItemId\tTime\n1\t5\t1.5\n1\t6\t2.5\n")
+    assert load(y, "yoochoose").n_users == 1
+    d = tmp_path / "c.dat"
+    d.write_text("1,2014-04-07T10:51:09.277Z,214536502,0\n1,bad,214536500,0\n")
+    with pytest.raises(ValueError, match="line 2.*timestamp"):
+        load_yoochoose(d)
+    with pytest.raises(ValueError, match="taobao"):
+        load(y, "nope")
+
+
+def test_filters_report_and_period_split():
+    from stgkern.data import filter_min_length, split_last_period
+    log = EventLog.from_arrays([1, 1, 2, 3, 3, 3], [1, 2, 1, 3, 4, 1], [1, 5, 2, 3, 9, 10])
+    out, rep = filter_min_length(log, 2)
+    assert len(out) == 5 and rep == {"events_removed": 1, "users_removed": 1, "items_removed": 0}
+    out, rep = filter_time(log, start=2, end=10)
+    assert sorted(out.time) == [2, 3, 5, 9] and rep["events_removed"] == 2
+    tr, te = split_last_period(log, 5)
+    assert (tr.time < 5).all() and (te.time >= 5).all() and len(tr) + len(te) == 6
+    assert (log.sort().time == [1, 5, 2, 3, 9, 10]).all()
+    assert len(log.take(log.user == 0).compact().user_ids) == 1
+    assert list(log.to_dataframe().columns[:2]) == ["user_id", "item_id"]
