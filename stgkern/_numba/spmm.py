@@ -1,0 +1,159 @@
+"""Numba CPU kernels for ``spmm`` (row-parallel pull, deterministic).
+
+Backend contract (identical for ``stgkern._cuda.spmm``):
+
+``forward(g, X, edge_weight, reduce) -> (out, arg)``
+    ``out`` (n_nodes, F) in X's dtype; ``arg`` (n_nodes, F) int64 winning CSR
+    edge id (-1 for empty rows) for max/min, else None.
+``backward(g, grad_out, X, edge_weight, reduce, arg) -> (grad_X, grad_edge_weight)``
+    ``grad_X`` (n_src, F); ``grad_edge_weight`` (nnz,) or None when
+    ``edge_weight`` is None.
+
+Inputs arrive validated and C-contiguous; ``edge_weight`` already has X's dtype.
+Each output row is written by exactly one ``prange`` iteration, so results are
+bit-identical for any thread count.
+"""
+import numba
+import numpy as np
+from numba import prange
+
+_REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
+
+
+_CHUNK = 256  # rows per parallel task: contiguous ranges, one scratch row each
+
+
+@numba.njit(cache=True, parallel=True)
+def _fwd(indptr, indices, X, w, has_w, mode, out, arg):
+    n = indptr.shape[0] - 1
+    F = X.shape[1]
+    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    for c in prange(n_chunks):
+        acc = np.empty(F, dtype=X.dtype)
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            s = indptr[i]
+            e = indptr[i + 1]
+            if mode <= 1 or e == s:
+                acc[:] = 0
+                if has_w:
+                    for k in range(s, e):
+                        j = indices[k]
+                        wk = w[k]
+                        for f in range(F):
+                            acc[f] += wk * X[j, f]
+                else:
+                    for k in range(s, e):
+                        j = indices[k]
+                        for f in range(F):
+                            acc[f] += X[j, f]
+                if mode == 1 and e > s:
+                    inv = 1.0 / (e - s)
+                    for f in range(F):
+                        acc[f] = acc[f] * inv
+                if mode >= 2:
+                    for f in range(F):
+                        arg[i, f] = -1
+                for f in range(F):
+                    out[i, f] = acc[f]
+                continue
+            for f in range(F):
+                arg[i, f] = s
+                acc[f] = (w[s] if has_w else 1.0) * X[indices[s], f]
+            for k in range(s + 1, e):
+                j = indices[k]
+                wk = w[k] if has_w else 1.0
+                for f in range(F):
+                    v = wk * X[j, f]
+                    if (mode == 2 and v > acc[f]) or (mode == 3 and v < acc[f]):
+                        acc[f] = v
+                        arg[i, f] = k
+            for f in range(F):
+                out[i, f] = acc[f]
+
+
+@numba.njit(cache=True, parallel=True)
+def _bwd_x_sum(t_indptr, t_indices, eid, deg, G, w, has_w, mean, gX):
+    n_src = t_indptr.shape[0] - 1
+    F = G.shape[1]
+    for j in prange(n_src):
+        acc = np.zeros(F, dtype=G.dtype)
+        for t in range(t_indptr[j], t_indptr[j + 1]):
+            i = t_indices[t]
+            k = eid[t]
+            c = w[k] if has_w else 1.0
+            if mean:
+                c = c / deg[i]
+            for f in range(F):
+                acc[f] += c * G[i, f]
+        for f in range(F):
+            gX[j, f] = acc[f]
+
+
+@numba.njit(cache=True, parallel=True)
+def _bwd_x_arg(t_indptr, t_indices, eid, G, w, has_w, arg, gX):
+    n_src = t_indptr.shape[0] - 1
+    F = G.shape[1]
+    for j in prange(n_src):
+        acc = np.zeros(F, dtype=G.dtype)
+        for t in range(t_indptr[j], t_indptr[j + 1]):
+            i = t_indices[t]
+            k = eid[t]
+            c = w[k] if has_w else 1.0
+            for f in range(F):
+                if arg[i, f] == k:
+                    acc[f] += c * G[i, f]
+        for f in range(F):
+            gX[j, f] = acc[f]
+
+
+@numba.njit(cache=True, parallel=True)
+def _bwd_w(indptr, indices, G, X, mode, arg, gw):
+    n = indptr.shape[0] - 1
+    F = X.shape[1]
+    for i in prange(n):
+        s = indptr[i]
+        e = indptr[i + 1]
+        for k in range(s, e):
+            j = indices[k]
+            acc = 0.0
+            if mode <= 1:
+                for f in range(F):
+                    acc += G[i, f] * X[j, f]
+                if mode == 1:
+                    acc = acc / (e - s)
+            else:
+                for f in range(F):
+                    if arg[i, f] == k:
+                        acc += G[i, f] * X[j, f]
+            gw[k] = acc
+
+
+def forward(g, X, edge_weight, reduce):
+    mode = _REDUCE[reduce]
+    n, F = g.n_nodes, X.shape[1]
+    out = np.empty((n, F), dtype=X.dtype)
+    has_w = edge_weight is not None
+    w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
+    arg = np.empty((n, F) if mode >= 2 else (1, 1), dtype=np.int64)
+    _fwd(g.indptr, g.indices, X, w, has_w, mode, out, arg)
+    return out, (arg if mode >= 2 else None)
+
+
+def backward(g, grad_out, X, edge_weight, reduce, arg):
+    mode = _REDUCE[reduce]
+    t = g.transpose()
+    has_w = edge_weight is not None
+    w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
+    gX = np.empty((g.n_src, X.shape[1]), dtype=X.dtype)
+    if mode <= 1:
+        deg = np.diff(g.indptr).astype(X.dtype)
+        _bwd_x_sum(t.indptr, t.indices, t.edata["eid"], deg, grad_out, w, has_w, mode == 1, gX)
+        a = np.empty((1, 1), dtype=np.int64)
+    else:
+        _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, w, has_w, arg, gX)
+        a = arg
+    gw = None
+    if has_w:
+        gw = np.empty(g.nnz, dtype=X.dtype)
+        _bwd_w(g.indptr, g.indices, grad_out, X, mode, a, gw)
+    return gX, gw

@@ -1,0 +1,123 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from stgkern.graph import Graph
+from stgkern.conv import spmm, spmm_backward
+from naive import naive_spmm, naive_spmm_backward
+
+REDUCES = ["sum", "mean", "max", "min"]
+
+
+def rand_graph(rng, n, n_src, nnz):
+    dst = np.sort(rng.integers(0, n, nnz)) if n else np.zeros(0, np.int64)
+    src = rng.integers(0, n_src, nnz).astype(np.int32) if n_src else np.zeros(0, np.int32)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(dst, minlength=n), out=indptr[1:])
+    return Graph(indptr, src, n_src)
+
+
+def tol(dt):
+    return dict(rtol=1e-12, atol=1e-12) if dt == np.float64 else dict(rtol=2e-5, atol=2e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(0, 20), nnz=st.integers(0, 80),
+       F=st.sampled_from([1, 3, 33]), reduce=st.sampled_from(REDUCES),
+       dt=st.sampled_from([np.float32, np.float64]), weighted=st.booleans())
+def test_spmm_vs_naive(seed, n, nnz, F, reduce, dt, weighted):
+    rng = np.random.default_rng(seed)
+    if n == 0:
+        nnz = 0
+    g = rand_graph(rng, n, n, nnz)
+    X = rng.standard_normal((n, F)).astype(dt)
+    w = rng.standard_normal(nnz).astype(dt) if weighted else None
+    out, arg = spmm(g, X, w, reduce, return_arg=True)
+    assert out.dtype == dt and out.shape == (n, F)
+    np.testing.assert_allclose(out, naive_spmm(g.indptr, g.indices, X, w, reduce), **tol(dt))
+    G = rng.standard_normal((n, F)).astype(dt)
+    gX, gw = spmm_backward(g, G, X, w, reduce, arg)
+    rX, rw = naive_spmm_backward(g.indptr, g.indices, G, X, w, reduce, arg)
+    np.testing.assert_allclose(gX, rX, **tol(dt))
+    if weighted:
+        np.testing.assert_allclose(gw, rw, **tol(dt))
+    else:
+        assert gw is None
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_finite_differences(reduce):
+    rng = np.random.default_rng(1)
+    g = rand_graph(rng, 6, 6, 15)
+    X = rng.standard_normal((6, 4))
+    w = rng.standard_normal(15)
+    G = rng.standard_normal((6, 4))
+    out, arg = spmm(g, X, w, reduce, return_arg=True)
+    gX, gw = spmm_backward(g, G, X, w, reduce, arg)
+    h = 1e-6
+    for idx in np.ndindex(X.shape):
+        Xp, Xm = X.copy(), X.copy()
+        Xp[idx] += h
+        Xm[idx] -= h
+        fd = ((spmm(g, Xp, w, reduce) - spmm(g, Xm, w, reduce)) * G).sum() / (2 * h)
+        assert abs(fd - gX[idx]) < 1e-6
+    for k in range(15):
+        wp, wm = w.copy(), w.copy()
+        wp[k] += h
+        wm[k] -= h
+        fd = ((spmm(g, X, wp, reduce) - spmm(g, X, wm, reduce)) * G).sum() / (2 * h)
+        assert abs(fd - gw[k]) < 1e-6
+
+
+def test_hub_and_noncontiguous_and_F127():
+    rng = np.random.default_rng(2)
+    n = 3000
+    indptr = np.array([0, n - 1] + [n - 1] * (n - 1), np.int64)
+    g = Graph(indptr, np.arange(1, n, dtype=np.int64), n)
+    X = rng.standard_normal((n, 254))[:, ::2]
+    w = rng.standard_normal(n - 1)
+    np.testing.assert_allclose(spmm(g, X, w), naive_spmm(g.indptr, g.indices, X, w, "sum"), rtol=1e-10, atol=1e-10)
+
+
+def test_errors():
+    rng = np.random.default_rng(3)
+    g = rand_graph(rng, 5, 5, 10)
+    with pytest.raises(ValueError, match="X has 4 rows"):
+        spmm(g, np.ones((4, 2)))
+    with pytest.raises(ValueError, match="edge_weight has length 3"):
+        spmm(g, np.ones((5, 2)), np.ones(3))
+    with pytest.raises(TypeError, match="supported"):
+        spmm(g, np.ones((5, 2), np.int32))
+    with pytest.raises(ValueError, match="reduce"):
+        spmm(g, np.ones((5, 2)), reduce="prod")
+    with pytest.raises(ValueError, match="needs arg"):
+        spmm_backward(g, np.ones((5, 2)), np.ones((5, 2)), reduce="max")
+
+
+SCRIPT = """
+import numpy as np, sys
+sys.path.insert(0, {tests!r})
+from test_spmm import rand_graph
+from stgkern.conv import spmm, spmm_backward
+rng = np.random.default_rng(5)
+g = rand_graph(rng, 500, 500, 5000)
+X = rng.standard_normal((500, 33)).astype(np.float32)
+w = rng.standard_normal(5000).astype(np.float32)
+o = spmm(g, X, w, 'mean'); gx, gw = spmm_backward(g, o, X, w, 'mean')
+sys.stdout.write(o.tobytes().hex()[:0] + str(hash(o.tobytes() + gx.tobytes() + gw.tobytes())))
+"""
+
+
+def test_deterministic_across_threads():
+    tests = os.path.dirname(__file__)
+    res = []
+    for nt in ("1", "2", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=nt, PYTHONHASHSEED="0")
+        r = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], env=env,
+                           capture_output=True, text=True, check=True)
+        res.append(r.stdout.strip())
+    assert res[0] == res[1] == res[2]
