@@ -14,7 +14,16 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: Real data beside the project (never inside it); tests skip when absent.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+def _shared_data() -> Path:
+    """``$STGKERN_SHARED_DATA``, else ``../shared/data`` beside the checkout, else /work/shared/data."""
+    env = os.environ.get("STGKERN_SHARED_DATA")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")
+
+
+SHARED_DATA = _shared_data()
 
 
 def _cupy_device():
