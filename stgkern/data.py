@@ -148,10 +148,36 @@ def from_dataframe(df, user, item, time, category=None, behavior=None, value=Non
     return EventLog.from_arrays(g(user), g(item), g(time), g(category), g(behavior), g(value), behavior_names)
 
 
-def _read(path, names, sep=",", header=None, numeric=()):
+def _read(path, names, sep=",", header=None, numeric=(), required=None):
+    """Parse a delimited file with pandas, as strings, then check it.
+
+    Every ``required`` column (default: all named ones) must be non-empty on
+    every line and every ``numeric`` one must parse as a number; the first
+    offending line is reported with its 1-based line number and column name.
+    A line with too many fields is a pandas ParserError, re-raised with the
+    path; a line with too few leaves its last columns empty and is reported
+    as such.
+    """
     pd = _pandas()
-    df = pd.read_csv(path, sep=sep, header=header, names=names, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, sep=sep, header=header, names=names, dtype=str, keep_default_na=False,
+                         index_col=False)
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"{path}: malformed file ({exc}); expected "
+                         f"{len(names) if names else 'the header'}'s columns "
+                         f"{names if names else ''} separated by {sep!r}") from None
     first_line = 1 if header is None else 2
+    missing = [c for c in (names or []) if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    for col in numeric:
+        if col not in df.columns:
+            raise ValueError(f"{path}: missing column {col!r}; found {list(df.columns)}")
+    for col in (df.columns if required is None else required):
+        empty = np.flatnonzero((df[col].str.strip() == "").to_numpy())
+        if empty.size:
+            raise ValueError(f"{path}: line {empty[0] + first_line}, column {col!r}: missing value "
+                             f"(expected {len(df.columns)} fields separated by {sep!r}: {list(df.columns)})")
     for col in numeric:
         x = pd.to_numeric(df[col], errors="coerce")
         bad = np.flatnonzero(x.isna().to_numpy())
@@ -162,10 +188,30 @@ def _read(path, names, sep=",", header=None, numeric=()):
     return df
 
 
+def _labels(df, col, known, path, first_line):
+    """Check a label column against ``known``; report the first unknown one with its line."""
+    ok = df[col].isin(known).to_numpy()
+    if not ok.all():
+        k = int(np.flatnonzero(~ok)[0])
+        others = sorted(set(df[col][~ok].unique().tolist()))[:10]
+        raise ValueError(f"{path}: line {k + first_line}, column {col!r}: unknown behaviour "
+                         f"{df[col].iloc[k]!r} (unknown values: {others}); expected one of {list(known)}")
+
+
+TAOBAO_BEHAVIORS = ("pv", "cart", "fav", "buy")
+
+
 def load_taobao(path):
-    """Taobao UserBehavior CSV (no header: user,item,category,behavior,timestamp)."""
+    """Load Taobao UserBehavior: a header-less CSV ``user_id,item_id,category_id,behavior_type,timestamp``.
+
+    Behaviours are ``pv`` (page view), ``cart``, ``fav`` and ``buy``; ids are
+    remapped to dense ranges (the originals are kept in ``*_ids``).  A line with
+    a missing or non-numeric field or an unknown behaviour raises ValueError
+    naming the line and the column.
+    """
     cols = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
     df = _read(path, cols, numeric=cols[:3] + ["timestamp"])
+    _labels(df, "behavior_type", TAOBAO_BEHAVIORS, path, 1)
     return from_dataframe(df, "user_id", "item_id", "timestamp", "category_id", "behavior_type",
                           behavior_names=("pv", "cart", "fav", "buy"))
 
@@ -173,7 +219,7 @@ def load_taobao(path):
 def load_movielens(ratings_path, movies_path=None):
     """MovieLens ratings.csv; category = first genre from movies.csv."""
     cols = ["userId", "movieId", "rating", "timestamp"]
-    df = _read(ratings_path, None, header=0, numeric=cols)
+    df = _read(ratings_path, None, header=0, numeric=cols, required=cols)
     cat = None
     if movies_path is not None:
         m = _pandas().read_csv(movies_path)
@@ -241,33 +287,102 @@ def split_last_period(log, period):
     return log.take(log.time < cut), log.take(log.time >= cut)
 
 
+def _draw_in_category(rng, cats, cat_ptr, cum, pop_sorted_order):
+    """One item per entry of ``cats``, popularity-weighted within that category."""
+    lo, hi = cat_ptr[cats], cat_ptr[cats + 1]
+    base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
+    top = cum[np.maximum(hi - 1, 0)]
+    u = base + rng.random(cats.shape) * (top - base)
+    pos = np.clip(np.searchsorted(cum, u, side="right"), lo, np.maximum(hi - 1, lo))
+    return pop_sorted_order[pos]
+
+
 def synthetic_log(n_users=1000, n_items=5000, n_categories=50, events_per_user=50, seed=0,
-                  zipf=1.1, n_successors=3, p_follow=0.7):
-    """Synthetic behaviour log: Zipf user activity and item popularity, sessions with
-    lognormal within-session gaps and exponential between-session gaps, each item with
-    ``n_successors`` likely successors (followed with prob ``p_follow``), and a
-    pv -> cart/fav -> buy funnel where buys only re-target items the user already viewed.
-    Deterministic for a given seed.  ``value`` is dwell seconds."""
+                  zipf=1.1, n_successors=3, p_follow=0.7, n_category_successors=2, p_category_follow=0.8):
+    """Seeded synthetic behaviour log: stgkern's built-in data.
+
+    The generator has the structure a sequential recommender is meant to
+    learn, so that models can be compared on it:
+
+    * **activity and popularity**: user lengths and item popularity follow
+      Zipf laws with exponent ``zipf`` (a few heavy users and blockbuster
+      items, a long tail of both);
+    * **item transitions**: every item has ``n_successors`` likely next items;
+      each event after a user's first follows one of them with probability
+      ``p_follow``, otherwise it is a popularity draw;
+    * **category transitions**: every category has ``n_category_successors``
+      successor categories; an item's successors lie in one of its category's
+      successors with probability ``p_category_follow`` (else in any category),
+      so category-to-category dependencies exist beyond single items;
+    * **bursty time**: within-session gaps are lognormal (median ≈ 55 s), one
+      gap in ten is a between-session gap (exponential, mean one day), and
+      each user starts at a uniform offset within the first week;
+    * **behaviour funnel**: views (pv) dominate, ~6 % cart, ~3 % fav, and a buy
+      (~3 %) always re-targets the item the same user just interacted with;
+    * ``value`` is a lognormal dwell time in seconds (intensity).
+
+    Parameters
+    ----------
+    n_users, n_items, n_categories : int
+    events_per_user : float
+        Mean events per user (lengths are ≥ 1).
+    seed : int
+        Everything is deterministic for a given seed.
+
+    Returns
+    -------
+    EventLog
+        Sorted by (user, time); behaviours named ("pv", "cart", "fav", "buy");
+        times are int64 seconds from 2017-07-14.
+
+    Examples
+    --------
+    >>> log = synthetic_log(n_users=10, n_items=50, n_categories=5, events_per_user=5)
+    >>> log.behavior_names
+    ('pv', 'cart', 'fav', 'buy')
+    """
+    from ._numba.synthetic import follow_walk
+
+    for name, v in (("n_users", n_users), ("n_items", n_items), ("n_categories", n_categories)):
+        if int(v) < 1:
+            raise ValueError(f"{name} must be at least 1, got {v}")
+    if not events_per_user > 0:
+        raise ValueError(f"events_per_user must be positive, got {events_per_user}")
+    for name, v in (("p_follow", p_follow), ("p_category_follow", p_category_follow)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {v}")
     rng = np.random.default_rng(seed)
-    act = (np.arange(1, n_users + 1) ** -zipf)
+    act = (np.arange(1, n_users + 1) ** -float(zipf))
     lens = np.maximum(1, np.round(act / act.mean() * events_per_user)).astype(np.int64)
     rng.shuffle(lens)
     n = int(lens.sum())
     user = np.repeat(np.arange(n_users, dtype=np.int64), lens)
-    pop = np.arange(1, n_items + 1) ** -zipf
+
+    pop = np.arange(1, n_items + 1) ** -float(zipf)
+    pop = pop[rng.permutation(n_items)]          # popularity independent of item id
     pop /= pop.sum()
-    succ = rng.choice(n_items, size=(n_items, n_successors), p=pop)
     cat_of = rng.integers(0, n_categories, n_items)
+    by_cat = np.argsort(cat_of, kind="stable")
+    cat_ptr = np.searchsorted(cat_of[by_cat], np.arange(n_categories + 1))
+    cum = np.cumsum(pop[by_cat])
+    cat_succ = rng.integers(0, n_categories, (n_categories, max(1, n_category_successors)))
+    pick_c = rng.integers(0, cat_succ.shape[1], (n_items, n_successors))
+    target = np.where(rng.random((n_items, n_successors)) < p_category_follow,
+                      cat_succ[cat_of[:, None], pick_c], rng.integers(0, n_categories, (n_items, n_successors)))
+    # an empty target category falls back to any category
+    empty = cat_ptr[target + 1] == cat_ptr[target]
+    anywhere = np.minimum(np.searchsorted(cum, rng.random(int(empty.sum())) * cum[-1]), n_items - 1)
+    target[empty] = cat_of[by_cat[anywhere]]
+    succ = _draw_in_category(rng, target, cat_ptr, cum, by_cat)
+
     start = np.concatenate(([0], np.cumsum(lens)[:-1]))
     first = np.zeros(n, bool)
     first[start] = True
-    rand_item = rng.choice(n_items, size=n, p=pop)
+    item = np.minimum(np.searchsorted(np.cumsum(pop), rng.random(n) * 1.0), n_items - 1).astype(np.int64)
     follow = (rng.random(n) < p_follow) & ~first
     pick = rng.integers(0, n_successors, n)
-    item = rand_item.copy()
-    # walk: each following event takes a successor of the previous item (sequential by nature)
-    for k in np.flatnonzero(follow):
-        item[k] = succ[item[k - 1], pick[k]]
+    item = follow_walk(item, follow, succ.astype(np.int64), pick)
+
     gaps = np.where(rng.random(n) < 0.9, rng.lognormal(4.0, 1.0, n), rng.exponential(86400.0, n))
     gaps[first] = rng.uniform(0, 7 * 86400, lens.size)
     t = np.cumsum(gaps)
@@ -324,9 +439,11 @@ def load_yoochoose(path):
         head = fh.readline()
     sep = "\t" if "\t" in head else ","
     if head.startswith("SessionId"):
-        df = _read(path, None, sep=sep, header=0, numeric=("SessionId", "ItemId", "Time"))
+        df = _read(path, None, sep=sep, header=0, numeric=("SessionId", "ItemId", "Time"),
+                   required=("SessionId", "ItemId", "Time"))
         return from_dataframe(df, "SessionId", "ItemId", "Time", behavior_names=("click",))
-    df = _read(path, ["session", "timestamp", "item", "category"], numeric=("session", "item"))
+    df = _read(path, ["session", "timestamp", "item", "category"], numeric=("session", "item"),
+               required=("session", "timestamp", "item"))
     t = pd.to_datetime(df["timestamp"], errors="coerce", utc=True)
     bad = np.flatnonzero(t.isna().to_numpy())
     if bad.size:

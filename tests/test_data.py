@@ -118,3 +118,60 @@ def test_filters_report_and_period_split():
     assert (log.sort().time == [1, 5, 2, 3, 9, 10]).all()
     assert len(log.take(log.user == 0).compact().user_ids) == 1
     assert list(log.to_dataframe().columns[:2]) == ["user_id", "item_id"]
+
+
+def test_taobao_line_and_column_errors(tmp_path):
+    p = tmp_path / "ub.csv"
+    p.write_text("1,2,3,pv,100\n1,2,3,pv\n")
+    with pytest.raises(ValueError, match=r"line 2, column 'timestamp': missing value"):
+        load_taobao(p)
+    p.write_text("1,2,3,pv,100\n1,2,3,pv,100,7\n")
+    with pytest.raises(ValueError, match="malformed"):
+        load_taobao(p)
+    p.write_text("1,2,3,pv,100\n1,2,3,buy,101\n4,5,6,click,102\n")
+    with pytest.raises(ValueError, match=r"line 3, column 'behavior_type'.*'click'"):
+        load_taobao(p)
+    p.write_text("1,x,3,pv,100\n")
+    with pytest.raises(ValueError, match=r"line 1, column 'item_id': not a number"):
+        load_taobao(p)
+
+
+def test_movielens_missing_column(tmp_path):
+    p = tmp_path / "ratings.csv"
+    p.write_text("userId,movieId,timestamp\n1,2,3\n")
+    with pytest.raises(ValueError, match="rating"):
+        load_movielens(p)
+
+
+def test_empty_and_single_event_logs():
+    empty = EventLog.from_arrays(np.array([], np.int64), np.array([], np.int64), np.array([], np.int64))
+    assert len(empty) == 0 and empty.n_users == 0
+    out, rep = k_core(empty, 1, 1)
+    assert len(out) == 0 and rep["events_removed"] == 0
+    one = EventLog.from_arrays([5], [9], [1.5])
+    tr, va, te = split_leave_one_out(one)
+    assert (len(tr), len(va), len(te)) == (1, 0, 0)
+
+
+def test_synthetic_structure():
+    log = synthetic_log(n_users=2000, n_items=3000, n_categories=30, events_per_user=30, seed=3)
+    # power-law activity: the busiest 10% of users hold far more than 10% of events
+    per_user = np.sort(np.bincount(log.user, minlength=log.n_users))[::-1]
+    assert per_user[: log.n_users // 10].sum() > 0.35 * len(log)
+    # power-law popularity: the top 1% of items hold a large share of views
+    per_item = np.sort(np.bincount(log.item, minlength=log.n_items))[::-1]
+    assert per_item[: log.n_items // 100].sum() > 0.15 * len(log)
+    # category transitions: predicting the next category from the previous one by the most
+    # frequent successor beats predicting the globally most frequent category by a wide margin
+    same = log.user[1:] == log.user[:-1]
+    a, b = log.category[:-1][same], log.category[1:][same]
+    counts = np.zeros((log.n_categories, log.n_categories), np.int64)
+    np.add.at(counts, (a, b), 1)
+    acc_markov = counts.max(axis=1).sum() / same.sum()
+    acc_global = np.bincount(b).max() / same.sum()
+    assert acc_markov > 3 * acc_global
+    # behaviour funnel
+    share = np.bincount(log.behavior, minlength=4) / len(log)
+    assert share[0] > 0.8 and 0 < share[3] < share[1]
+    with pytest.raises(ValueError, match="p_follow"):
+        synthetic_log(n_users=5, p_follow=1.5)
