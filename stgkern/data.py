@@ -144,6 +144,31 @@ def _pandas():
 
 
 def from_dataframe(df, user, item, time, category=None, behavior=None, value=None, behavior_names=None):
+    """Build an :class:`EventLog` from any pandas DataFrame, naming its columns.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    user, item, time : str
+        Column names (required).  Ids may be integers or strings; time numeric seconds.
+    category, behavior, value : str, optional
+        Column names; a missing category puts every item in category 0, a
+        missing behaviour makes every event the single behaviour "event".
+    behavior_names : sequence of str, optional
+        Allowed behaviour labels, in code order.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"u": [1, 1], "i": ["a", "b"], "t": [10, 20]})
+    >>> from_dataframe(df, "u", "i", "t").n_items
+    2
+    """
+    named = {"user": user, "item": item, "time": time, "category": category, "behavior": behavior,
+             "value": value}
+    absent = {k: c for k, c in named.items() if c is not None and c not in df.columns}
+    if absent:
+        raise ValueError(f"column(s) not in the DataFrame: {absent}; it has {list(df.columns)}")
     g = lambda c: None if c is None else df[c].to_numpy()
     return EventLog.from_arrays(g(user), g(item), g(time), g(category), g(behavior), g(value), behavior_names)
 
@@ -236,7 +261,16 @@ def _report(before, after):
 
 
 def k_core(log, user_k=5, item_k=5):
-    """Drop events of users with < user_k and items with < item_k events, to a fixed point."""
+    """k-core filtering: drop users with fewer than ``user_k`` and items with fewer than
+    ``item_k`` events, repeated until nothing changes (removing an item can push a user
+    under the threshold and back).
+
+    Returns
+    -------
+    (EventLog, dict)
+        The filtered log (ids keep their original mapping; call ``.compact()`` to
+        re-densify) and a report ``{"events_removed", "users_removed", "items_removed"}``.
+    """
     keep = np.ones(len(log), bool)
     while True:
         uc = np.bincount(log.user[keep], minlength=log.n_users)
@@ -250,13 +284,14 @@ def k_core(log, user_k=5, item_k=5):
 
 
 def filter_min_length(log, min_len):
+    """Keep users (or sessions) with at least ``min_len`` events; returns ``(log, report)``."""
     uc = np.bincount(log.user, minlength=log.n_users)
     out = log.take(uc[log.user] >= min_len)
     return out, _report(log, out)
 
 
 def filter_time(log, start=None, end=None):
-    """Keep events with start <= time < end."""
+    """Keep events with ``start <= time < end`` (either bound may be None); returns ``(log, report)``."""
     m = np.ones(len(log), bool)
     if start is not None:
         m &= log.time >= start
@@ -267,8 +302,14 @@ def filter_time(log, start=None, end=None):
 
 
 def split_leave_one_out(log):
-    """(train, valid, test): each user's last event is test, the one before valid.
-    Users with fewer than 3 events stay wholly in train."""
+    """Leave-one-out split as the sequential-recommendation literature does it.
+
+    Each user's last event (by time, ties by input order) is the test event and
+    the one before it the validation event; everything earlier is training.
+    Users with fewer than 3 events stay wholly in train (they have nothing to
+    hold out), so no user is dropped.  Returns ``(train, valid, test)`` logs in
+    input order.
+    """
     order = np.lexsort((np.arange(len(log)), log.time, log.user))
     u = log.user[order]
     cnt = np.bincount(u, minlength=log.n_users)
@@ -282,7 +323,9 @@ def split_leave_one_out(log):
 
 
 def split_last_period(log, period):
-    """(train, test) by a global cut at max(time) - period."""
+    """Last-period split: ``(train, test)`` at the global cut ``max(time) - period``
+    (events at or after the cut are test), as session-based work (YOOCHOOSE,
+    DIGINETICA) evaluates on the last day(s)."""
     cut = log.time.max() - period
     return log.take(log.time < cut), log.take(log.time >= cut)
 
