@@ -42,9 +42,15 @@ _API = {
 __all__ = ["Graph", "config", "metrics", *_API]
 
 
+#: stage modules reachable as attributes (``stgkern.compat.session_graph``); optional
+#: ones (torch, dask, bench) import their extra only when touched.
+_SUBMODULES = {"data", "construct", "compat", "features", "conv", "edge", "layer", "readout", "metrics",
+               "model", "bench", "torch", "dask"}
+
+
 def __getattr__(name):
-    if name == "metrics":
-        return importlib.import_module(".metrics", __name__)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     mod = _API.get(name)
     if mod is None:
         raise AttributeError(f"module 'stgkern' has no attribute {name!r}")
