@@ -50,7 +50,12 @@ _SUBMODULES = {"data", "construct", "compat", "features", "conv", "edge", "layer
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise                      # e.g. stgkern.torch without torch installed
+            raise AttributeError(f"module 'stgkern' has no attribute {name!r}") from None
     mod = _API.get(name)
     if mod is None:
         raise AttributeError(f"module 'stgkern' has no attribute {name!r}")
