@@ -12,7 +12,17 @@ Measures, in one run and on one device:
   events) and a power-law random graph (5M nodes, 80M edges);
 * message_passing (mul, per-edge scalar), sddmm (dot) and edge_softmax on the
   window graph, as a fraction of their streaming byte floor over the copy
-  bandwidth.
+  bandwidth;
+* topk (k=100, d=64, float32) over 1M items against the peer CuPy matmul +
+  ``argpartition`` per row block, and against the matmul alone (the
+  selection's overhead); checked against the peer's scores and the CPU
+  backend on a sample of rows;
+* time_decay, time_encoding (dim 16) and node_features against the CuPy
+  expressions they replace (the CuPy composition is the peer), checked
+  against the CPU;
+* the GPU window_graph builder (``stgkern._cuda.window_graph.build``) on the
+  20M-event sorted log, checked against the generator's CSR (window only) and
+  against the CPU builder on a 1M-event slice with horizon + category edges.
 
 Timing: CUDA events, one warm-up call (NVRTC compile excluded), median of
 ``--reps``.  Every stgkern output is checked against the peer (or a CuPy
@@ -67,6 +77,39 @@ def power_law_csr(xp, n_nodes, n_edges, seed, alpha=2.0):
     indptr = xp.zeros(n_nodes + 1, dtype=np.int64)
     xp.cumsum(xp.bincount(dst, minlength=n_nodes), out=indptr[1:])
     return indptr, src.astype(np.int32)
+
+
+def sorted_log(xp, n_events, mean_len, seed, n_cats=20):
+    """(user, time, category, seg_ptr) of a log already in (user, time) order: the
+    same user lengths as window_graph_csr, integer times with ties."""
+    rng = np.random.default_rng(seed)
+    lens = rng.geometric(1.0 / mean_len, size=max(1, 2 * n_events // mean_len))
+    lens = lens[np.cumsum(lens) <= n_events]
+    lens = np.append(lens, n_events - lens.sum()) if lens.sum() < n_events else lens
+    seg_ptr = np.zeros(lens.shape[0] + 1, np.int64)
+    np.cumsum(lens, out=seg_ptr[1:])
+    seg_ptr = xp.asarray(seg_ptr)
+    rs = xp.random.RandomState(seed)
+    user = xp.repeat(xp.arange(seg_ptr.shape[0] - 1, dtype=np.int64), xp.diff(seg_ptr))
+    gaps = rs.randint(0, 600, n_events).astype(np.int64)  # 0: a tie with the previous event
+    time = xp.cumsum(gaps)
+    time -= xp.repeat(time[seg_ptr[:-1]], xp.diff(seg_ptr))  # each user starts at 0, ascending
+    category = rs.randint(0, n_cats, n_events).astype(np.int64)
+    return user, time, category, seg_ptr
+
+
+def topk_peer(xp, Q, items, k, rows_block):
+    """The obvious GPU/CPU top-k: full score rows per block, argpartition, sort the k."""
+    out_i = xp.empty((Q.shape[0], k), dtype=np.int64)
+    out_s = xp.empty((Q.shape[0], k), dtype=Q.dtype)
+    for r0 in range(0, Q.shape[0], rows_block):
+        S = Q[r0:r0 + rows_block] @ items.T
+        part = xp.argpartition(-S, k - 1, axis=1)[:, :k]
+        ps = xp.take_along_axis(S, part, axis=1)
+        order = xp.argsort(-ps, axis=1)
+        out_i[r0:r0 + rows_block] = xp.take_along_axis(part, order, axis=1)
+        out_s[r0:r0 + rows_block] = xp.take_along_axis(ps, order, axis=1)
+    return out_i, out_s
 
 
 # ------------------------------------------------------------------ timing
@@ -171,10 +214,126 @@ def run_gpu(args):
         record("edge_softmax_H1", gname, t, 8 * nnz + 8 * n)
         del X, g, A, s, o
         cp.get_default_memory_pool().free_all_blocks()
-    res["topk"] = "not run: the CUDA topk selection kernel is not implemented yet"
+    run_gpu_topk(args, res, record)
+    run_gpu_features(args, res, record)
+    run_gpu_window_graph(args, res, record)
     from stgkern import _cuda
     res["loader"] = _cuda.info()
     return res
+
+
+def run_gpu_topk(args, res, record):
+    import cupy as cp
+
+    import stgkern
+    from stgkern import config
+    rs = cp.random.RandomState(6)
+    m, n_items, d, k = args.topk_queries, args.topk_items, 64, 100
+    Q = rs.standard_normal((m, d), dtype=np.float32)
+    items = rs.standard_normal((n_items, d), dtype=np.float32)
+    gi, gs = stgkern.topk(Q, items, k)
+    pi, ps = topk_peer(cp, Q, items, k, 256)
+    res["checks"]["topk/peer_scores"] = check("topk/peer_scores", gs, ps, rtol=1e-5, atol=1e-4)
+    same = float((cp.sort(gi, axis=1) == cp.sort(pi, axis=1)).mean())
+    res["topk_index_agreement_vs_peer"] = same  # < 1 only through float ties / near-ties
+    rows = np.arange(0, m, max(1, m // 16))
+    ci, cs = stgkern.topk(cp.asnumpy(Q[rows]), cp.asnumpy(items), k)
+    res["checks"]["topk/cpu_scores"] = bool(np.allclose(cp.asnumpy(gs[rows]), cs, rtol=1e-5, atol=1e-4))
+    res["topk_index_agreement_vs_cpu"] = float((cp.asnumpy(gi[rows]) == ci).mean())
+    flops = 2.0 * m * n_items * d
+    t = gpu_time(lambda: stgkern.topk(Q, items, k), args.reps)
+    tp = gpu_time(lambda: topk_peer(cp, Q, items, k, 256), min(args.reps, 3))  # the peer sorts: slow
+    rb, ib = int(config.topk_block_rows), int(config.topk_block_items)
+    buf = cp.empty(rb * ib, cp.float32)
+
+    def matmul_only():  # the same tiles as stgkern's topk, no selection
+        for c0 in range(0, n_items, ib):
+            blk = items[c0:c0 + ib]
+            for r0 in range(0, m, rb):
+                r = min(rb, m - r0)
+                cp.matmul(Q[r0:r0 + r], blk.T, out=buf[:r * blk.shape[0]].reshape(r, blk.shape[0]))
+    tm = gpu_time(matmul_only, args.reps)
+    floor = 4 * (n_items * d + m * d) + 12 * m * k
+    record(f"topk_k{k}_m{m}", f"{n_items // 10**6}M items", t, floor, "cupy matmul+argpartition", tp, flops)
+    record(f"topk_matmul_only_m{m}", f"{n_items // 10**6}M items", tm, floor, flops=flops)
+    res["topk_selection_overhead"] = t / tm
+    del Q, items, buf
+    cp.get_default_memory_pool().free_all_blocks()
+
+
+def run_gpu_features(args, res, record):
+    import cupy as cp
+
+    import stgkern
+    n = args.events
+    rs = cp.random.RandomState(7)
+    dt = rs.randint(0, 10**6, n).astype(np.int64)
+    got = stgkern.time_decay(dt, 3600.0)
+    res["checks"]["time_decay"] = check("time_decay", got, cp.exp(dt.astype(np.float64) * (-1 / 3600.0))
+                                        .astype(np.float32), rtol=1e-6, atol=1e-7)
+    t = gpu_time(lambda: stgkern.time_decay(dt, 3600.0), args.reps)
+    tp = gpu_time(lambda: cp.exp(dt.astype(np.float64) * (-1 / 3600.0)).astype(np.float32), args.reps)
+    record("time_decay", f"{n // 10**6}M edges", t, 12 * n, "cupy exp(astype)", tp)
+    dim = 16
+    from stgkern.features import default_omega
+    omega = cp.asarray(default_omega(dim))
+    sub = dt[: 1 << 20]
+    got = stgkern.time_encoding(sub, dim)
+    res["checks"]["time_encoding/cpu"] = bool(np.allclose(cp.asnumpy(got), stgkern.time_encoding(cp.asnumpy(sub), dim),
+                                                          rtol=1e-5, atol=1e-6))
+
+    def peer_te():
+        return cp.cos(dt.astype(np.float64)[:, None] * omega[None, :]).astype(np.float32)
+    t = gpu_time(lambda: stgkern.time_encoding(dt, dim), args.reps)
+    tp = gpu_time(peer_te, args.reps)
+    record(f"time_encoding_d{dim}", f"{n // 10**6}M edges", t, 8 * n + 4 * n * dim, "cupy cos(outer)", tp)
+    del dt, sub
+    user, time_, category, seg_ptr = sorted_log(cp, n, 50, seed=8)
+    behavior = cp.random.RandomState(9).randint(0, 4, n).astype(np.int64)
+    value = cp.random.RandomState(10).random_sample(n)
+    log = {"user": user, "time": time_, "behavior": behavior, "value": value}
+    got = stgkern.node_features(log, n_behaviors=4)
+    m = 1 << 20
+    small = {k: cp.asnumpy(v[:m]) for k, v in log.items()}
+    res["checks"]["node_features/cpu"] = bool(np.allclose(cp.asnumpy(got[:m]), stgkern.node_features(small, n_behaviors=4),
+                                                          rtol=1e-6, atol=0))
+    d = got.shape[1]
+    t = gpu_time(lambda: stgkern.node_features(log, n_behaviors=4), args.reps)
+    record(f"node_features_d{d}", f"{n // 10**6}M events", t, 4 * n * d + 32 * n)
+    del log, got, user, time_, category, seg_ptr, behavior, value
+    cp.get_default_memory_pool().free_all_blocks()
+
+
+def run_gpu_window_graph(args, res, record):
+    import cupy as cp
+
+    import stgkern
+    from stgkern._cuda import window_graph as wg
+    n = args.events
+    user, time_, category, seg_ptr = sorted_log(cp, n, 50, seed=1)
+    indptr, indices = window_graph_csr(cp, n, args.window, 50, seed=1)  # same user lengths
+    out = wg.build(seg_ptr, time_, None, args.window, None, False, 0, False, np.int32)
+    res["checks"]["window_graph/csr"] = bool((out[0] == indptr).all()) and bool((out[1] == indices).all())
+    nnz = int(out[0][-1])
+    del out
+    t = gpu_time(lambda: wg.build(seg_ptr, time_, None, args.window, None, False, 0, False, np.int32), args.reps)
+    floor = 16 * n + nnz * (4 + 8 + 4 + 1) + 8 * n
+    record(f"window_graph_w{args.window}", f"{n // 10**6}M events", t, floor)
+    kw = dict(window=args.window, horizon=3600, strict_time=True, category_window=2, self_loops=True)
+    t = gpu_time(lambda: wg.build(seg_ptr, time_, category, kw["window"], kw["horizon"], True, 2, True, np.int32),
+                 args.reps)
+    record(f"window_graph_w{args.window}_cat2_h3600", f"{n // 10**6}M events", t, floor)
+    # the CPU builder on a slice of whole users
+    cut = int(seg_ptr[min(seg_ptr.shape[0] - 1, int(cp.searchsorted(seg_ptr, 1 << 20)))])
+    sp_ = seg_ptr[seg_ptr <= cut]
+    got = wg.build(sp_, time_[:cut], category[:cut], kw["window"], kw["horizon"], True, 2, True, np.int32)
+    g = stgkern.window_graph(cp.asnumpy(user[:cut]), cp.asnumpy(time_[:cut]), cp.asnumpy(category[:cut]), **kw)
+    ok = bool(np.array_equal(cp.asnumpy(got[0]), g.indptr) and np.array_equal(cp.asnumpy(got[1]), g.indices))
+    for name, a in zip(("dt", "hop", "kind"), got[2:]):
+        ok = ok and bool(np.array_equal(cp.asnumpy(a), g.edata[name]))
+    res["checks"]["window_graph/cpu"] = ok
+    del user, time_, category, seg_ptr, indptr, indices, got
+    cp.get_default_memory_pool().free_all_blocks()
 
 
 def run_cpu_smoke(args):
@@ -204,6 +363,24 @@ def run_cpu_smoke(args):
             ok = f"skipped ({exc})"
         res["graphs"][gname] = {"n": n, "nnz": nnz, "spmm_vs_scipy": ok}
         print(gname, res["graphs"][gname], flush=True)
+    # topk: the peer and the CPU backend agree at small size
+    rng = np.random.default_rng(6)
+    Q = rng.standard_normal((64, 64)).astype(np.float32)
+    items = rng.standard_normal((args.topk_items, 64)).astype(np.float32)
+    ci, cs = stgkern.topk(Q, items, 100)
+    pi, ps = topk_peer(np, Q, items, 100, 16)
+    res["topk"] = {"items": args.topk_items, "scores_vs_peer": bool(np.allclose(cs, ps, rtol=1e-5, atol=1e-4))}
+    # the sorted log matches the window-graph generator and the CPU builder takes it
+    user, time_, category, seg_ptr = sorted_log(np, args.events, 50, seed=1)
+    indptr, indices = window_graph_csr(np, args.events, args.window, 50, seed=1)
+    g = stgkern.window_graph(user, time_, category, window=args.window)
+    res["window_graph"] = {"sorted_log_matches_generator": bool(np.array_equal(g.indptr, indptr)
+                                                                 and np.array_equal(g.indices, indices)),
+                           "ties": int((np.diff(time_) == 0).sum())}
+    behavior = rng.integers(0, 4, args.events)
+    X = stgkern.node_features({"user": user, "time": time_, "behavior": behavior, "value": None}, n_behaviors=4)
+    res["node_features_shape"] = list(X.shape)
+    print(res["topk"], res["window_graph"], flush=True)
     return res
 
 
@@ -221,7 +398,7 @@ def write(res, out_dir: Path):
                          f"{r.get('speedup_vs_peer', float('nan')):>8.2f}")
         lines.append(f"checks: {res['checks']}")
     else:
-        lines.append(json.dumps(res["graphs"]))
+        lines.append(json.dumps({k: res[k] for k in ("graphs", "topk", "window_graph") if k in res}))
     (out_dir / "device_check.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -237,11 +414,14 @@ def main(argv=None):
     ap.add_argument("--pl-edges", type=int, default=None, help="power-law edges (80M; 80k with --cpu-smoke)")
     ap.add_argument("--features", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--topk-items", type=int, default=None, help="topk catalogue (1M; 20k with --cpu-smoke)")
+    ap.add_argument("--topk-queries", type=int, default=4096)
     args = ap.parse_args(argv)
     small = args.cpu_smoke
     args.events = args.events or (20_000 if small else 20_000_000)
     args.pl_nodes = args.pl_nodes or (5_000 if small else 5_000_000)
     args.pl_edges = args.pl_edges or (80_000 if small else 80_000_000)
+    args.topk_items = args.topk_items or (20_000 if small else 1_000_000)
     res = run_cpu_smoke(args) if small else run_gpu(args)
     write(res, Path(args.out_dir))
     ok = all(v is True or isinstance(v, str) for v in res.get("checks", {}).values())

@@ -99,17 +99,16 @@ def node_features(log_or_arrays, g=None, *, n_behaviors=None, intensity=True, co
     time = _get(log_or_arrays, "time")
     if user is None or behavior is None:
         raise TypeError("log_or_arrays needs 'user' and 'behavior' (an event log or a dict of arrays)")
-    _dispatch.backend_of(user=user, behavior=behavior, value=value, time=time)
-    if not isinstance(user, np.ndarray):
-        raise TypeError("node_features runs on the CPU; pass NumPy arrays (cupy.asnumpy(...) first)")
+    backend = _dispatch.backend_of(user=user, behavior=behavior, value=value, time=time)
+    xp = _dispatch.array_module(backend)
     n = user.shape[0]
     for name, a in (("user", user), ("behavior", behavior), ("value", value), ("time", time)):
         if a is not None and a.ndim != 1:
             raise ValueError(f"{name} must be 1-D (one value per event), got shape {tuple(a.shape)}")
         if a is not None and a.shape[0] != n:
             raise ValueError(f"{name} has {a.shape[0]} events but user has {n}; pass one value per event")
-    user = np.ascontiguousarray(_validate.integer_ids(user, "user"), dtype=np.int64)
-    behavior = np.ascontiguousarray(_validate.integer_ids(behavior, "behavior"), dtype=np.int64)
+    user = xp.ascontiguousarray(_ids(user, "user"), dtype=np.int64)
+    behavior = xp.ascontiguousarray(_ids(behavior, "behavior"), dtype=np.int64)
     if n_behaviors is None:
         n_behaviors = _get(log_or_arrays, "n_behaviors")
     if n_behaviors is None:
@@ -121,7 +120,7 @@ def node_features(log_or_arrays, g=None, *, n_behaviors=None, intensity=True, co
     if value is not None and intensity:
         if value.dtype.kind not in "iuf":
             raise TypeError(f"value has dtype {value.dtype}; expected a numeric array")
-        value = np.ascontiguousarray(value, dtype=np.float64)
+        value = xp.ascontiguousarray(value, dtype=np.float64)
         _validate.finite(value, "value")
         if n and float(value.min()) <= -1:
             raise ValueError(f"value must be > -1 for log1p, found {float(value.min())}")
@@ -140,12 +139,25 @@ def node_features(log_or_arrays, g=None, *, n_behaviors=None, intensity=True, co
     else:
         if time is None:
             raise TypeError("node_features needs 'time' to order the events when no graph g is given")
-        from .construct import _order
-        order = _order(user, np.asarray(time), False)[0]
-    order = np.ascontiguousarray(order, dtype=np.int64)
-    k = _dispatch.kernels("node_features", _dispatch.CPU)
+        if backend == _dispatch.GPU:  # (user, time, position): the CPU's stable order, whatever the sort
+            order = xp.lexsort(xp.stack([xp.arange(n, dtype=np.int64), xp.asarray(time), user]))
+        else:
+            from .construct import _order
+            order = _order(user, np.asarray(time), False)[0]
+    order = xp.ascontiguousarray(order, dtype=np.int64)
+    k = _dispatch.kernels("node_features", backend)
     return k.node_features(order, user, behavior, value, B, bool(intensity), bool(context), bool(causal),
                            dtype)
+
+
+def _ids(a, name):
+    """``_validate.integer_ids`` for NumPy; the same dtype check for CuPy (no host copy)."""
+    if isinstance(a, np.ndarray):
+        return _validate.integer_ids(a, name)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer ids, got dtype {a.dtype}; "
+                        f"map labels to integers first (e.g. pandas.factorize)")
+    return a
 
 
 # ------------------------------------------------------------ edge features
@@ -191,7 +203,10 @@ def time_decay(dt, tau, *, dtype=np.float32):
     dtype = _feature_dtype(dtype)
     dt = _dt_array(dt)
     tau = _positive(tau, "tau")
-    xp = _dispatch.array_module(_dispatch.backend_of(dt=dt))
+    backend = _dispatch.backend_of(dt=dt)
+    if backend == _dispatch.GPU:  # one fused kernel instead of three passes
+        return _dispatch.kernels("time_decay", backend).time_decay(dt, tau, dtype)
+    xp = _dispatch.array_module(backend)
     return xp.exp(dt.astype(np.float64) * (-1.0 / tau)).astype(dtype)
 
 
@@ -230,13 +245,13 @@ def time_encoding(dt, dim, omega=None, phase=None, *, dtype=np.float32):
     dtype = _feature_dtype(dtype)
     dt = _dt_array(dt)
     dim = _validate.nonneg_int(dim, "dim", minimum=1)
-    if not isinstance(dt, np.ndarray):
-        raise TypeError("time_encoding runs on the CPU; pass a NumPy array (cupy.asnumpy(dt) first)")
+    backend = _dispatch.backend_of(dt=dt)
+    xp = _dispatch.array_module(backend)
     params = []
     for name, p, default in (("omega", omega, default_omega(dim)), ("phase", phase, np.zeros(dim))):
         if p is None:
             p = default
-        p = np.asarray(p)
+        p = p.get() if hasattr(p, "get") and not isinstance(p, np.ndarray) else np.asarray(p)  # (dim,): tiny
         if p.shape != (dim,):
             raise ValueError(f"{name} must have shape ({dim},) to match dim, got {p.shape}")
         if p.dtype.kind not in "iuf":
@@ -244,8 +259,8 @@ def time_encoding(dt, dim, omega=None, phase=None, *, dtype=np.float32):
         p = np.ascontiguousarray(p, dtype=np.float64)
         _validate.finite(p, name)
         params.append(p)
-    dt = np.ascontiguousarray(dt, dtype=np.float64)
-    k = _dispatch.kernels("time_encoding", _dispatch.CPU)
+    dt = xp.ascontiguousarray(dt, dtype=np.float64)
+    k = _dispatch.kernels("time_encoding", backend)
     return k.time_encoding(dt, params[0], params[1], dtype)
 
 

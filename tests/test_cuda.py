@@ -9,7 +9,10 @@ otherwise.  Three groups run without a GPU:
   ``tools/check_cuda.py`` for sm_80 and sm_90);
 * ``test_emulated_*`` (needs g++): the .cu sources compiled for the host
   against ``csrc/emu/cuda_host_emu.h`` and run through the real launch
-  wrappers, compared with ``tests/naive_cuda.py`` and the Numba backends.
+  wrappers, compared with ``tests/naive.py`` and the Numba backends.
+
+The ``emu`` fixture and helpers here are shared with tests/test_cuda_<op>.py
+(topk, features, window_graph, the spmm vector path), which import them.
 """
 import ctypes
 import hashlib
@@ -278,7 +281,9 @@ def test_debug_mode_and_info(cp, rng):
 
 def test_import_does_not_touch_cupy():
     code = ("import sys, stgkern, stgkern._cuda, stgkern._cuda.spmm, stgkern._cuda.sddmm, "
-            "stgkern._cuda.message_passing, stgkern._cuda.edge_softmax, stgkern._cuda.segment_reduce;"
+            "stgkern._cuda.message_passing, stgkern._cuda.edge_softmax, stgkern._cuda.segment_reduce, "
+            "stgkern._cuda.topk, stgkern._cuda.node_features, stgkern._cuda.time_encoding, "
+            "stgkern._cuda.time_decay, stgkern._cuda.window_graph, stgkern.features, stgkern.readout;"
             "assert 'cupy' not in sys.modules, 'cupy imported at import time'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -312,7 +317,7 @@ needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not o
 
 @needs_nvcc
 @pytest.mark.slow
-@pytest.mark.parametrize("op", ["spmm", "common_neighbor_fusion"])
+@pytest.mark.parametrize("op", ["spmm", "common_neighbor_fusion", "topk"])
 def test_aot_emits_every_loader_kernel(op):
     """The STGKERN_AOT instantiation block and the loader's name expressions agree."""
     if shutil.which("c++filt") is None:
@@ -368,11 +373,18 @@ void emu_run(void (*k)(P...), void** a, unsigned g, unsigned b) {
 '''
 
 
+#: Ops whose kernels are instantiated for other (value, index) pairs than _EMU_TYPES.
+_EMU_OP_TYPES = {"window_graph": {("long long", "int"): "ll_i", ("long long", "long long"): "ll_ll",
+                                  ("double", "int"): "d_i", ("double", "long long"): "d_ll"}}
+_EMU_TAGS = {**_EMU_TYPES, **_EMU_OP_TYPES["window_graph"]}
+
+
 def _emu_build(op, kernels, out_dir):
     import cuda_build
     cu = cuda_build.CSRC / "cuda" / f"{op}.cu"
     emu_h = cuda_build.CSRC / "emu" / "cuda_host_emu.h"
-    body = "\n".join(f"EMU({k}, {t}, {i}, {tag})" for k in kernels for (t, i), tag in _EMU_TYPES.items())
+    types = _EMU_OP_TYPES.get(op, _EMU_TYPES)
+    body = "\n".join(f"EMU({k}, {t}, {i}, {tag})" for k in kernels for (t, i), tag in types.items())
     text = f'#include "{cu}"\n{_HARNESS}\n{body}\n'
     key = hashlib.sha1(b"".join(p.read_bytes() for p in
                                 [cu, emu_h, *sorted((cuda_build.CSRC / "include").rglob("*.cuh"))])
@@ -393,7 +405,7 @@ class _EmuModule:
 
     def function(self, name):
         base, types = name[:-1].split("<", 1)
-        tag = _EMU_TYPES[tuple(types.split(","))]
+        tag = _EMU_TAGS[tuple(types.split(","))]
         fn = getattr(self.lib, f"emu_{base}_{tag}")
 
         def call(grid, block, args):
@@ -406,6 +418,8 @@ class _EmuModule:
                     holders.append(ctypes.c_int32(int(a)))
                 elif isinstance(a, np.int64):
                     holders.append(ctypes.c_int64(int(a)))
+                elif isinstance(a, np.float64):
+                    holders.append(ctypes.c_double(float(a)))
                 elif isinstance(a, np.uint64):  # a null pointer
                     holders.append(ctypes.c_void_p(int(a) or None))
                 else:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cuda_build  # noqa: E402
 
 #: Kernels on the critical path of a training step: any spill there fails the check.
-HOT_PREFIXES = ("spmm_fwd", "mp_fwd", "sddmm_fwd", "edge_softmax_fwd", "window_graph_fill")
+HOT_PREFIXES = ("spmm_fwd", "mp_fwd", "sddmm_fwd", "edge_softmax_fwd", "window_graph_fill", "topk_select")
 
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")
 _SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")

@@ -18,6 +18,7 @@ expressions (``stgkern/_cuda/_loader.py``) list the same kernels.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 ARCHS = ("80", "90")
-#: Two compiles at a time: CI and the dev machine have two cores.
-JOBS = 2
+#: Parallel compiles: one per core, at least two (CI and the dev machine have two), at most eight.
+JOBS = max(2, min(8, os.cpu_count() or 2))
 
 
 def sources() -> list[Path]:

@@ -10,6 +10,13 @@ __global__ void mp_fwd(const i64* indptr, const I* indices, const T* X, const T*
     stgkern::gather_reduce<T, I>(indptr, indices, X, E, e_width, op, out, arg, n_rows, F, reduce, long_row);
 }
 
+// Vectorised short rows for E absent or one value per edge (see gather_reduce_vec).
+template <typename T, typename I>
+__global__ void mp_fwd_vec(const i64* indptr, const I* indices, const T* X, const T* E, int op,
+                           T* out, i64* arg, i64 n_rows, i64 F, int reduce, i64 long_row, int group) {
+    stgkern::gather_reduce_vec<T, I>(indptr, indices, X, E, op, out, arg, n_rows, F, reduce, long_row, group);
+}
+
 // Rows with more than long_row edges, one block each (rows lists them).
 template <typename T, typename I>
 __global__ void mp_fwd_long(const i64* rows, const i64* indptr, const I* indices, const T* X, const T* E,
@@ -34,7 +41,7 @@ __global__ void mp_bwd_e(const i64* indptr, const I* indices, const T* X, const 
 
 #ifdef STGKERN_AOT
 #define STGKERN_MP(T, I) \
-    fp[n++] = (void*)&mp_fwd<T, I>; fp[n++] = (void*)&mp_fwd_long<T, I>; \
+    fp[n++] = (void*)&mp_fwd<T, I>; fp[n++] = (void*)&mp_fwd_vec<T, I>; fp[n++] = (void*)&mp_fwd_long<T, I>; \
     fp[n++] = (void*)&mp_bwd_x<T, I>; fp[n++] = (void*)&mp_bwd_e<T, I>;
 int stgkern_aot_message_passing(void** fp) { int n = 0; STGKERN_FOR_TYPES(STGKERN_MP) return n; }
 #endif

@@ -10,6 +10,14 @@ __global__ void spmm_fwd(const i64* indptr, const I* indices, const T* X, const 
     stgkern::gather_reduce<T, I>(indptr, indices, X, w, 1, stgkern::kMul, out, arg, n_rows, F, reduce, long_row);
 }
 
+// Vectorised short rows (see gather_reduce_vec): `group` lanes per row.
+template <typename T, typename I>
+__global__ void spmm_fwd_vec(const i64* indptr, const I* indices, const T* X, const T* w,
+                             T* out, i64* arg, i64 n_rows, i64 F, int reduce, i64 long_row, int group) {
+    stgkern::gather_reduce_vec<T, I>(indptr, indices, X, w, stgkern::kMul, out, arg, n_rows, F, reduce, long_row,
+                                     group);
+}
+
 // Rows with more than long_row edges, one block each (rows lists them).
 template <typename T, typename I>
 __global__ void spmm_fwd_long(const i64* rows, const i64* indptr, const I* indices, const T* X, const T* w,
@@ -34,7 +42,7 @@ __global__ void spmm_bwd_w(const i64* indptr, const I* indices, const T* X, cons
 
 #ifdef STGKERN_AOT
 #define STGKERN_SPMM(T, I) \
-    fp[n++] = (void*)&spmm_fwd<T, I>; fp[n++] = (void*)&spmm_fwd_long<T, I>; \
+    fp[n++] = (void*)&spmm_fwd<T, I>; fp[n++] = (void*)&spmm_fwd_vec<T, I>; fp[n++] = (void*)&spmm_fwd_long<T, I>; \
     fp[n++] = (void*)&spmm_bwd_x<T, I>; fp[n++] = (void*)&spmm_bwd_w<T, I>;
 int stgkern_aot_spmm(void** fp) { int n = 0; STGKERN_FOR_TYPES(STGKERN_SPMM) return n; }
 #endif

@@ -19,6 +19,9 @@
 #define __restrict__ __restrict
 #define __shared__ static
 
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
+
 struct emu_dim3 { unsigned x = 1, y = 1, z = 1; };
 inline thread_local emu_dim3 threadIdx, blockIdx;
 inline emu_dim3 blockDim, gridDim;
@@ -56,9 +59,12 @@ inline unsigned __ballot_sync(unsigned, bool p) {
 }
 inline void __syncthreads() { emu_block_bar->arrive_and_wait(); }
 inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
 using std::exp;
+using std::cos;
+using std::log1p;
 using std::sqrt;
 inline float expf(float x) { return std::exp(x); }
 inline float sqrtf(float x) { return std::sqrt(x); }

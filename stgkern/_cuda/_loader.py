@@ -36,14 +36,21 @@ PREBUILT = _HERE / "prebuilt"
 #: Kernel templates per op; every one is instantiated for the four
 #: (value, index) pairs of ``STGKERN_FOR_TYPES`` in csrc/include/stgkern/common.cuh.
 KERNELS = {
-    "spmm": ("spmm_fwd", "spmm_fwd_long", "spmm_bwd_x", "spmm_bwd_w"),
-    "message_passing": ("mp_fwd", "mp_fwd_long", "mp_bwd_x", "mp_bwd_e"),
+    "spmm": ("spmm_fwd", "spmm_fwd_vec", "spmm_fwd_long", "spmm_bwd_x", "spmm_bwd_w"),
+    "message_passing": ("mp_fwd", "mp_fwd_vec", "mp_fwd_long", "mp_bwd_x", "mp_bwd_e"),
     "sddmm": ("sddmm_fwd",),
     "edge_softmax": ("edge_softmax_fwd", "edge_softmax_bwd"),
     "segment_reduce": ("segment_reduce_fwd", "segment_reduce_bwd"),
     "common_neighbor_fusion": ("cnf_fwd", "cnf_bwd_x", "cnf_bwd_w"),
+    "topk": ("topk_select",),
+    "time_decay": ("time_decay_fwd",),
+    "time_encoding": ("time_encoding_fwd",),
+    "node_features": ("node_features_fwd",),
+    # instantiated for time types long long / double (not float) x int / long long
+    "window_graph": ("window_graph_count", "window_graph_fill"),
 }
-_VALUE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_VALUE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
+          np.dtype(np.int64): "long long"}  # int64: window_graph's integer times
 _INDEX = {np.dtype(np.int32): "int", np.dtype(np.int64): "long long"}
 
 _lock = threading.Lock()
@@ -153,13 +160,15 @@ def launch(op: str, kernel: str, dtype, index_dtype, n_warps: int, args) -> None
     _run(op, name, fn, (n_warps + threads // 32 - 1) // (threads // 32), threads, args)
 
 
-def launch_blocks(op: str, kernel: str, dtype, index_dtype, n_blocks: int, args) -> None:
-    """Launch with one block (``config.cuda_threads_per_block`` threads) per work item."""
+def launch_blocks(op: str, kernel: str, dtype, index_dtype, n_blocks: int, args, threads: int | None = None) -> None:
+    """Launch with one block per work item: ``threads`` threads (a multiple of 32, at most 1024),
+    by default ``config.cuda_threads_per_block``."""
     n_blocks = int(n_blocks)
     if n_blocks <= 0:
         return
     name = name_expression(kernel, dtype, index_dtype)
-    _run(op, name, _module(op, dtype, index_dtype).function(name), n_blocks, _threads(), args)
+    threads = _threads() if threads is None else int(threads)
+    _run(op, name, _module(op, dtype, index_dtype).function(name), n_blocks, threads, args)
 
 
 _long_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

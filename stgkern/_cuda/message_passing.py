@@ -1,14 +1,14 @@
 """GPU message_passing: ``out[i] = REDUCE_{k in row i} X[indices[k]] (op) E[k]`` (csrc/cuda/message_passing.cu).
 
 E is (nnz, F) or (nnz,)/(nnz, 1), broadcast over features.  Same geometry as
-spmm; grad_X is pulled over the cached transpose, grad_E is written per edge.
+spmm (the vector kernel for a per-edge scalar E only); grad_X is pulled over the cached transpose, grad_E is written per edge.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._loader import launch, launch_blocks, long_rows
-from .spmm import REDUCE
+from .spmm import REDUCE, launch_vec, vector_group
 
 OP = {"mul": 0, "add": 1}
 
@@ -25,8 +25,13 @@ def forward(g, X, E, op, reduce):
     arg = cp.empty((n, F), dtype=np.int64) if reduce in ("max", "min") else None
     width, code, opc = np.int32(_e_width(E, F)), np.int32(REDUCE[reduce]), np.int32(OP[op])
     threshold, rows = long_rows(g)
-    launch("message_passing", "mp_fwd", X.dtype, g.indices.dtype, n,
-           (g.indptr, g.indices, X, E, width, opc, out, arg, n, F, code, threshold))
+    group = vector_group(X, out) if width == 1 else 0  # the vector kernel takes one E value per edge
+    if group:
+        launch_vec("message_passing", "mp_fwd_vec", X.dtype, g, group,
+                   (g.indptr, g.indices, X, E, opc, out, arg, n, F, code, threshold))
+    else:
+        launch("message_passing", "mp_fwd", X.dtype, g.indices.dtype, n,
+               (g.indptr, g.indices, X, E, width, opc, out, arg, n, F, code, threshold))
     launch_blocks("message_passing", "mp_fwd_long", X.dtype, g.indices.dtype, rows.shape[0],
                   (rows, g.indptr, g.indices, X, E, width, opc, out, arg, F, code))
     return out, arg

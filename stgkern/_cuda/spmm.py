@@ -1,7 +1,8 @@
 """GPU spmm: ``out[i] = REDUCE_{k in row i} w[k] * X[indices[k]]`` (csrc/cuda/spmm.cu).
 
-Forward: one warp per destination row, one block per row longer than
-``config.cuda_long_row``.  Backward: grad_X pulled over the
+Forward: short rows take the 16-byte vector kernel where F and alignment
+allow (a group of lanes per row, ``vector_group``), else one warp per row;
+one block per row longer than ``config.cuda_long_row``.  Backward: grad_X pulled over the
 cached transpose ``g.transpose()`` (no atomics), grad_w one warp-dot per edge.
 """
 from __future__ import annotations
@@ -12,6 +13,36 @@ from ._loader import launch, launch_blocks, long_rows
 
 REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 
+#: Short rows run the 16-byte vector kernel (``*_fwd_vec``) whenever F is a
+#: multiple of the vector width and X and out are 16-byte aligned; off, every
+#: row takes the scalar warp-per-row kernel (the tests compare both).
+VECTOR_LOADS = True
+
+
+def _address(a) -> int:
+    iface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
+    return int(iface["data"][0])
+
+
+def vector_group(X, out) -> int:
+    """Lanes per row for the vector kernel (a power of two <= 32, about F / width), or 0 when
+    it does not apply (F not a multiple of 16 bytes, a misaligned X view, VECTOR_LOADS off)."""
+    F = X.shape[1]
+    width = 16 // X.dtype.itemsize
+    if not VECTOR_LOADS or F == 0 or F % width or _address(X) % 16 or _address(out) % 16:
+        return 0
+    group = 1
+    while group < F // width and group < 32:
+        group *= 2
+    return group
+
+
+def launch_vec(op, kernel, dtype, g, group, args) -> None:
+    """Launch the vector kernel ``kernel`` over g's rows, ``group`` lanes a row (32 / group rows a warp)."""
+    rows_per_warp = 32 // group
+    launch(op, kernel, dtype, g.indices.dtype, (g.n_nodes + rows_per_warp - 1) // rows_per_warp,
+           (*args, np.int32(group)))
+
 
 def forward(g, X, edge_weight, reduce):
     import cupy as cp
@@ -21,8 +52,13 @@ def forward(g, X, edge_weight, reduce):
     arg = cp.empty((n, F), dtype=np.int64) if reduce in ("max", "min") else None
     code = np.int32(REDUCE[reduce])
     threshold, rows = long_rows(g)
-    launch("spmm", "spmm_fwd", X.dtype, g.indices.dtype, n,
-           (g.indptr, g.indices, X, edge_weight, out, arg, n, F, code, threshold))
+    group = vector_group(X, out)
+    if group:
+        launch_vec("spmm", "spmm_fwd_vec", X.dtype, g, group,
+                   (g.indptr, g.indices, X, edge_weight, out, arg, n, F, code, threshold))
+    else:
+        launch("spmm", "spmm_fwd", X.dtype, g.indices.dtype, n,
+               (g.indptr, g.indices, X, edge_weight, out, arg, n, F, code, threshold))
     launch_blocks("spmm", "spmm_fwd_long", X.dtype, g.indices.dtype, rows.shape[0],
                   (rows, g.indptr, g.indices, X, edge_weight, out, arg, F, code))
     return out, arg

@@ -92,6 +92,81 @@ __device__ void gather_reduce(const i64* __restrict__ indptr, const I* __restric
     }
 }
 
+// 16-byte vectors: float4 (4 floats) / double2 (2 doubles).
+template <typename T> struct Vec16;
+template <> struct Vec16<float> {
+    typedef float4 type;
+    static constexpr int n = 4;
+    static __device__ __forceinline__ float get(const float4& q, int u) {
+        return u == 0 ? q.x : (u == 1 ? q.y : (u == 2 ? q.z : q.w));
+    }
+    static __device__ __forceinline__ float4 make(const float* v) { return float4{v[0], v[1], v[2], v[3]}; }
+};
+template <> struct Vec16<double> {
+    typedef double2 type;
+    static constexpr int n = 2;
+    static __device__ __forceinline__ double get(const double2& q, int u) { return u == 0 ? q.x : q.y; }
+    static __device__ __forceinline__ double2 make(const double* v) { return double2{v[0], v[1]}; }
+};
+
+// Vectorised gather-reduce for short rows, used when F is a multiple of the
+// vector width, X and out are 16-byte aligned and E is absent or one value
+// per edge (the launch wrapper checks).  A group of `group` lanes (a power of
+// two dividing 32, about F / width) owns one row, each lane a 16-byte column
+// slice; 32 / group rows per warp, so small F does not leave lanes idle.  No
+// shuffles: every lane of a group reads the same index and weight (one
+// broadcast load from L1), which also lets the groups of a warp run rows of
+// different lengths.  Edges are summed in CSR order per element, exactly as
+// in reduce_range: results are bit-identical to the scalar path.
+template <typename T, typename I>
+__device__ void gather_reduce_vec(const i64* __restrict__ indptr, const I* __restrict__ indices,
+                                  const T* __restrict__ X, const T* __restrict__ E, int op, T* __restrict__ out,
+                                  i64* __restrict__ arg, i64 n_rows, i64 F, int reduce, i64 long_row, int group) {
+    typedef Vec16<T> V;
+    typedef typename V::type VT;
+    constexpr int W = V::n;
+    const int lane = lane_id();
+    const i64 row = global_warp() * (kWarp / group) + lane / group;
+    if (row >= n_rows) return;  // no shuffles below: lanes may leave on their own
+    const i64 start = indptr[row], end = indptr[row + 1];
+    if (long_row >= 0 && end - start > long_row) return;
+    const bool extreme = reduce == kMax || reduce == kMin;
+    const i64 Fv = F / W;
+    const VT* __restrict__ Xv = reinterpret_cast<const VT*>(X);
+    for (i64 c = lane % group; c < Fv; c += group) {
+        T acc[W];
+        i64 best[W];
+#pragma unroll
+        for (int u = 0; u < W; ++u) {
+            acc[u] = reduce == kMax ? neg_inf<T>() : (reduce == kMin ? -neg_inf<T>() : T(0));
+            best[u] = -1;
+        }
+        for (i64 k = start; k < end; ++k) {
+            const i64 j = static_cast<i64>(indices[k]);
+            const T e = E != nullptr ? E[k] : T(1);
+            const VT q = Xv[j * Fv + c];
+#pragma unroll
+            for (int u = 0; u < W; ++u) {
+                const T x = V::get(q, u);
+                const T m = E == nullptr ? x : combine(x, e, op);
+                if (!extreme) {
+                    acc[u] += m;
+                } else if (reduce == kMax ? m > acc[u] : m < acc[u]) {
+                    acc[u] = m;
+                    best[u] = k;
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < W; ++u) {
+            if (reduce == kMean && end > start) acc[u] /= static_cast<T>(end - start);
+            if (extreme && best[u] < 0) acc[u] = T(0);
+            if (extreme && arg != nullptr) arg[row * F + c * W + u] = best[u];
+        }
+        reinterpret_cast<VT*>(out)[row * Fv + c] = V::make(acc);
+    }
+}
+
 // One block per long row (rows[blockIdx.x]): warp w reduces the w-th
 // contiguous slice of the row's edges, then warp 0 combines the slices in
 // order (fixed order: deterministic; slices in edge order keep max/min ties
