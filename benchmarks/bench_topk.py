@@ -1,47 +1,70 @@
-"""Benchmark: blocked ``stgkern.topk`` vs NumPy matmul + argpartition.
+"""Benchmark: blocked ``stgkern.topk`` vs the full matmul + ``argpartition`` (NumPy) and ``torch.topk``.
 
-Run as a script (writes ``benchmarks/results/topk_cpu.json``)::
+pytest-benchmark suites on the shared ``catalog`` workload
+(``stgkern.bench.workloads``; size from ``STGKERN_BENCH_SIZE``, default
+``small``)::
 
-    python benchmarks/bench_topk.py [--items 1000000 --queries 1024 --dim 64 --k 20]
+    pytest benchmarks/bench_topk.py --benchmark-enable
 
-or through pytest-benchmark (small sizes): ``pytest benchmarks/bench_topk.py``.
+Run as a script it writes ``benchmarks/results/topk_cpu.json``::
 
-The peer scores the full (m, n_items) matrix with one matmul, takes
-``np.argpartition`` per row and sorts the k survivors.  Both are measured in
-the same run, after a warm-up, together with a plain memory copy (for
-effective bandwidth) and the bare full matmul (the compute floor both share).
-Peak temporary memory is measured with ``tracemalloc`` (NumPy reports its
-allocations to it).
+    python benchmarks/bench_topk.py [--size medium] [--k 20] [--out FILE]
+
+On top of what ``stgkern bench --ops topk`` reports, the script measures
+what the blocked design is for: peak temporary memory (``tracemalloc``;
+NumPy reports its allocations to it) against the peer's full score matrix,
+and the time of the bare tiled matmul and the bare full matmul (the compute
+floor both share).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from stgkern import config
-from stgkern.readout import topk
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stgkern import config  # noqa: E402
+from stgkern.bench import peers as P  # noqa: E402
+from stgkern.bench import runner, workloads  # noqa: E402
+from stgkern.readout import topk  # noqa: E402
+
+SIZE = os.environ.get("STGKERN_BENCH_SIZE", "small")
+K = 20
 
 
-def peer_topk(Q, items, k):
-    S = Q @ items.T
-    part = np.argpartition(S, -k, axis=1)[:, -k:]
-    ps = np.take_along_axis(S, part, axis=1)
-    # sort the k by score desc, then index asc (same order as stgkern.topk)
-    order = np.lexsort((part, -ps), axis=1)
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(ps, order, axis=1)
+@pytest.fixture(scope="module")
+def catalog():
+    wl = workloads.get("catalog", SIZE)
+    return wl.arrays["Q"], wl.arrays["items"]
 
 
-def _best(fn, repeat):
-    """Best wall time of ``repeat`` calls, all times, and the peak traced
-    memory of a call (tracemalloc only hooks allocations, so the few large
-    NumPy buffers cost it nothing measurable)."""
+def test_topk(benchmark, catalog):
+    topk(*catalog, K)
+    benchmark.group = f"topk {SIZE} k{K}"
+    benchmark(topk, *catalog, K)
+
+
+def test_topk_numpy(benchmark, catalog):
+    benchmark.group = f"topk {SIZE} k{K}"
+    benchmark(P.numpy_topk, *catalog, K)
+
+
+def test_topk_torch(benchmark, catalog):
+    pytest.importorskip("torch")
+    benchmark.group = f"topk {SIZE} k{K}"
+    benchmark(P.make_torch_topk(*catalog, K))
+
+
+def _timed(fn, repeat):
+    """Median wall time of ``repeat`` calls, all times, and the peak traced memory of a call."""
     ts, peak = [], 0
     for _ in range(repeat):
         tracemalloc.start()
@@ -50,7 +73,7 @@ def _best(fn, repeat):
         ts.append(time.perf_counter() - t)
         peak = max(peak, tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-    return min(ts), ts, peak
+    return float(np.median(ts)), ts, peak
 
 
 def tiled_matmul(Q, items):
@@ -65,82 +88,46 @@ def tiled_matmul(Q, items):
             np.matmul(items[t0:t1], Q[r0:r1].T, out=buf[:(t1 - t0) * (r1 - r0)].reshape(t1 - t0, r1 - r0))
 
 
-def run(n_items=1_000_000, m=1024, d=64, k=20, repeat=3, seed=0):
+def run(size="medium", k=K, repeat=3):
+    wl = workloads.get("catalog", size)
+    Q, items = wl.arrays["Q"], wl.arrays["items"]
+    m, n_items, d = Q.shape[0], items.shape[0], Q.shape[1]
     load_before = os.getloadavg()
-    rng = np.random.default_rng(seed)
-    items = rng.standard_normal((n_items, d), dtype=np.float32)
-    Q = rng.standard_normal((m, d), dtype=np.float32)
-    topk(Q[:4], items[:1000], k)  # JIT warm-up
-    peer_topk(Q[:4], items[:1000], k)
-
-    src = np.ones(64 << 20, dtype=np.float32)  # 256 MiB
-    dst = np.empty_like(src)
-    t_copy = _best(lambda: np.copyto(dst, src), 5)[0]
-    copy_gbs = 2 * src.nbytes / t_copy / 1e9
-    del src, dst
-
-    t_ours, ts_ours, mem_ours = _best(lambda: topk(Q, items, k), repeat)
-    ours = topk(Q, items, k)
-    t_tmm = _best(lambda: tiled_matmul(Q, items), repeat)[0]
-    t_mm = _best(lambda: Q @ items.T, 1)[0]
-    t_peer, ts_peer, mem_peer = _best(lambda: peer_topk(Q, items, k), repeat)
-    peer = peer_topk(Q, items, k)
-    agree = float(np.mean(ours[0] == peer[0]))
-
+    topk(Q[:4], items[:1000], k)                      # JIT warm-up
+    copy = runner.copy_bandwidth("cpu", 256 << 20)
+    t_ours, ts_ours, mem_ours = _timed(lambda: topk(Q, items, k), repeat)
+    t_tmm = _timed(lambda: tiled_matmul(Q, items), repeat)[0]
+    t_mm = _timed(lambda: Q @ items.T, 1)[0]
+    t_peer, ts_peer, mem_peer = _timed(lambda: P.numpy_topk(Q, items, k), repeat)
+    ours, peer = topk(Q, items, k), P.numpy_topk(Q, items, k)
     flops = 2.0 * m * n_items * d
     bytes_min = items.nbytes + Q.nbytes + ours[0].nbytes + ours[1].nbytes
     return {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "numpy": np.__version__,
-                    "loadavg_before_after": [load_before, os.getloadavg()]},
-        "shape": {"n_items": n_items, "queries": m, "dim": d, "k": k, "dtype": "float32"},
-        "config": {"topk_block_items": config.topk_block_items,
-                   "topk_block_rows": config.topk_block_rows},
-        "copy_GBps": copy_gbs,
-        "stgkern_topk": {"best_s": t_ours, "runs_s": ts_ours, "GFLOPs": flops / t_ours / 1e9,
+        "machine": runner.machine_info("cpu") | {"loadavg_before_after": [load_before, os.getloadavg()]},
+        "workload": wl.description, "shape": {"n_items": n_items, "queries": m, "dim": d, "k": k, "dtype": "float32"},
+        "config": {"topk_block_items": config.topk_block_items, "topk_block_rows": config.topk_block_rows},
+        "copy_GBps": copy["GB_s"],
+        "stgkern_topk": {"median_s": t_ours, "runs_s": ts_ours, "GFLOPs": flops / t_ours / 1e9,
                          "effective_GBps": bytes_min / t_ours / 1e9,
-                         "pct_copy_bandwidth": 100 * bytes_min / t_ours / 1e9 / copy_gbs,
+                         "pct_copy_bandwidth": 100 * bytes_min / t_ours / 1e9 / copy["GB_s"],
                          "peak_temp_MiB": mem_ours / 2**20},
-        "peer_numpy_matmul_argpartition": {"best_s": t_peer, "runs_s": ts_peer,
-                                           "GFLOPs": flops / t_peer / 1e9,
+        "peer_numpy_matmul_argpartition": {"median_s": t_peer, "runs_s": ts_peer, "GFLOPs": flops / t_peer / 1e9,
                                            "peak_temp_MiB": mem_peer / 2**20},
-        "full_matmul_only_s": t_mm,
-        "tiled_matmul_only_s": t_tmm,
-        "speedup_vs_peer": t_peer / t_ours,
-        "ratio_to_tiled_matmul": t_ours / t_tmm,
-        "ratio_to_full_matmul": t_ours / t_mm,
-        "memory_ratio_peer_over_ours": mem_peer / max(mem_ours, 1),
-        "index_agreement_with_peer": agree,
+        "full_matmul_only_s": t_mm, "tiled_matmul_only_s": t_tmm,
+        "speedup_vs_peer": t_peer / t_ours, "ratio_to_tiled_matmul": t_ours / t_tmm,
+        "ratio_to_full_matmul": t_ours / t_mm, "memory_ratio_peer_over_ours": mem_peer / max(mem_ours, 1),
+        "index_agreement_with_peer": float(np.mean(ours[0] == peer[0])),
     }
-
-
-def test_topk_small(benchmark):
-    rng = np.random.default_rng(0)
-    items = rng.standard_normal((100_000, 64), dtype=np.float32)
-    Q = rng.standard_normal((128, 64), dtype=np.float32)
-    topk(Q, items, 20)
-    benchmark.group = "topk 100k x 128 d64 k20"
-    benchmark(topk, Q, items, 20)
-
-
-def test_peer_small(benchmark):
-    rng = np.random.default_rng(0)
-    items = rng.standard_normal((100_000, 64), dtype=np.float32)
-    Q = rng.standard_normal((128, 64), dtype=np.float32)
-    benchmark.group = "topk 100k x 128 d64 k20"
-    benchmark(peer_topk, Q, items, 20)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--items", type=int, default=1_000_000)
-    ap.add_argument("--queries", type=int, default=1024)
-    ap.add_argument("--dim", type=int, default=64)
-    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--size", default="medium", choices=tuple(workloads.SIZES))
+    ap.add_argument("--k", type=int, default=K)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "topk_cpu.json"))
     a = ap.parse_args()
-    res = run(a.items, a.queries, a.dim, a.k, a.repeat)
+    res = run(a.size, a.k, a.repeat)
     print(json.dumps(res, indent=2))
     if a.out != "-":
         Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
