@@ -32,6 +32,7 @@ _API = {
     "node_features": "features", "node_feature_names": "features", "time_decay": "features", "time_encoding": "features", "time_bucket": "features",
     # convolution
     "spmm": "conv", "spmm_backward": "conv",
+    "message_passing": "conv", "message_passing_backward": "conv",
     "sddmm": "edge", "sddmm_backward": "edge",
     "edge_softmax": "edge", "edge_softmax_backward": "edge",
     "common_neighbor_fusion": "edge", "common_neighbor_fusion_backward": "edge",

@@ -1,13 +1,15 @@
-"""SpMM (graph aggregation) with backward.
+"""Graph aggregation: ``spmm`` and fused ``message_passing``, each with backward.
 
-Only ``spmm``/``spmm_backward`` are implemented so far; ``message_passing``
-and ``graph_conv`` are not yet written.
+Both pull over the graph's CSR-by-destination rows: one output row per
+destination, summed in CSR edge order, so results are deterministic and
+bit-identical for any thread count.  ``graph_conv`` lives in ``layer.py``.
 """
 import numpy as np
 
 from . import _dispatch, _validate
 
 _REDUCES = ("sum", "mean", "max", "min")
+_OPS = ("mul", "add")
 
 
 def _check(g, X, edge_weight, reduce, name="X"):
@@ -72,3 +74,107 @@ def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None):
             raise TypeError(f"arg has dtype {arg.dtype}; expected int64 from spmm(..., return_arg=True)")
         arg = _validate._xp(arg).ascontiguousarray(arg)
     return _dispatch.kernels("spmm", backend).backward(g, grad_out, X, edge_weight, reduce, arg)
+
+
+def _check_mp(g, X, E, op, reduce, name="X"):
+    _validate.choice(op, "op", _OPS)
+    _validate.choice(reduce, "reduce", _REDUCES)
+    X = _validate.features(X, name, g.n_src)
+    if E is None:
+        raise TypeError("E is None; message_passing needs per-edge values of shape (nnz,), (nnz, 1) or "
+                        "(nnz, F) (use spmm for plain or scalar-weighted aggregation)")
+    E = _validate.edge_values(E, "E", g.nnz, X.dtype)
+    F = X.shape[1]
+    if E.ndim == 2 and E.shape[1] not in (1, F):
+        raise ValueError(f"E has shape {tuple(E.shape)} but X has {F} feature(s); E must be (nnz,), (nnz, 1) "
+                         f"or (nnz, {F}) (one value per edge, or one per edge and feature)")
+    return X, E
+
+
+def _check_arg(arg, reduce, want, producer):
+    if reduce not in ("max", "min"):
+        return None
+    if arg is None or tuple(arg.shape) != want:
+        raise ValueError(f"reduce={reduce!r} needs arg of shape {want} (from {producer}(..., return_arg=True)), "
+                         f"got {None if arg is None else tuple(arg.shape)}")
+    if arg.dtype != np.int64:
+        raise TypeError(f"arg has dtype {arg.dtype}; expected int64 from {producer}(..., return_arg=True)")
+    return _validate._xp(arg).ascontiguousarray(arg)
+
+
+def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False):
+    """Fused gather-combine-reduce over the graph's in-edges.
+
+    ``out[i, f] = ⊕_{k in row i} X[indices[k], f] ∘ E[k, f]`` with ∘ ∈ mul, add
+    and ⊕ ∈ sum, mean (sum / in-degree), max, min; empty rows give 0.  The
+    nnz × F messages are never materialised (memory O(n·F + nnz·width(E))).
+
+    Parameters
+    ----------
+    g : Graph
+        CSR by destination; row i lists the in-edges of node i.
+    X : (n_src, F) float32/float64
+        Source-node features.
+    E : (nnz,), (nnz, 1) or (nnz, F)
+        Per-edge values in CSR edge order; width 1 broadcasts over features.
+        Cast to X's dtype (like ``spmm``'s edge weights), so float64 E with
+        float32 X is rounded to float32 first.
+    op : {"mul", "add"}
+    reduce : {"sum", "mean", "max", "min"}
+    return_arg : bool
+        Also return ``arg`` ((n_nodes, F) int64 winning CSR edge id, lowest
+        on ties, -1 for empty rows) for max/min, else None.
+
+    Returns
+    -------
+    out : (n_nodes, F) in X's dtype, or ``(out, arg)`` when ``return_arg``.
+
+    Examples
+    --------
+    >>> out = message_passing(g, X, E, op="mul", reduce="sum")  # doctest: +SKIP
+    >>> out, arg = message_passing(g, X, E, reduce="max", return_arg=True)  # doctest: +SKIP
+    """
+    backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, X=X, E=E)
+    X, E = _check_mp(g, X, E, op, reduce)
+    out, arg = _dispatch.kernels("message_passing", backend).forward(g, X, E, op, reduce)
+    return (out, arg) if return_arg else out
+
+
+def message_passing_backward(g, grad_out, X, E, op="mul", reduce="sum", arg=None):
+    """Gradients of :func:`message_passing`: returns ``(grad_X, grad_E)``.
+
+    With ``c[i, f] = grad_out[i, f]`` (``/ deg(i)`` for mean; 0 unless
+    ``arg[i, f] == k`` for max/min), for each edge k = (j -> i):
+    ``grad_X[j, f] += c[i, f] · (E[k, f] if op == "mul" else 1)`` and
+    ``grad_E[k, f] = c[i, f] · (X[j, f] if op == "mul" else 1)``; a width-1
+    ``E`` gets ``grad_E[k] = Σ_f grad_E[k, f]``.  ``grad_E`` has E's shape and
+    X's dtype.
+
+    Parameters
+    ----------
+    g, X, E, op, reduce
+        As passed to :func:`message_passing`.
+    grad_out : (n_nodes, F), X's dtype
+        Gradient of the loss with respect to the forward output.
+    arg : (n_nodes, F) int64 or None
+        From ``message_passing(..., return_arg=True)``; required for max/min.
+
+    Returns
+    -------
+    grad_X : (n_src, F)
+    grad_E : E's shape, X's dtype
+
+    Examples
+    --------
+    >>> out, arg = message_passing(g, X, E, reduce="max", return_arg=True)  # doctest: +SKIP
+    >>> gX, gE = message_passing_backward(g, G, X, E, reduce="max", arg=arg)  # doctest: +SKIP
+    """
+    backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, grad_out=grad_out, X=X, E=E, arg=arg)
+    X, E = _check_mp(g, X, E, op, reduce)
+    grad_out = _validate.features(grad_out, "grad_out", g.n_nodes)
+    _validate.same_dtype(X=X, grad_out=grad_out)
+    if grad_out.shape[1] != X.shape[1]:
+        raise ValueError(f"grad_out has shape {tuple(grad_out.shape)} but X has shape {tuple(X.shape)}; "
+                         f"grad_out must be (n_nodes, {X.shape[1]})")
+    arg = _check_arg(arg, reduce, (g.n_nodes, X.shape[1]), "message_passing")
+    return _dispatch.kernels("message_passing", backend).backward(g, grad_out, X, E, op, reduce, arg)

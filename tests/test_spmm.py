@@ -4,11 +4,12 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from stgkern.graph import Graph
-from stgkern.conv import spmm, spmm_backward
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from naive import naive_spmm, naive_spmm_backward
+
+from stgkern.conv import spmm, spmm_backward
+from stgkern.graph import Graph
 
 REDUCES = ["sum", "mean", "max", "min"]
 
@@ -22,7 +23,7 @@ def rand_graph(rng, n, n_src, nnz):
 
 
 def tol(dt):
-    return dict(rtol=1e-12, atol=1e-12) if dt == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    return {"rtol": 1e-12, "atol": 1e-12} if dt == np.float64 else {"rtol": 2e-5, "atol": 2e-5}
 
 
 @settings(max_examples=30, deadline=None)
@@ -56,7 +57,7 @@ def test_finite_differences(reduce):
     X = rng.standard_normal((6, 4))
     w = rng.standard_normal(15)
     G = rng.standard_normal((6, 4))
-    out, arg = spmm(g, X, w, reduce, return_arg=True)
+    _out, arg = spmm(g, X, w, reduce, return_arg=True)
     gX, gw = spmm_backward(g, G, X, w, reduce, arg)
     h = 1e-6
     for idx in np.ndindex(X.shape):
@@ -121,3 +122,23 @@ def test_deterministic_across_threads():
                            capture_output=True, text=True, check=True)
         res.append(r.stdout.strip())
     assert res[0] == res[1] == res[2]
+
+
+@pytest.mark.parametrize("F", [1, 33, 127])
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_pairwise_sum_all_degrees(F, dt, reduce):
+    """Rows of degree 0..9 exercise the paired loop, its odd tail and the <2-edge start."""
+    rng = np.random.default_rng(F)
+    deg = np.arange(10)
+    indptr = np.zeros(11, np.int64)
+    np.cumsum(deg, out=indptr[1:])
+    g = Graph(indptr, rng.integers(0, 10, indptr[-1]).astype(np.int32), 10)
+    X = rng.standard_normal((10, F)).astype(dt)
+    w = rng.standard_normal(indptr[-1]).astype(dt)
+    for weights in (w, None):
+        np.testing.assert_allclose(spmm(g, X, weights, reduce), naive_spmm(g.indptr, g.indices, X, weights, reduce),
+                                   **tol(dt))
+    # unit weights are exact, so the weighted and unweighted paths must agree bit for bit
+    np.testing.assert_array_equal(spmm(g, X, np.ones_like(w), reduce), spmm(g, X, None, reduce))
+    assert (spmm(g, X, w, reduce)[0] == 0).all()
