@@ -1,4 +1,4 @@
-"""The README's main command: `stgkern demo` on the built-in synthetic log."""
+"""The README's main command: `stgkern demo` (the whole method) and `stgkern info`."""
 import json
 import subprocess
 import sys
@@ -7,31 +7,96 @@ import pytest
 
 from stgkern import cli
 
+SMALL = ["demo", "--users", "60", "--k-core", "2", "--epochs", "2"]
+METHODS_NUMPY = {"most-popular", "Markov", "SR-GNN", "STG closed form"}
+ITEM_KEYS = {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR@20"}
+BEHAVIOR_KEYS = {"accuracy", "precision", "recall", "F1"}
 
-def test_demo_synthetic_json(tmp_path, capsys):
+
+def test_demo_numpy_backend_json(tmp_path, capsys):
     out = tmp_path / "demo.json"
-    assert cli.main(["demo", "--users", "150", "--json", str(out)]) == 0
+    assert cli.main(SMALL + ["--backend", "numpy", "--json", str(out)]) == 0
     s = json.loads(out.read_text())
-    assert s["events"] > 0 and s["graph"]["edges"] > 0
+    assert s["config"]["backend"] == "numpy" and s["config"]["users"] == 60
+    assert set(s["metrics"]) == METHODS_NUMPY
+    for name, m in s["metrics"].items():
+        assert ITEM_KEYS <= set(m)
+        assert (BEHAVIOR_KEYS <= set(m)) == (name != "SR-GNN")
+        assert all(0.0 <= v <= 1.0 for v in m.values())
+    assert set(s["seconds_per_stage"]) == {"load", "preprocess + split", "window graph + features", "most-popular",
+                                           "Markov", "SR-GNN", "STG closed form", "metrics"}
+    assert s["seconds_total"] == pytest.approx(sum(s["seconds_per_stage"].values()))
+    assert s["versions"]["numpy"] and "stgkern" in s["versions"]
     g = s["graph"]
     assert g["edges_temporal_only"] + g["edges_category_only"] + g["edges_both"] == g["edges"]
-    assert s["node_features"][0] == s["events"]
-    assert set(s["seconds_per_stage"]) == {"load", "k-core filter", "window graph", "node features", "edge features"}
+    assert s["evaluation"]["test_users"] == s["users"] and "excluded" in s["evaluation"]["exclusion"]
     printed = capsys.readouterr().out
-    assert "edges" in printed and "time per stage" in printed
+    assert "seen items excluded for every method" in printed and "time per stage" in printed
+    for name in METHODS_NUMPY:
+        assert name in printed
 
 
-def test_demo_real_taobao(shared_data, tmp_path):
-    path = shared_data / "taobao_userbehavior" / "UserBehavior_sample.csv"
-    out = tmp_path / "t.json"
-    assert cli.main(["demo", "--data", str(path), "--format", "taobao", "--k-core", "1", "--json", str(out)]) == 0
+def test_demo_without_torch_falls_back_to_closed_form(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)       # import torch -> ImportError
+    out = tmp_path / "d.json"
+    assert cli.main(SMALL + ["--json", str(out)]) == 0
     s = json.loads(out.read_text())
-    assert s["events_loaded"] == 84475 and s["events"] == 84475 and s["users"] == 815
+    assert s["config"]["backend"] == "numpy" and "STG closed form" in s["metrics"]
+    assert s["versions"]["torch"] is None
+    with pytest.raises(SystemExit, match="needs PyTorch"):
+        cli.main(SMALL + ["--backend", "torch"])
+
+
+def test_demo_torch_backend_json(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("stgkern.torch")
+    out = tmp_path / "t.json"
+    assert cli.main(SMALL + ["--backend", "torch", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert "STG-GNN (stgconv)" in s["metrics"] and s["training"]["model"]["epochs_run"] <= 2
+    assert s["training"]["model"]["train_curve"][0]["epoch"] == 1
+
+
+def test_demo_rejects_unknown_format(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "--data", "x.csv", "--format", "parquet"])
+    assert e.value.code == 2
+    assert "invalid choice: 'parquet'" in capsys.readouterr().err
 
 
 def test_demo_rejects_data_without_format():
     with pytest.raises(SystemExit):
         cli.main(["demo", "--data", "x.csv"])
+
+
+def test_demo_rejects_missing_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "--data", str(tmp_path / "nope.csv"), "--format", "taobao"])
+    assert e.value.code == 2 and "cannot read --data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad_line, column", [
+    ("3,4,5,pv,not-a-time", "timestamp"),
+    ("3,4,5,click,1511544070", "behavior_type"),
+    ("3,,5,pv,1511544070", "item_id"),
+])
+def test_demo_rejects_malformed_taobao_with_line_and_column(tmp_path, capsys, bad_line, column):
+    path = tmp_path / "bad.csv"
+    path.write_text("1,2,3,pv,1511544000\n1,3,3,buy,1511544060\n" + bad_line + "\n")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "--data", str(path), "--format", "taobao"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "line 3" in err and repr(column) in err and "does not match --format taobao" in err
+
+
+def test_demo_rejects_movielens_file_given_as_taobao(tmp_path, capsys):
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--data", str(path), "--format", "taobao"])
+    err = capsys.readouterr().err
+    assert "line 1" in err and "column" in err
 
 
 def test_console_script_info_runs():

@@ -1,0 +1,255 @@
+"""The main job (stgkern.model): split, baselines, closed form, PyTorch model, no leakage."""
+import math
+
+import numpy as np
+import pytest
+
+from naive_model import naive_markov_ranking, naive_popularity_ranking
+from stgkern import data as sd
+from stgkern import model as sm
+from stgkern.readout import topk
+
+
+def _log(seqs, times=None, behaviors=None, categories=None):
+    """EventLog from per-user item lists (user u = seqs[u]); times 0, 10, 20, ... per user."""
+    user = np.concatenate([[u] * len(s) for u, s in enumerate(seqs)])
+    item = np.concatenate([list(s) for s in seqs])
+    t = np.concatenate([np.arange(len(s)) * 10 for s in seqs]) if times is None else np.asarray(times)
+    beh = np.zeros(len(item), np.int64) if behaviors is None else np.asarray(behaviors)
+    cat = item % 3 if categories is None else np.asarray(categories)
+    return sd.EventLog.from_arrays(user, item, t, category=cat, behavior=beh,
+                                   behavior_names=("pv", "cart", "fav", "buy"))
+
+
+@pytest.fixture(scope="module")
+def small():
+    log = sd.synthetic_log(n_users=80, n_items=60, n_categories=6, events_per_user=20, seed=3, p_follow=0.9)
+    return sm.prepare(log, k_core_k=2)
+
+
+# ------------------------------------------------------------------ preparation
+def test_prepare_matches_split_leave_one_out(small):
+    train, valid, test = sd.split_leave_one_out(small.log)
+    assert np.array_equal(small.train.item, train.item) and np.array_equal(small.train.user, train.user)
+    assert np.array_equal(small.valid_item, valid.item) and np.array_equal(small.test_item, test.item)
+    assert np.array_equal(small.eval_user, test.user)
+    assert len(small.history) == len(train) + len(valid)
+    # the exclusion rows hold exactly what the user touched before each target
+    for r, u in enumerate(small.eval_user[:10]):
+        assert set(small.seen_valid[r].indices) == set(train.item[train.user == u])
+        assert set(small.seen_test[r].indices) == set(small.history.item[small.history.user == u])
+
+
+def test_prepare_rejects_bad_min_length_and_empty_result():
+    log = _log([[0, 1, 2], [1, 2]])
+    with pytest.raises(ValueError, match="min_length must be >= 3"):
+        sm.prepare(log, 1, min_length=2)
+    with pytest.raises(ValueError, match="no events left"):
+        sm.prepare(log, 50)
+
+
+def test_transitions_and_last_rows():
+    log = _log([[5, 6, 7], [8], [9, 5]]).sort()
+    src, dst = sm.transitions(log)
+    assert src.tolist() == [0, 1, 4] and dst.tolist() == [1, 2, 5]
+    assert sm.last_rows(log, np.array([0, 2])).tolist() == [2, 5]
+
+
+# ------------------------------------------------------------------ ranking helper
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (5, 33, 7), (4, 10, 10)])
+def test_rank_dense_matches_topk(m, n, k):
+    rng = np.random.default_rng(m * n)
+    S = rng.integers(0, 4, (m, n)).astype(np.float64)      # many ties
+    ex_rows = [sorted(rng.choice(n, rng.integers(0, n), replace=False).tolist()) for _ in range(m)]
+    ptr = np.concatenate([[0], np.cumsum([len(r) for r in ex_rows])]).astype(np.int64)
+    ind = np.array(sum(ex_rows, []), np.int64)
+    import scipy.sparse as sp
+    ex = sp.csr_matrix((np.ones(len(ind)), ind, ptr), shape=(m, n))
+    got = sm.rank_dense(S, k, ex)
+    want, _ = topk(S, np.eye(n), k, (ptr, ind))
+    assert np.array_equal(got, want)
+
+
+# ------------------------------------------------------------------ baselines
+def test_popularity_hand_example():
+    # histories (train + validation): [2, 2, 1, 0], [1, 2, 3, 1], [0, 2, 1, 3]; tests 4, 0, 2
+    # counts: item 1 x4, item 2 x4, item 0 x2, item 3 x2, item 4 x0 -> order 1, 2, 0, 3, 4
+    seqs = [[2, 2, 1, 0, 4], [1, 2, 3, 1, 0], [0, 2, 1, 3, 2]]
+    prep = sm.prepare(_log(seqs), 1)
+    idx, beh = sm.popularity(prep, k=3)
+    # seen items are skipped; fewer than k candidates pad with -1
+    assert idx.tolist() == [[3, 4, -1], [0, 4, -1], [4, -1, -1]]
+    for r, u in enumerate(prep.eval_user):
+        hist = prep.history.item[prep.history.user == u]
+        want = naive_popularity_ranking(prep.history.item, prep.n_items, set(hist.tolist()), 3)
+        assert idx[r].tolist() == want
+    assert beh.tolist() == [0, 0, 0]
+
+
+def test_markov_hand_example():
+    # histories [0, 1, 5], [0, 1, 6], [0, 2, 7], [3, 4, 0]: after item 0 come 1 (twice) and 2 (once)
+    seqs = [[0, 1, 5, 9], [0, 1, 6, 9], [0, 2, 7, 9], [3, 4, 0, 9]]
+    prep = sm.prepare(_log(seqs), 1)
+    idx, _ = sm.markov(prep, k=4)
+    # user 3 ends on 0 and has seen 3, 4, 0: successors 1, 2, then popularity (ties to lower id) 5, 6
+    assert idx[3].tolist() == [1, 2, 5, 6]
+    # user 0 ends on 5, which has no successor: pure popularity (0 x4, 1 x2 seen) -> 2, 3, 4, 6
+    assert idx[0].tolist() == [2, 3, 4, 6]
+    hist = {u: prep.history.item[prep.history.user == u].tolist() for u in prep.eval_user}
+    for r, u in enumerate(prep.eval_user):
+        want = naive_markov_ranking(list(hist.values()), hist[u][-1], prep.n_items, set(hist[u]), 4)
+        assert idx[r].tolist() == want
+
+
+def test_markov_behaviour_follows_last_behaviour():
+    seqs = [[0, 1, 2, 3, 4], [1, 2, 3, 4, 0]]
+    beh = [1, 0, 1, 0, 0, 1, 0, 1, 0, 0]     # histories: cart, pv, cart, pv
+    prep = sm.prepare(_log(seqs, behaviors=beh), 1)
+    _, b = sm.markov(prep)
+    # both end on pv, which is always followed by cart (the majority class would say pv)
+    assert b.tolist() == [1, 1]
+    assert sm.popularity(prep)[1].tolist() == [0, 0]
+
+
+# ------------------------------------------------------------------ methods end to end
+def _check_predictions(prep, idx, beh=None):
+    assert idx.shape == (len(prep.eval_user), 20) and idx.dtype == np.int64
+    for r in range(len(idx)):
+        row = idx[r][idx[r] >= 0]
+        assert len(set(row.tolist())) == len(row)
+        assert not set(row.tolist()) & set(prep.seen_test[r].indices.tolist())
+    res = sm.evaluate(prep, idx, beh)
+    assert all(0.0 <= v <= 1.0 for v in res.values())
+    return res
+
+
+def test_closed_form_end_to_end(small):
+    idx, beh, info = sm.fit_closed_form(small, epochs=40)
+    res = _check_predictions(small, idx, beh)
+    assert set(res) == {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR@20", "accuracy", "precision", "recall", "F1"}
+    pop, _ = sm.popularity(small)
+    # the log follows item transitions 90% of the time: the method must learn some of them
+    assert res["HR@20"] > sm.evaluate(small, pop)["HR@20"]
+    sr, _ = sm.srgnn_closed_form(small, epochs=40)
+    _check_predictions(small, sr)
+
+
+def test_closed_form_deterministic(small):
+    a = sm.fit_closed_form(small, epochs=20, seed=1)
+    b = sm.fit_closed_form(small, epochs=20, seed=1)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def _standin_factory():
+    torch = pytest.importorskip("torch")
+
+    class StandIn(torch.nn.Module):
+        """Plain-torch layer with STGConv's call signature: decayed mean of neighbours + self."""
+
+        def __init__(self, dim, tau):
+            super().__init__()
+            self.lin_self, self.lin_nb = torch.nn.Linear(dim, dim), torch.nn.Linear(dim, dim, bias=False)
+            self.log_tau = torch.nn.Parameter(torch.tensor(math.log(tau)))
+
+        def forward(self, x, graph, dt=None, kind=None):
+            assert kind is not None and int(kind.min()) >= 1       # the raw window-graph bitmask
+            rows = torch.from_numpy(np.repeat(np.arange(graph.n_nodes), np.diff(graph.indptr)))
+            cols = torch.from_numpy(graph.indices.astype(np.int64))
+            w = torch.exp(-dt / torch.exp(self.log_tau))
+            agg = torch.zeros_like(x).index_add_(0, rows, w[:, None] * x[cols])
+            z = torch.zeros(x.shape[0]).index_add_(0, rows, w)
+            return self.lin_self(x) + self.lin_nb(agg / (z[:, None] + 1e-6))
+
+    return lambda kind, dim, tau: StandIn(dim, tau)
+
+
+def test_torch_path_tiny_standin(small):
+    idx, beh, info = sm.fit_torch(small, epochs=4, dim=16, conv_factory=_standin_factory())
+    _check_predictions(small, idx, beh)
+    assert 1 <= info["best_epoch"] <= info["epochs_run"] <= 4
+
+
+@pytest.mark.parametrize("conv", ["stgconv", "attention"])
+def test_torch_path_tiny_real_layers(small, conv):
+    pytest.importorskip("torch")
+    try:
+        import stgkern.torch  # noqa: F401
+    except ImportError:
+        pytest.skip("stgkern.torch is not available")
+    idx, beh, info = sm.fit_torch(small, conv=conv, epochs=3, dim=16, seed=0)
+    _check_predictions(small, idx, beh)
+    idx2, beh2, _ = sm.fit_torch(small, conv=conv, epochs=3, dim=16, seed=0)
+    assert np.array_equal(idx, idx2) and np.array_equal(beh, beh2)     # fixed seed: same result
+
+
+def test_srgnn_torch_tiny(small):
+    pytest.importorskip("torch")
+    idx, info = sm.fit_srgnn(small, epochs=3, dim=16)
+    _check_predictions(small, idx)
+
+
+def test_torch_unknown_layer_is_refused(small):
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="model='gcn' is not known"):
+        sm.fit_torch(small, conv="gcn", epochs=1)
+
+
+# ------------------------------------------------------------------ leakage
+def _rotate_test_targets(log):
+    """The same log with every user's last event given the next user's last item (and behaviour)."""
+    log = log.sort()
+    last = sm.last_rows(log, np.unique(log.user))
+    item, beh, cat = log.item.copy(), log.behavior.copy(), log.category.copy()
+    item[last] = np.roll(item[last], 1)
+    beh[last] = np.roll(beh[last], 1)
+    cat[last] = np.roll(cat[last], 1)
+    return sd.EventLog(log.user, item, cat, beh, log.time, log.value, log.user_ids, log.item_ids,
+                       log.category_ids, log.behavior_names)
+
+
+@pytest.fixture(scope="module")
+def copy_log():
+    """Each user's test item repeats nowhere in their history, but would be trivially predictable
+    from the test event itself: a leaking model would score HR@1 = 1."""
+    rng = np.random.default_rng(0)
+    seqs = [list(rng.choice(30, 6, replace=False)) for _ in range(40)]
+    log = _log(seqs, categories=np.concatenate(seqs) % 5)
+    return log
+
+
+@pytest.mark.parametrize("method", ["closed_form", "torch"])
+def test_no_leakage_predictions_ignore_the_test_event(copy_log, method):
+    if method == "torch":
+        pytest.importorskip("torch")
+        fit = lambda p: sm.fit_torch(p, epochs=3, dim=16, conv_factory=_standin_factory())
+    else:
+        fit = lambda p: sm.fit_closed_form(p, epochs=20)
+    p1 = sm.prepare(copy_log, 1)
+    p2 = sm.prepare(_rotate_test_targets(copy_log), 1)
+    assert not np.array_equal(p1.test_item, p2.test_item)
+    a, b = fit(p1), fit(p2)
+    # predictions do not move when the test targets change: the test event is never an input
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert sm.evaluate(p1, a[0])["HR@20"] < 1.0
+
+
+def test_no_leakage_baselines(copy_log):
+    p1 = sm.prepare(copy_log, 1)
+    p2 = sm.prepare(_rotate_test_targets(copy_log), 1)
+    for f in (sm.popularity, sm.markov):
+        a, b = f(p1), f(p2)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+# ------------------------------------------------------------------ real data
+@pytest.mark.slow
+def test_taobao_model_beats_popularity_and_markov(shared_data):
+    pytest.importorskip("torch")
+    log = sd.load(shared_data / "taobao_userbehavior" / "UserBehavior_sample.csv", "taobao")
+    prep = sm.prepare(log)
+    idx, beh, _ = sm.fit_torch(prep)
+    model = sm.evaluate(prep, idx, beh)
+    for name, f in (("popularity", sm.popularity), ("Markov", sm.markov)):
+        base = sm.evaluate(prep, *f(prep))
+        for k in ("HR@20", "NDCG@20"):
+            assert model[k] > base[k], (name, k, model[k], base[k])
