@@ -33,6 +33,7 @@ _API = {
     # convolution
     "spmm": "conv", "spmm_backward": "conv",
     "message_passing": "conv", "message_passing_backward": "conv",
+    "graph_conv": "layer", "graph_conv_backward": "layer",
     "sddmm": "edge", "sddmm_backward": "edge",
     "edge_softmax": "edge", "edge_softmax_backward": "edge",
     "common_neighbor_fusion": "edge", "common_neighbor_fusion_backward": "edge",

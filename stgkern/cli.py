@@ -264,6 +264,10 @@ def main(argv=None) -> int:
                         "auto: torch when installed")
     d.add_argument("--epochs", type=int, default=40, help="most training epochs (early stopping on validation)")
     d.add_argument("--json", help="also write config, times and every metric as JSON to this file")
+    from . import bench
+    b = sub.add_parser("bench", help="every op against its peers on the standard workloads",
+                       description=bench.__doc__.splitlines()[0])
+    bench.add_arguments(b)
     i = sub.add_parser("info", help="versions, threads and the GPU path in use")
     i.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -286,6 +290,8 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(s, fh, indent=2)
+    elif args.cmd == "bench":
+        return bench.run(args)
     elif args.cmd == "info":
         s = info(args)
         print(json.dumps(s, indent=2) if args.json else "\n".join(f"{k:14s} {v}" for k, v in s.items()))

@@ -102,3 +102,11 @@ def test_demo_rejects_movielens_file_given_as_taobao(tmp_path, capsys):
 def test_console_script_info_runs():
     r = subprocess.run([sys.executable, "-m", "stgkern.cli", "info"], capture_output=True, text=True, check=True)
     assert "numba" in r.stdout and "cuda" in r.stdout
+
+
+def test_bench_subcommand_is_wired(capsys):
+    from stgkern.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0
+    assert "--size" in capsys.readouterr().out
