@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from naive_graph_conv import naive_graph_conv, naive_graph_conv_backward
+from naive import naive_graph_conv, naive_graph_conv_backward
 from stgkern import Graph, layer
 from stgkern.conv import spmm
 from stgkern.layer import graph_conv, graph_conv_backward

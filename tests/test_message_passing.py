@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from naive_mp import naive_message_passing, naive_message_passing_backward
+from naive import naive_message_passing, naive_message_passing_backward
 
 from stgkern.conv import message_passing, message_passing_backward
 from stgkern.graph import Graph

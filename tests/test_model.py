@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from naive_model import naive_markov_ranking, naive_popularity_ranking
+from naive import naive_markov_ranking, naive_popularity_ranking
 from stgkern import data as sd
 from stgkern import model as sm
 from stgkern.readout import topk
