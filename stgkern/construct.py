@@ -44,6 +44,7 @@ def _columns(log_or_user, time, category):
 
 
 def _check_columns(user, time, category):
+    """Metadata checks (dtype, shape, lengths); the data itself is checked by :func:`_scan_columns`."""
     backend = _dispatch.backend_of(user=user, time=time, category=category)
     if backend != _dispatch.CPU:
         _dispatch.kernels("window_graph", backend)   # NotImplementedError while there is no CUDA builder
@@ -62,15 +63,35 @@ def _check_columns(user, time, category):
     for name, a in (("time", time), ("category", category)):
         if a is not None and a.shape[0] != n:
             raise ValueError(f"{name} has {a.shape[0]} events but user has {n}; pass one value per event")
-    if time.dtype.kind == "u" and n and int(time.max()) > np.iinfo(np.int64).max:
+    if time.dtype == np.uint64 and n and int(time.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"time values exceed int64 (max {int(time.max())}); shift them to a nearer epoch")
-    time = np.ascontiguousarray(time, dtype=np.float64 if time.dtype.kind == "f" else np.int64)
-    _validate.finite(time, "time")
-    if time.dtype.kind == "i" and n and int(time.max()) - int(time.min()) > np.iinfo(np.int64).max:
-        raise ValueError(f"time spans {int(time.max()) - int(time.min())} units, more than int64 can hold as "
-                         f"a difference (dt); shift the times to a nearer epoch")
-    return (np.ascontiguousarray(user, dtype=np.int64), time,
+    return _contiguous(user, time, category)
+
+
+def _contiguous(user, time, category):
+    """The columns as C-contiguous int64 / (int64 or float64) / int64; copies only when needed."""
+    return (np.ascontiguousarray(user, dtype=np.int64),
+            np.ascontiguousarray(time, dtype=np.float64 if time.dtype.kind == "f" else np.int64),
             None if category is None else np.ascontiguousarray(category, dtype=np.int64))
+
+
+def _scan_columns(user, time, check):
+    """One fused pass over user and time (see ``_numba.window_graph.scan``): NaN/inf
+    and dt-range checks when ``check``, and the facts the ordering needs.
+
+    Returns ``(umin, umax, first_unsorted)``; ``first_unsorted`` is -1 when the
+    events are already in (user, time) order."""
+    if user.shape[0] == 0:
+        return 0, -1, -1
+    from ._numba.window_graph import scan
+    umin, umax, tmin, tmax, first_unsorted, n_nonfinite = scan(user, time)
+    if check:
+        if n_nonfinite:
+            _validate.finite(time, "time")   # raises with the count and first position
+        if time.dtype.kind == "i" and int(tmax) - int(tmin) > np.iinfo(np.int64).max:
+            raise ValueError(f"time spans {int(tmax) - int(tmin)} units, more than int64 can hold as "
+                             f"a difference (dt); shift the times to a nearer epoch")
+    return umin, umax, first_unsorted
 
 
 def _check_params(time, window, horizon, category_window):
@@ -91,50 +112,38 @@ def _check_params(time, window, horizon, category_window):
     return window, horizon, category_window
 
 
-def _first_unsorted(user, time):
-    """First position p with (user, time)[p] < (user, time)[p-1], or -1."""
-    if user.shape[0] < 2:
-        return -1
-    du = user[1:] < user[:-1]
-    du |= (user[1:] == user[:-1]) & (time[1:] < time[:-1])
-    bad = np.flatnonzero(du)
-    return int(bad[0]) + 1 if bad.size else -1
-
-
-def _dense(user):
-    """(lo, n_ids) when user ids are dense enough to be segment numbers, else None."""
-    n = user.shape[0]
-    if n == 0:
-        return None
-    lo, hi = int(user.min()), int(user.max())
-    if lo >= 0 and hi < DENSE_USER_FACTOR * n + DENSE_USER_SLACK:
-        return 0, hi + 1
-    return None
-
-
-def _order(user, time, assume_sorted):
+def _order(user, time, assume_sorted, scanned=None):
     """(perm, seg, seg_user, ts): perm (node -> input row) in (user, time) order, stable
     for ties; ``seg`` the segment pointer (see window_graph), each segment's user id, and
-    ``ts = time[perm]``."""
+    ``ts = time[perm]`` (``time`` itself, not a copy, when the input is already sorted).
+
+    ``scanned`` is :func:`_scan_columns`'s result when the caller already has it."""
+    if user.dtype != np.int64 or time.dtype not in (np.int64, np.float64) or not (
+            user.flags.c_contiguous and time.flags.c_contiguous):
+        user, time, _ = _contiguous(user, time, None)
     n = user.shape[0]
-    dense = _dense(user)
-    p = _first_unsorted(user, time) if assume_sorted or dense is None else -1
+    umin, umax, p = _scan_columns(user, time, False) if scanned is None else scanned
     if p >= 0 and assume_sorted:
         raise ValueError(f"assume_sorted=True but events are not in (user, time) order: position {p} "
                          f"(user {int(user[p])}, time {time[p]}) comes after (user {int(user[p - 1])}, "
                          f"time {time[p - 1]}); pass assume_sorted=False to sort them")
-    if dense is not None:
-        from ._numba.window_graph import order_events
-        lo, n_ids = dense
-        perm, seg, ts = order_events(user, time, lo, n_ids)   # O(n) counting sort by user
-        return perm, seg, np.arange(lo, lo + n_ids, dtype=np.int64), ts
-    perm = np.arange(n, dtype=np.int64) if p < 0 else np.lexsort((time, user)).astype(np.int64, copy=False)
-    us = user[perm]
+    from ._numba.window_graph import identity_perm, order_events
+    if n and umin >= 0 and umax < DENSE_USER_FACTOR * n + DENSE_USER_SLACK:
+        n_ids = umax + 1
+        perm, seg, ts = order_events(user, time, 0, n_ids, is_sorted=p < 0)
+        return perm, seg, np.arange(n_ids, dtype=np.int64), ts
     if n == 0:
-        return perm, np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64), time[perm]
+        return (np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                time[:0].copy())
+    if p < 0:
+        perm, ts = identity_perm(n), time
+        us = user
+    else:
+        perm = np.lexsort((time, user)).astype(np.int64, copy=False)
+        us, ts = user[perm], time[perm]
     starts = np.flatnonzero(us[1:] != us[:-1]) + 1
     seg = np.concatenate(([0], starts, [n])).astype(np.int64)
-    return perm, seg, us[seg[:-1]].copy(), time[perm]
+    return perm, seg, us[seg[:-1]].copy(), ts
 
 
 def _prepare(log_or_user, time, category, window, horizon, category_window, assume_sorted, check):
@@ -142,15 +151,13 @@ def _prepare(log_or_user, time, category, window, horizon, category_window, assu
     if check:
         user, time, category = _check_columns(user, time, category)
     else:
-        user = np.ascontiguousarray(user, dtype=np.int64)
-        time = np.ascontiguousarray(time)
-        category = None if category is None else np.ascontiguousarray(category, dtype=np.int64)
+        user, time, category = _contiguous(user, np.asarray(time), category)
+    scanned = _scan_columns(user, time, check)
     window, horizon, category_window = _check_params(time, window, horizon, category_window)
     if category is None:
         category_window = 0
-    perm, seg, seg_user, ts = _order(user, time, assume_sorted)
-    cs = category[perm] if category_window else None
-    return ts, cs, perm, seg, seg_user, window, horizon, category_window
+    perm, seg, seg_user, ts = _order(user, time, assume_sorted, scanned)
+    return ts, (category if category_window else None), perm, seg, seg_user, window, horizon, category_window
 
 
 def _upper_bound(run_ptr, window, category_window, self_loops):
@@ -211,11 +218,9 @@ def estimate_window_graph(log_or_user, time=None, category=None, *, window=8, ho
     n = ts.shape[0]
     if exact:
         k = _dispatch.kernels("window_graph", _dispatch.CPU)
-        corder = crank = None
-        if cs is not None:
-            corder, crank = k.category_workspace(run_ptr, cs)
-        nnz = int(k.count(run_ptr, ts, cs, corder, crank, window, horizon, strict_time,
-                          category_window, self_loops)[-1])
+        prev = None if cs is None else k.category_workspace(run_ptr, cs, perm)
+        nnz = int(k.count(run_ptr, ts, prev, window, horizon, strict_time, category_window,
+                          self_loops)[1].sum())
     else:
         nnz = _upper_bound(run_ptr, window, category_window, self_loops)
     n_seg = run_ptr.shape[0] - 1
@@ -255,7 +260,9 @@ def window_graph(log_or_user, time=None, category=None, *, window=8, horizon=Non
         See above.  ``window=0`` gives no temporal edges.
     assume_sorted : bool
         The input is already in (user, time) order: verify (a ValueError names
-        the first offending position) instead of sorting.
+        the first offending position) instead of sorting.  Sorted input is
+        detected either way (one pass that also validates), and then nothing
+        is sorted or copied: ``perm`` is the identity.
     check : bool
         Validate the columns (dtype, shape, NaN); only trusted callers pass False.
 
@@ -274,8 +281,17 @@ def window_graph(log_or_user, time=None, category=None, *, window=8, horizon=Non
     Raises
     ------
     MemoryError
-        When the graph's arrays cannot fit in the available memory (estimated
-        before anything is allocated).
+        When the graph's arrays cannot fit in the available memory (counted
+        exactly, without edge memory, before anything is allocated).
+
+    Notes
+    -----
+    Cost: one parallel pass over (user, time) validates and detects order;
+    unsorted input with dense ids is sorted by a parallel stable counting sort
+    by user (two-level beyond 2**18 ids) followed by per-user time sorts only
+    where a user's times are out of order; sparse ids use ``np.lexsort``.  A
+    count pass (O(n) for temporal edges) sizes the output, a fill pass writes
+    it; both run over fixed chunks of nodes in parallel.
 
     Examples
     --------
@@ -290,29 +306,21 @@ def window_graph(log_or_user, time=None, category=None, *, window=8, horizon=Non
         log_or_user, time, category, window, horizon, category_window, assume_sorted, check)
     n = ts.shape[0]
     run_ptr = seg   # empty segments are harmless to the kernels
-    bound = _upper_bound(run_ptr, window, category_window, self_loops)
     longest = int(np.diff(run_ptr).max()) if n else 0
     if longest - 1 > np.iinfo(np.int32).max and (window is None or window > np.iinfo(np.int32).max
                                                  or category_window):
         raise ValueError(f"a user has {longest} events, so hop (int32) could overflow; pass a window "
                          f"below 2**31 and no category window, or split the user")
     what = f"window_graph (n={n} events, window={window}, horizon={horizon}, category_window={category_window})"
-    corder = crank = None
+    prev = None
     if cs is not None:
-        _validate.fits(16 * n, what + " category workspace")
-        corder, crank = k.category_workspace(run_ptr, cs)
-    try:
-        _validate.fits(_nbytes(n, seg.shape[0] - 1, bound, ts.dtype.itemsize), what)
-    except MemoryError:
-        # the bound assumed every gap inside the horizon; count exactly before refusing
-        indptr = k.count(run_ptr, ts, cs, corder, crank, window, horizon, strict_time, category_window,
-                         self_loops)
-        _validate.fits(_nbytes(n, seg.shape[0] - 1, int(indptr[-1]), ts.dtype.itemsize), what)
-    else:
-        indptr = k.count(run_ptr, ts, cs, corder, crank, window, horizon, strict_time, category_window,
-                         self_loops)
-    indices, dt, hop, kind = k.fill(run_ptr, ts, cs, corder, crank, window, horizon, strict_time,
-                                    category_window, self_loops, indptr, index_dtype_for(n))
+        _validate.fits(8 * n, what + " category workspace")
+        prev = k.category_workspace(run_ptr, cs, perm)
+    # the count pass is O(n) without category edges and needs no edge memory: size exactly
+    counts = k.count(run_ptr, ts, prev, window, horizon, strict_time, category_window, self_loops)
+    _validate.fits(_nbytes(n, seg.shape[0] - 1, int(counts[1].sum()), ts.dtype.itemsize), what)
+    indptr, indices, dt, hop, kind = k.fill(run_ptr, ts, prev, window, horizon, strict_time, category_window,
+                                            self_loops, counts, index_dtype_for(n))
     g = Graph(indptr, indices, n, edata={"dt": dt, "hop": hop, "kind": kind}, perm=perm,
               segment_ptr=seg, check=False, rows_sorted=True)
     g.segment_user = seg_user

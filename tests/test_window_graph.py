@@ -280,3 +280,161 @@ def test_deterministic_across_thread_counts():
                            capture_output=True, check=True)
         outs.append(r.stdout)
     assert len(outs[0]) > 100_000 and outs[0] == outs[1]
+
+
+# ------------------------------------------------------------ ordering paths
+@pytest.fixture
+def small_chunks():
+    """Tiny chunks, the parallel code paths and the two-level sort on tiny inputs."""
+    import stgkern._numba.window_graph as k
+    old = k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX
+    k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX = 3, 1, 1, 2
+    try:
+        with config.override(cpu_serial_rows=1):
+            yield k
+    finally:
+        k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX = old
+
+
+def same_graph(a, b):
+    for name in ("indptr", "indices", "perm", "segment_ptr", "segment_user"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ("dt", "hop", "kind"):
+        assert a.edata[name].dtype == b.edata[name].dtype
+        np.testing.assert_array_equal(a.edata[name], b.edata[name], err_msg=name)
+
+
+@given(logs())
+def test_presorted_input_takes_fast_path_and_matches(case):
+    # the same events given in (user, time) order: perm is the identity and the
+    # graph equals the one built from the shuffled log, relabelled
+    user, time, cat, kw = case
+    g = window_graph(user, time, cat, **kw)
+    p = g.perm
+    s = check_against_naive(user[p], time[p], cat[p], **kw)
+    np.testing.assert_array_equal(s.perm, np.arange(len(user)))
+    np.testing.assert_array_equal(s.indptr, g.indptr)
+    np.testing.assert_array_equal(s.indices, g.indices)
+    for name in ("dt", "hop", "kind"):
+        np.testing.assert_array_equal(s.edata[name], g.edata[name])
+    same_graph(window_graph(user[p], time[p], cat[p], assume_sorted=True, **kw), s)
+
+
+@given(logs())
+def test_small_chunks_and_two_level_sort_match_naive(case):
+    # chunk starts inside users (binary-searched horizon and tie pointers), the
+    # bucketed sort by user, insertion and merge sorts of unsorted user runs
+    user, time, cat, kw = case
+    import stgkern._numba.window_graph as k
+    old = k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX
+    k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX = 3, 1, 1, 2
+    try:
+        with config.override(cpu_serial_rows=1):
+            check_against_naive(user, time, cat, **kw)
+            est = estimate_window_graph(user, time, cat, exact=True, **kw)
+    finally:
+        k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX = old
+    assert est["nnz"] == window_graph(user, time, cat, **kw).nnz
+
+
+@pytest.mark.parametrize("two_level", [False, True], ids=["one-level", "two-level"])
+@pytest.mark.parametrize("n_users", [1, 7, 300])
+@pytest.mark.parametrize("float_time", [False, True], ids=["int64", "float64"])
+def test_orderings_agree_on_larger_logs(small_chunks, n_users, float_time, two_level):
+    if not two_level:
+        small_chunks.RADIX_MIN_IDS = 1 << 40   # restored by the fixture
+    rng = np.random.default_rng(n_users)
+    n = 600
+    user = rng.integers(0, n_users, n)
+    time = rng.integers(0, 50, n)           # many ties, unsorted within users
+    time = time * 0.25 if float_time else time
+    cat = rng.integers(0, 4, n)
+    kw = dict(window=5, horizon=6, category_window=2, self_loops=True)
+    ref = window_graph(user, time, cat, **kw)
+    perm, edges = naive_window_graph(user, time, cat, **kw)
+    np.testing.assert_array_equal(ref.perm, perm)
+    assert ref.nnz == len(edges)
+    np.testing.assert_array_equal(ref.indices, [e[1] for e in edges])
+    np.testing.assert_array_equal(ref.edata["kind"], [e[4] for e in edges])
+    # sparse ids (lexsort path) and the pre-sorted fast path give the same graph
+    sparse = window_graph(user * 2**40 + 3, time, cat, **kw)
+    for name in ("indptr", "indices", "perm"):
+        np.testing.assert_array_equal(getattr(sparse, name), getattr(ref, name))
+    p = ref.perm
+    fast = window_graph(user[p], time[p], cat[p], assume_sorted=True, **kw)
+    np.testing.assert_array_equal(fast.indices, ref.indices)
+    np.testing.assert_array_equal(fast.edata["dt"], ref.edata["dt"])
+    np.testing.assert_array_equal(fast.segment_ptr, ref.segment_ptr)
+
+
+def test_assume_sorted_names_first_offender_across_chunks(small_chunks):
+    user = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 2])
+    time = np.array([1, 2, 2, 5, 0, 3, 3, 2, 9, 0])
+    with pytest.raises(ValueError, match=r"position 7 \(user 1, time 2\) comes after \(user 1, time 3\)"):
+        window_graph(user, time, assume_sorted=True)
+    with pytest.raises(ValueError, match="position 9"):
+        window_graph(np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 0]), np.arange(10), assume_sorted=True)
+    g = check_against_naive(user, time, window=2)          # and without assume_sorted it sorts
+    assert g.perm.tolist() == [0, 1, 2, 3, 4, 7, 5, 6, 8, 9]
+
+
+def test_fast_path_does_not_copy_or_alter_input():
+    user = np.repeat(np.arange(4), 5)
+    time = np.tile(np.arange(5), 4).astype(np.float64)
+    u0, t0 = user.copy(), time.copy()
+    g = window_graph(user, time, window=2, horizon=1.0)
+    np.testing.assert_array_equal(user, u0)
+    np.testing.assert_array_equal(time, t0)
+    np.testing.assert_array_equal(g.perm, np.arange(20))
+    assert g.nnz == 4 * 4 and (g.edata["dt"] == 1.0).all()
+    # non-contiguous, already sorted, int32 ids: still the fast path's result
+    h = check_against_naive(np.repeat(np.arange(4), 10)[::2].astype(np.int32),
+                            np.tile(np.arange(10), 4)[::2], window=3)
+    np.testing.assert_array_equal(h.perm, np.arange(20))
+
+
+def test_int_and_float_times_give_same_structure():
+    rng = np.random.default_rng(11)
+    user = rng.integers(0, 9, 500)
+    t = rng.integers(0, 100, 500)
+    kw = dict(window=4, horizon=10, strict_time=True, category_window=3, self_loops=True)
+    cat = rng.integers(0, 3, 500)
+    a = check_against_naive(user, t, cat, **kw)
+    b = check_against_naive(user, t.astype(np.float64), cat, **kw)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.edata["kind"], b.edata["kind"])
+    np.testing.assert_array_equal(a.edata["dt"], b.edata["dt"].astype(np.int64))
+    assert a.edata["dt"].dtype == np.int64 and b.edata["dt"].dtype == np.float64
+
+
+def test_window_and_horizon_none_with_categories_and_self_loops():
+    rng = np.random.default_rng(12)
+    user = rng.integers(0, 3, 120)
+    time = np.sort(rng.integers(0, 40, 120))
+    cat = rng.integers(0, 4, 120)
+    for kw in (dict(window=None, horizon=None), dict(window=None, horizon=5), dict(window=3, horizon=None)):
+        g = check_against_naive(user, time, cat, category_window=2, self_loops=True, **kw)
+        assert (g.edata["kind"][g.edata["hop"] == 0] == 4).all()
+        assert ((g.edata["kind"] & 2) != 0).any()
+
+
+def test_check_false_matches_checked():
+    rng = np.random.default_rng(13)
+    user = rng.integers(0, 20, 400).astype(np.int32)
+    time = rng.integers(0, 1000, 400).astype(np.int32)
+    kw = dict(window=6, horizon=100, category_window=1)
+    cat = rng.integers(0, 5, 400)
+    same_graph(window_graph(user, time, cat, check=False, **kw), window_graph(user, time, cat, **kw))
+
+
+def test_backend_window_graph_matches_front_door():
+    # the backend entry point (sorted input, category in node order) the CUDA twin mirrors
+    import stgkern._numba.window_graph as k
+    rng = np.random.default_rng(14)
+    user = np.sort(rng.integers(0, 5, 200))
+    time = rng.integers(0, 30, 200)
+    cat = rng.integers(0, 3, 200)
+    g = window_graph(user, time, cat, window=3, horizon=10, strict_time=True, category_window=2, self_loops=True)
+    out = k.window_graph(g.segment_ptr, time[g.perm], cat[g.perm], 3, 10, True, 2, True, np.int32)
+    for got, want in zip(out, (g.indptr, g.indices, g.edata["dt"], g.edata["hop"], g.edata["kind"])):
+        np.testing.assert_array_equal(got, want)

@@ -1,24 +1,318 @@
-"""Window graphs over (user, time)-sorted events: count pass, then fill pass.
+"""Window graphs over (user, time)-sorted events: one scan, an ordering, a count pass, a fill pass.
 
 Backends assume validated input: ``t`` is the time column already in node
-order, ``run_ptr`` (int64) gives the node range of every distinct user
-present, ``cat`` (int64, node order) is given only when category edges are
-asked for.  Rows are processed in fixed chunks of nodes (not per user) so a
-power-law user does not leave the other thread idle; every row is written by
-exactly one iteration, so results do not depend on the thread count.
+order (int64 or float64), ``run_ptr`` (int64) gives every segment's node
+range (empty segments are fine), ``prev`` (int64, node order, from
+:func:`category_workspace`) is given only when category edges are asked for:
+``prev[i]`` is the latest earlier node of i's user with i's category, so the
+category window is a walk of at most ``category_window`` (plus ties) steps.
+
+Work is cut into fixed chunks of ``CHUNK_ROWS`` nodes (not users), so a
+power-law user does not leave the other threads idle.  Every output element
+is written by exactly one chunk, so results do not depend on the thread
+count.  Within a user, times ascend, so the first source inside the horizon
+and the first event of a run of equal times only move forward as the row
+advances: both are kept as pointers (amortised O(1) per row) and found by
+binary search only at a chunk's first row.
+
+The count pass keeps only one total per chunk (no per-row writes); the fill
+pass recounts each row (O(1) for temporal edges), writes ``indptr`` and the
+edges at the chunk's offset.  Output arrays are allocated with ``np.empty``
+and first touched by the worker threads that fill them.
 """
 import numba as nb
 import numpy as np
 
 from .. import config
 
-#: Nodes per parallel chunk of the count and fill passes.
+#: Nodes per parallel chunk of the scan, count and fill passes.
 CHUNK_ROWS = 16384
+#: The counting sort by user keeps one histogram of all user ids per thread;
+#: it runs on one thread when threads * n_ids would exceed this many times the
+#: event count (keeps its workspace below the size of the input).
+HIST_PER_EVENT = 1
+#: Above this many user ids the sort by user goes through 2**BUCKET_BITS buckets
+#: first (two levels), so its write streams stay in cache; below it one
+#: counting sort is faster (measured: 100k ids one level 1.2x faster, 2M ids
+#: two levels 1.6x faster).
+RADIX_MIN_IDS = 1 << 18
+BUCKET_BITS = 10
+#: Unsorted user runs up to this length are insertion-sorted in place; longer
+#: ones go through a stable argsort.
+INSERTION_SORT_MAX = 32
 
 
+# ----------------------------------------------------------------- scan
+@nb.njit(cache=True, inline="always")
+def _scan_chunk(c, user, t, chunk, ustat, tstat, first_bad, n_bad_t):
+    n = user.shape[0]
+    i0 = np.int64(c) * chunk
+    i1 = min(n, i0 + chunk)
+    umin = user[i0]
+    umax = user[i0]
+    tmin = t[i0]
+    tmax = t[i0]
+    bad = np.int64(-1)
+    nonfinite = np.int64(0)
+    start = i0 if i0 > 0 else np.int64(1)
+    for p in range(i0, i1):
+        u = user[p]
+        tp = t[p]
+        if u < umin:
+            umin = u
+        if u > umax:
+            umax = u
+        if tp < tmin:
+            tmin = tp
+        if tp > tmax:
+            tmax = tp
+        if not np.isfinite(tp):
+            nonfinite += 1
+        if bad < 0 and p >= start:
+            uq = user[p - 1]
+            if u < uq or (u == uq and tp < t[p - 1]):
+                bad = p
+    ustat[c, 0] = umin
+    ustat[c, 1] = umax
+    tstat[c, 0] = tmin
+    tstat[c, 1] = tmax
+    first_bad[c] = bad
+    n_bad_t[c] = nonfinite
+
+
+@nb.njit(cache=True, parallel=True)
+def _scan(user, t, chunk, ustat, tstat, first_bad, n_bad_t, parallel):
+    n_chunks = first_bad.shape[0]
+    if parallel:
+        for c in nb.prange(n_chunks):
+            _scan_chunk(c, user, t, chunk, ustat, tstat, first_bad, n_bad_t)
+    else:
+        for c in range(n_chunks):
+            _scan_chunk(c, user, t, chunk, ustat, tstat, first_bad, n_bad_t)
+
+
+def scan(user, time):
+    """One pass over the columns: ``(umin, umax, tmin, tmax, first_unsorted, n_nonfinite)``.
+
+    ``first_unsorted`` is the first position p with (user, time)[p] <
+    (user, time)[p-1] (lexicographic), or -1; ``n_nonfinite`` counts NaN/inf
+    times (0 for integer times).  ``n`` must be > 0."""
+    n = user.shape[0]
+    chunk = np.int64(CHUNK_ROWS)
+    n_chunks = (n + chunk - 1) // chunk
+    ustat = np.empty((n_chunks, 2), dtype=np.int64)
+    tstat = np.empty((n_chunks, 2), dtype=time.dtype)
+    first_bad = np.empty(n_chunks, dtype=np.int64)
+    n_bad_t = np.empty(n_chunks, dtype=np.int64)
+    _scan(user, time, chunk, ustat, tstat, first_bad, n_bad_t, n >= config.cpu_serial_rows)
+    bad = first_bad[first_bad >= 0]
+    return (int(ustat[:, 0].min()), int(ustat[:, 1].max()), tstat[:, 0].min(), tstat[:, 1].max(),
+            int(bad.min()) if bad.size else -1, int(n_bad_t.sum()))
+
+
+# ----------------------------------------------------------------- ordering
+@nb.njit(cache=True, parallel=True)
+def _iota(out, chunk, parallel):
+    n = out.shape[0]
+    n_chunks = (n + chunk - 1) // chunk
+    if parallel:
+        for c in nb.prange(n_chunks):
+            for i in range(c * chunk, min(n, (c + 1) * chunk)):
+                out[i] = i
+    else:
+        for i in range(n):
+            out[i] = i
+
+
+@nb.njit(cache=True, parallel=True)
+def _dense_seg_of_sorted(user, lo, n_ids, seg, chunk, parallel):
+    """seg[s] = first position whose user id - lo is >= s, for ascending ``user``.
+    Each seg entry is written by the one position where the id steps over it."""
+    n = user.shape[0]
+    n_chunks = (n + chunk - 1) // chunk
+    if parallel:
+        for c in nb.prange(n_chunks):
+            _seg_steps(user, lo, seg, c * chunk, min(n, (c + 1) * chunk))
+    else:
+        _seg_steps(user, lo, seg, np.int64(0), n)
+    for s in range(user[n - 1] - lo + 1, n_ids + 1):
+        seg[s] = n
+
+
+@nb.njit(cache=True, inline="always")
+def _seg_steps(user, lo, seg, i0, i1):
+    for p in range(i0, i1):
+        b = user[p] - lo
+        a = user[p - 1] - lo + 1 if p > 0 else np.int64(0)
+        for s in range(a, b + 1):
+            seg[s] = p
+
+
+@nb.njit(cache=True, parallel=True)
+def _counting_sort(user, time, lo, n_ids, hist, seg, perm, ts):
+    """Stable counting sort by user id: perm, ts = time[perm] and seg in one scatter.
+    ``hist`` (n_parts, n_ids) zeroed; part q owns a contiguous slice of events."""
+    n = user.shape[0]
+    n_parts = hist.shape[0]
+    step = (n + n_parts - 1) // n_parts
+    for q in nb.prange(n_parts):
+        for i in range(q * step, min(n, (q + 1) * step)):
+            hist[q, user[i] - lo] += 1
+    # exclusive offsets, user-major then part: stable across parts
+    acc = np.int64(0)
+    for s in range(n_ids):
+        seg[s] = acc
+        for q in range(n_parts):
+            h = hist[q, s]
+            hist[q, s] = acc
+            acc += h
+    seg[n_ids] = acc
+    for q in nb.prange(n_parts):
+        for i in range(q * step, min(n, (q + 1) * step)):
+            s = user[i] - lo
+            k = hist[q, s]
+            perm[k] = i
+            ts[k] = time[i]
+            hist[q, s] = k + 1
+
+
+@nb.njit(cache=True, inline="always")
+def _sort_run(a, b, ts, perm, insertion_max):
+    """Stable-sort (ts, perm)[a:b] by ts unless already sorted.  Short runs are
+    insertion-sorted in place (no allocation); a time-ordered log sorts nothing."""
+    for q in range(a + 1, b):
+        if ts[q] < ts[q - 1]:
+            break
+    else:
+        return
+    if b - a <= insertion_max:
+        for q in range(a + 1, b):
+            tv = ts[q]
+            pv = perm[q]
+            j = q - 1
+            while j >= a and ts[j] > tv:   # strict: equal times keep their order
+                ts[j + 1] = ts[j]
+                perm[j + 1] = perm[j]
+                j -= 1
+            ts[j + 1] = tv
+            perm[j + 1] = pv
+    else:
+        loc = np.argsort(ts[a:b], kind="mergesort")
+        rows = perm[a:b].copy()
+        tv = ts[a:b].copy()
+        for q in range(b - a):
+            perm[a + q] = rows[loc[q]]
+            ts[a + q] = tv[loc[q]]
+
+
+@nb.njit(cache=True, parallel=True)
+def _sort_runs_by_time(seg, ts, perm, insertion_max):
+    """Within each segment, stable-sort (ts, perm) by ts where ts is not already sorted."""
+    for s in nb.prange(seg.shape[0] - 1):
+        _sort_run(seg[s], seg[s + 1], ts, perm, insertion_max)
+
+
+@nb.njit(cache=True, parallel=True)
+def _radix_sort(user, time, lo, n_ids, shift, hist, seg, perm, ts, tmp_u, tmp_i, tmp_t, insertion_max):
+    """Stable two-level counting sort by user id, then per-user time sort.
+
+    Pass 1 scatters (id, row, time) into ``n_b = hist.shape[1]`` buckets of
+    2**shift consecutive ids (few enough write streams to stay in cache); pass
+    2 counting-sorts each bucket by exact id inside its own, cache-sized range
+    of the output, writes ``seg`` for its ids and sorts each user's run by time
+    while it is still in cache.  A one-level counting sort scatters to every
+    user at once, which misses the cache once the ids outnumber its lines."""
+    n = user.shape[0]
+    n_parts = hist.shape[0]
+    n_b = hist.shape[1]
+    step = (n + n_parts - 1) // n_parts
+    for q in nb.prange(n_parts):
+        for i in range(q * step, min(n, (q + 1) * step)):
+            hist[q, (user[i] - lo) >> shift] += 1
+    bstart = np.empty(n_b + 1, dtype=np.int64)
+    acc = np.int64(0)
+    for b in range(n_b):
+        bstart[b] = acc
+        for q in range(n_parts):
+            h = hist[q, b]
+            hist[q, b] = acc
+            acc += h
+    bstart[n_b] = acc
+    for q in nb.prange(n_parts):
+        for i in range(q * step, min(n, (q + 1) * step)):
+            u = user[i] - lo
+            b = u >> shift
+            k = hist[q, b]
+            tmp_u[k] = u
+            tmp_i[k] = i
+            tmp_t[k] = time[i]
+            hist[q, b] = k + 1
+    width = np.int64(1) << shift
+    for b in nb.prange(n_b):
+        u0 = np.int64(b) << shift
+        u1 = min(n_ids, u0 + width)
+        cur = np.zeros(u1 - u0, dtype=np.int64)
+        for k in range(bstart[b], bstart[b + 1]):
+            cur[tmp_u[k] - u0] += 1
+        acc = bstart[b]
+        for s in range(u1 - u0):
+            seg[u0 + s] = acc
+            c = cur[s]
+            cur[s] = acc
+            acc += c
+        for k in range(bstart[b], bstart[b + 1]):
+            s = tmp_u[k] - u0
+            d = cur[s]
+            perm[d] = tmp_i[k]
+            ts[d] = tmp_t[k]
+            cur[s] = d + 1
+        for s in range(u0, u1):
+            _sort_run(seg[s], cur[s - u0], ts, perm, insertion_max)
+    seg[n_ids] = n
+
+
+def order_events(user, time, lo, n_ids, is_sorted=False):
+    """(perm, seg, ts) for dense user ids: perm in (user, time) order, stable for
+    ties; seg[s]:seg[s+1] is the node range of user lo + s; ts = time[perm].
+
+    ``is_sorted``: the caller has verified (user, time) order, so perm is the
+    identity, ts is ``time`` itself (no copy) and seg comes from the id steps."""
+    n = user.shape[0]
+    chunk = np.int64(CHUNK_ROWS)
+    par = n >= config.cpu_serial_rows
+    perm = np.empty(n, dtype=np.int64)
+    seg = np.empty(n_ids + 1, dtype=np.int64)
+    if n == 0:
+        seg[:] = 0
+        return perm, seg, time[:0].copy()
+    if is_sorted:
+        _iota(perm, chunk, par)
+        _dense_seg_of_sorted(user, np.int64(lo), np.int64(n_ids), seg, chunk, par)
+        return perm, seg, time
+    n_parts = nb.get_num_threads() if par else 1
+    ts = np.empty_like(time)
+    shift = max(0, (n_ids - 1).bit_length() - BUCKET_BITS) if n_ids >= RADIX_MIN_IDS else 0
+    if shift == 0:   # few users: one counting sort already scatters inside the cache
+        if n_parts * n_ids > HIST_PER_EVENT * n:
+            n_parts = 1
+        hist = np.zeros((n_parts, n_ids), dtype=np.int64)
+        _counting_sort(user, time, np.int64(lo), np.int64(n_ids), hist, seg, perm, ts)
+        _sort_runs_by_time(seg, ts, perm, np.int64(INSERTION_SORT_MAX))
+        return perm, seg, ts
+    hist = np.zeros((n_parts, ((n_ids - 1) >> shift) + 1), dtype=np.int64)
+    narrow = np.int32 if n_ids <= np.iinfo(np.int32).max and n <= np.iinfo(np.int32).max else np.int64
+    tmp_u = np.empty(n, dtype=narrow)   # half the workspace and traffic while ids and rows fit
+    tmp_i = np.empty(n, dtype=narrow)
+    tmp_t = np.empty_like(time)
+    _radix_sort(user, time, np.int64(lo), np.int64(n_ids), np.int64(shift), hist, seg, perm, ts,
+                tmp_u, tmp_i, tmp_t, np.int64(INSERTION_SORT_MAX))
+    return perm, seg, ts
+
+
+# ----------------------------------------------------------------- count / fill
 @nb.njit(cache=True)
 def _run_of(run_ptr, i):
-    """Index r of the run holding node i: run_ptr[r] <= i < run_ptr[r+1]."""
+    """Index r of the last run with run_ptr[r] <= i (the run holding node i)."""
     lo = 0
     hi = run_ptr.shape[0] - 1
     while hi - lo > 1:
@@ -31,152 +325,181 @@ def _run_of(run_ptr, i):
 
 
 @nb.njit(cache=True, inline="always")
-def _temporal_range(t, a, i, window, has_window, horizon, has_horizon, strict):
-    """Temporal sources of row i form the contiguous range [lo, hi] (empty if lo > hi)."""
+def _first_in_horizon(t, lo, i, horizon):
+    """First j in [lo, i] with t[i] - t[j] <= horizon (times ascend on [lo, i])."""
     ti = t[i]
-    hi = i - 1
-    if strict:
-        while hi >= a and t[hi] == ti:
-            hi -= 1
-    lo = a
-    if has_window:
-        if i - window > lo:
-            lo = i - window
-    if has_horizon:
-        # times ascend within a user, so dt grows as j falls: scan down from hi
-        j = hi
-        while j >= lo and ti - t[j] <= horizon:
-            j -= 1
-        lo = j + 1
-    return lo, hi
-
-
-@nb.njit(cache=True, parallel=True)
-def _category_order(run_ptr, cat, corder, crank):
-    """Per user: its nodes sorted by (category, position) -> ``corder``; ``crank[i]``
-    is node i's place in that order (global offset)."""
-    n_runs = run_ptr.shape[0] - 1
-    for r in nb.prange(n_runs):
-        a = run_ptr[r]
-        b = run_ptr[r + 1]
-        loc = np.argsort(cat[a:b], kind="mergesort")  # stable: position order inside a category
-        for q in range(b - a):
-            corder[a + q] = a + loc[q]
-            crank[a + loc[q]] = a + q
+    hi = i
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ti - t[mid] > horizon:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @nb.njit(cache=True, inline="always")
-def _row(i, a, t, cat, corder, crank, window, has_window, horizon, has_horizon, strict,
-         cat_window, self_loops, base, indices, dt, hop, kind, fill):
-    """Count (fill=False) or write (fill=True) row i; returns its edge count."""
-    lo, hi = _temporal_range(t, a, i, window, has_window, horizon, has_horizon, strict)
-    n_tmp = hi - lo + 1
-    if n_tmp < 0:
-        n_tmp = 0
+def _first_tie(t, lo, i):
+    """First j in [lo, i] with t[j] == t[i] (times ascend on [lo, i])."""
     ti = t[i]
+    hi = i
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if t[mid] < ti:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@nb.njit(cache=True, inline="always")
+def _category_extra(i, lo, t, prev, cat_window, horizon, has_horizon, strict):
+    """Category sources of row i below the temporal range (j < lo)."""
+    ti = t[i]
+    taken = 0
     n_extra = 0
-    if cat_window > 0:
-        # walk earlier same-category events, most recent first
-        r = crank[i]
-        ci = cat[i]
-        taken = 0
-        q = r - 1
-        while q >= a and taken < cat_window:
-            j = corder[q]
-            if cat[j] != ci:
-                break
-            q -= 1
-            if strict and t[j] == ti:
-                continue
-            if has_horizon and ti - t[j] > horizon:
-                break
-            taken += 1
-            if j < lo:
-                n_extra += 1
-    total = n_extra + n_tmp + (1 if self_loops else 0)
-    if not fill:
-        return total
-    # layout: [category-only sources ascending][temporal lo..hi][self]
-    off = base + n_extra
-    for j in range(lo, hi + 1):
-        indices[off] = j
-        dt[off] = ti - t[j]
-        hop[off] = i - j
-        kind[off] = 1
-        off += 1
-    if cat_window > 0:
-        r = crank[i]
-        ci = cat[i]
-        taken = 0
-        q = r - 1
-        back = base + n_extra - 1
-        while q >= a and taken < cat_window:
-            j = corder[q]
-            if cat[j] != ci:
-                break
-            q -= 1
-            if strict and t[j] == ti:
-                continue
-            if has_horizon and ti - t[j] > horizon:
-                break
-            taken += 1
-            if j < lo:
-                indices[back] = j
-                dt[back] = ti - t[j]
-                hop[back] = i - j
-                kind[back] = 2
-                back -= 1
-            else:
-                kind[base + n_extra + (j - lo)] |= 2
-    if self_loops:
-        indices[off] = i
-        dt[off] = 0
-        hop[off] = 0
-        kind[off] = 4
-    return total
-
-
-@nb.njit(cache=True, parallel=True)
-def _pass(run_ptr, t, cat, corder, crank, window, has_window, horizon, has_horizon, strict,
-          cat_window, self_loops, indptr, indices, dt, hop, kind, fill, chunk, parallel):
-    """Count pass writes row counts to indptr[1:]; fill pass writes the edges."""
-    n = t.shape[0]
-    n_chunks = (n + chunk - 1) // chunk
-    if parallel:
-        for c in nb.prange(n_chunks):
-            _chunk(c, run_ptr, t, cat, corder, crank, window, has_window, horizon, has_horizon, strict,
-                   cat_window, self_loops, indptr, indices, dt, hop, kind, fill, chunk)
-    else:
-        for c in range(n_chunks):
-            _chunk(c, run_ptr, t, cat, corder, crank, window, has_window, horizon, has_horizon, strict,
-                   cat_window, self_loops, indptr, indices, dt, hop, kind, fill, chunk)
+    j = prev[i]
+    while j >= 0 and taken < cat_window:
+        jj = j
+        j = prev[j]
+        if strict and t[jj] == ti:
+            continue
+        if has_horizon and ti - t[jj] > horizon:
+            break
+        taken += 1
+        if jj < lo:
+            n_extra += 1
+    return n_extra
 
 
 @nb.njit(cache=True, inline="always")
-def _chunk(c, run_ptr, t, cat, corder, crank, window, has_window, horizon, has_horizon, strict,
-           cat_window, self_loops, indptr, indices, dt, hop, kind, fill, chunk):
+def _category_fill(i, lo, t, prev, cat_window, horizon, has_horizon, strict, tmp_start, indices, dt, hop,
+                   kind):
+    """Write category-only sources descending below ``tmp_start`` (they are the
+    row's lowest sources) and mark temporal edges that are also category edges."""
+    ti = t[i]
+    taken = 0
+    back = tmp_start - 1
+    q = prev[i]
+    while q >= 0 and taken < cat_window:
+        j = q
+        q = prev[j]
+        if strict and t[j] == ti:
+            continue
+        if has_horizon and ti - t[j] > horizon:
+            break
+        taken += 1
+        if j < lo:
+            indices[back] = j
+            dt[back] = ti - t[j]
+            hop[back] = i - j
+            kind[back] = 2
+            back -= 1
+        else:
+            kind[tmp_start + (j - lo)] |= 2
+
+
+@nb.njit(cache=True, inline="always")
+def _chunk(c, run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
+           cat_window, self_loops, chunk, fill, offsets, totals, indptr, indices, dt, hop, kind):
+    """Rows of chunk c.  Count: totals[c] = its edges.  Fill: indptr[i+1] and the
+    edges of every row, starting at offsets[c].  Row layout:
+    [category-only sources ascending][temporal lo..hi][self]."""
     n = t.shape[0]
     i0 = np.int64(c) * chunk
     i1 = min(n, i0 + chunk)
     r = _run_of(run_ptr, i0)
+    while run_ptr[r + 1] <= i0:
+        r += 1
+    a = run_ptr[r]
+    # pointers for row i0: first source inside the horizon, first event tied with i0
+    p = a
+    if has_window and i0 - window > p:
+        p = i0 - window
+    if has_horizon:
+        p = _first_in_horizon(t, p, i0, horizon)
+    tie = _first_tie(t, a, i0) if strict else a
+    off = offsets[c] if fill else np.int64(0)
     for i in range(i0, i1):
-        while run_ptr[r + 1] <= i:
-            r += 1
-        a = run_ptr[r]
+        if run_ptr[r + 1] <= i:
+            while run_ptr[r + 1] <= i:
+                r += 1
+            a = i
+            p = i
+            tie = i
+        ti = t[i]
+        if strict and i > a and ti != t[i - 1]:
+            tie = i
+        hi = tie - 1 if strict else i - 1
+        lo = a
+        if has_window and i - window > lo:
+            lo = i - window
+        if has_horizon:
+            if p < lo:
+                p = lo
+            while p < i and ti - t[p] > horizon:
+                p += 1
+            lo = p
+        n_tmp = hi - lo + 1
+        if n_tmp < 0:
+            n_tmp = 0
+        n_extra = 0
+        if cat_window > 0:
+            n_extra = _category_extra(i, lo, t, prev, cat_window, horizon, has_horizon, strict)
         if fill:
-            _row(i, a, t, cat, corder, crank, window, has_window, horizon, has_horizon, strict,
-                 cat_window, self_loops, indptr[i], indices, dt, hop, kind, True)
+            k = off + n_extra
+            for j in range(lo, hi + 1):
+                indices[k] = j
+                dt[k] = ti - t[j]
+                hop[k] = i - j
+                kind[k] = 1
+                k += 1
+            if cat_window > 0:
+                _category_fill(i, lo, t, prev, cat_window, horizon, has_horizon, strict, off + n_extra,
+                               indices, dt, hop, kind)
+            if self_loops:
+                indices[k] = i
+                dt[k] = 0
+                hop[k] = 0
+                kind[k] = 4
+                k += 1
+            off = k
+            indptr[i + 1] = off
         else:
-            indptr[i + 1] = _row(i, a, t, cat, corder, crank, window, has_window, horizon, has_horizon,
-                                 strict, cat_window, self_loops, 0, indices, dt, hop, kind, False)
+            off += n_extra + n_tmp + (1 if self_loops else 0)
+    if not fill:
+        totals[c] = off
 
 
-@nb.njit(cache=True)
-def _cumsum_inplace(indptr):
-    acc = np.int64(0)
-    for i in range(1, indptr.shape[0]):
-        acc += indptr[i]
-        indptr[i] = acc
+@nb.njit(cache=True, parallel=True)
+def _pass(run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
+          cat_window, self_loops, chunk, fill, offsets, totals, indptr, indices, dt, hop, kind, parallel):
+    n = t.shape[0]
+    n_chunks = (n + chunk - 1) // chunk
+    if parallel:
+        for c in nb.prange(n_chunks):
+            _chunk(c, run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
+                   cat_window, self_loops, chunk, fill, offsets, totals, indptr, indices, dt, hop, kind)
+    else:
+        for c in range(n_chunks):
+            _chunk(c, run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
+                   cat_window, self_loops, chunk, fill, offsets, totals, indptr, indices, dt, hop, kind)
+
+
+@nb.njit(cache=True, parallel=True)
+def _prev_same(run_ptr, part_runs, category, perm, last_pos, last_run, prev):
+    """prev[i]: the latest earlier node of i's user with i's category, or -1.
+
+    Part q walks users part_runs[q]:part_runs[q+1] in order, keeping per category
+    the last node seen and the user it was seen in (a stale user means none),
+    so nothing is reset or allocated per user."""
+    for q in nb.prange(last_pos.shape[0]):
+        for r in range(part_runs[q], part_runs[q + 1]):
+            for i in range(run_ptr[r], run_ptr[r + 1]):
+                c = category[perm[i]]
+                prev[i] = last_pos[q, c] if last_run[q, c] == r else -1
+                last_run[q, c] = r
+                last_pos[q, c] = i
 
 
 def _args(t, window, horizon):
@@ -187,114 +510,83 @@ def _args(t, window, horizon):
     return w, has_window, h, has_horizon
 
 
-def category_workspace(run_ptr, cat):
-    n = cat.shape[0]
-    corder = np.empty(n, dtype=np.int64)
-    crank = np.empty(n, dtype=np.int64)
-    if n:
-        _category_order(run_ptr, cat, corder, crank)
-    return corder, crank
-
-
-def count(run_ptr, t, cat, corder, crank, window, horizon, strict, cat_window, self_loops):
-    """indptr (int64, n+1) of the window graph; ``cat``/``corder``/``crank`` None without category edges."""
-    n = t.shape[0]
-    indptr = np.zeros(n + 1, dtype=np.int64)
+def category_workspace(run_ptr, category, perm):
+    """``prev`` (int64, node order) for the category walk: prev[i] is the latest earlier
+    node of the same user and category, -1 if none.  ``category`` is the input
+    column (input order, int64); ``perm`` maps node -> input row."""
+    n = perm.shape[0]
+    prev = np.empty(n, dtype=np.int64)
     if n == 0:
-        return indptr
-    w, hw, h, hh = _args(t, window, horizon)
-    cat, corder, crank = _ws(cat, corder, crank)
-    e_i = np.empty(0, np.int32)
-    _pass(run_ptr, t, cat, corder, crank, w, hw, h, hh, bool(strict), np.int64(cat_window), bool(self_loops),
-          indptr, e_i, t[:0], e_i, np.empty(0, np.uint8), False, np.int64(CHUNK_ROWS),
-          n >= config.cpu_serial_rows)
-    _cumsum_inplace(indptr)
-    return indptr
+        return prev
+    lo, hi = int(category.min()), int(category.max())
+    if lo < 0 or hi >= 2 * n + 1024:      # sparse ids (e.g. hashes): number them densely first
+        category = np.unique(category, return_inverse=True)[1].astype(np.int64).reshape(-1)
+        hi = int(category.max())
+    n_cats = hi + 1
+    n_runs = run_ptr.shape[0] - 1
+    n_parts = nb.get_num_threads() if n >= config.cpu_serial_rows else 1
+    n_parts = max(1, min(n_parts, n // n_cats, n_runs))   # the tables stay below the event count
+    # parts of about equal event counts, cut at user boundaries
+    part_runs = np.searchsorted(run_ptr, np.arange(n_parts + 1) * (n / n_parts), side="left").astype(np.int64)
+    part_runs[0], part_runs[-1] = 0, n_runs
+    last_pos = np.empty((n_parts, n_cats), dtype=np.int64)
+    last_run = np.full((n_parts, n_cats), -1, dtype=np.int64)
+    _prev_same(run_ptr, part_runs, category, perm, last_pos, last_run, prev)
+    return prev
 
 
-def fill(run_ptr, t, cat, corder, crank, window, horizon, strict, cat_window, self_loops, indptr, index_dtype):
-    """Edges of the window graph for a given ``indptr``: (indices, dt, hop, kind)."""
+def count(run_ptr, t, prev, window, horizon, strict, cat_window, self_loops):
+    """Edges per chunk: ``(chunk, totals)``; ``totals.sum()`` is nnz.  ``prev`` (from
+    :func:`category_workspace`) is None without category edges."""
     n = t.shape[0]
-    nnz = int(indptr[-1])
+    chunk = np.int64(CHUNK_ROWS)
+    totals = np.zeros((n + chunk - 1) // chunk, dtype=np.int64)
+    if n == 0:
+        return chunk, totals
+    w, hw, h, hh = _args(t, window, horizon)
+    prev = np.empty(0, np.int64) if prev is None else prev
+    z64 = np.empty(0, np.int64)
+    _pass(run_ptr, t, prev, w, hw, h, hh, bool(strict), np.int64(cat_window), bool(self_loops),
+          chunk, False, z64, totals, z64, np.empty(0, np.int32), t[:0], np.empty(0, np.int32),
+          np.empty(0, np.uint8), n >= config.cpu_serial_rows)
+    return chunk, totals
+
+
+def fill(run_ptr, t, prev, window, horizon, strict, cat_window, self_loops, counts, index_dtype):
+    """The graph for ``counts`` from :func:`count`: (indptr, indices, dt, hop, kind)."""
+    chunk, totals = counts
+    n = t.shape[0]
+    offsets = np.zeros(totals.shape[0] + 1, dtype=np.int64)
+    np.cumsum(totals, out=offsets[1:])
+    nnz = int(offsets[-1])
+    indptr = np.empty(n + 1, dtype=np.int64)
+    indptr[0] = 0
     indices = np.empty(nnz, dtype=index_dtype)
     dt = np.empty(nnz, dtype=t.dtype)
     hop = np.empty(nnz, dtype=np.int32)
     kind = np.empty(nnz, dtype=np.uint8)
-    if nnz:
+    if n:
         w, hw, h, hh = _args(t, window, horizon)
-        cat, corder, crank = _ws(cat, corder, crank)
-        _pass(run_ptr, t, cat, corder, crank, w, hw, h, hh, bool(strict), np.int64(cat_window),
-              bool(self_loops), indptr, indices, dt, hop, kind, True, np.int64(CHUNK_ROWS),
+        prev = np.empty(0, np.int64) if prev is None else prev
+        _pass(run_ptr, t, prev, w, hw, h, hh, bool(strict), np.int64(cat_window),
+              bool(self_loops), chunk, True, offsets, totals, indptr, indices, dt, hop, kind,
               n >= config.cpu_serial_rows)
-    return indices, dt, hop, kind
-
-
-def _ws(cat, corder, crank):
-    if cat is None:
-        z = np.empty(0, np.int64)
-        return z, z, z
-    return cat, corder, crank
+    return indptr, indices, dt, hop, kind
 
 
 def window_graph(run_ptr, t, cat, window, horizon, strict, cat_window, self_loops, index_dtype):
-    """Both passes: (indptr, indices, dt, hop, kind)."""
-    corder = crank = None
+    """Both passes: (indptr, indices, dt, hop, kind).  ``cat`` (node order) or None."""
+    prev = None
     if cat is not None and cat_window > 0:
-        corder, crank = category_workspace(run_ptr, cat)
+        prev = category_workspace(run_ptr, cat, identity_perm(t.shape[0]))
     else:
-        cat = None
         cat_window = 0
-    indptr = count(run_ptr, t, cat, corder, crank, window, horizon, strict, cat_window, self_loops)
-    return (indptr, *fill(run_ptr, t, cat, corder, crank, window, horizon, strict, cat_window,
-                          self_loops, indptr, index_dtype))
+    counts = count(run_ptr, t, prev, window, horizon, strict, cat_window, self_loops)
+    return fill(run_ptr, t, prev, window, horizon, strict, cat_window, self_loops, counts, index_dtype)
 
 
-@nb.njit(cache=True)
-def _counting_order(user, lo, n_ids, perm, run_ptr_full):
-    """Stable counting sort of events by user id (ids lo..lo+n_ids-1)."""
-    n = user.shape[0]
-    for i in range(n):
-        run_ptr_full[user[i] - lo + 1] += 1
-    for s in range(n_ids):
-        run_ptr_full[s + 1] += run_ptr_full[s]
-    nxt = run_ptr_full[:-1].copy()
-    for i in range(n):
-        s = user[i] - lo
-        perm[nxt[s]] = i
-        nxt[s] += 1
-
-
-@nb.njit(cache=True, parallel=True)
-def _sort_runs_by_time(seg, ts, perm):
-    """Within each segment, stable-sort (ts, perm) by ts where ts is not already sorted.
-
-    ``ts`` is the time already gathered in counting-sort order, so the check
-    reads memory sequentially; a time-ordered log needs no sort at all."""
-    n_seg = seg.shape[0] - 1
-    for s in nb.prange(n_seg):
-        a = seg[s]
-        b = seg[s + 1]
-        ok = True
-        for q in range(a + 1, b):
-            if ts[q] < ts[q - 1]:
-                ok = False
-                break
-        if not ok:
-            loc = np.argsort(ts[a:b], kind="mergesort")
-            rows = perm[a:b].copy()
-            tv = ts[a:b].copy()
-            for q in range(b - a):
-                perm[a + q] = rows[loc[q]]
-                ts[a + q] = tv[loc[q]]
-
-
-def order_events(user, time, lo, n_ids):
-    """(perm, seg, ts) for dense user ids: perm in (user, time) order, stable for
-    ties; seg[s]:seg[s+1] is the node range of user lo + s; ts = time[perm]."""
-    n = user.shape[0]
+def identity_perm(n):
+    """``arange(n)`` (int64), its pages first touched by the worker threads."""
     perm = np.empty(n, dtype=np.int64)
-    seg = np.zeros(n_ids + 1, dtype=np.int64)
-    _counting_order(user, np.int64(lo), np.int64(n_ids), perm, seg)
-    ts = time[perm]
-    _sort_runs_by_time(seg, ts, perm)
-    return perm, seg, ts
+    _iota(perm, np.int64(CHUNK_ROWS), n >= config.cpu_serial_rows)
+    return perm
