@@ -47,9 +47,8 @@ def _check_columns(user, time, category):
     """Metadata checks (dtype, shape, lengths); the data itself is checked by :func:`_scan_columns`."""
     backend = _dispatch.backend_of(user=user, time=time, category=category)
     if backend != _dispatch.CPU:
-        _dispatch.kernels("window_graph", backend)   # NotImplementedError while there is no CUDA builder
-        raise TypeError("window_graph builds on the CPU; pass NumPy arrays (cupy.asnumpy(...) first) "
-                        "and move the graph with g.to('gpu')")
+        raise TypeError("estimate_window_graph runs on the CPU; pass NumPy arrays (cupy.asnumpy(...)); "
+                        "window_graph itself accepts CuPy columns")
     for name, a in (("user", user), ("time", time), ("category", category)):
         if a is not None and a.ndim != 1:
             raise ValueError(f"{name} must be 1-D (one value per event), got shape {tuple(a.shape)}")
@@ -300,6 +299,10 @@ def window_graph(log_or_user, time=None, category=None, *, window=8, horizon=Non
     >>> g.indptr.tolist(), g.indices.tolist(), g.edata["dt"].tolist()
     ([0, 0, 1, 2, 2], [0, 1], [10, 10])
     """
+    cols = _columns(log_or_user, time, category)
+    if _dispatch.backend_of(user=cols[0], time=cols[1], category=cols[2]) == _dispatch.GPU:
+        return _window_graph_gpu(*cols, window, horizon, strict_time, category_window, self_loops,
+                                 assume_sorted, check)
     k = _dispatch.kernels("window_graph", _dispatch.CPU)
 
     ts, cs, perm, seg, seg_user, window, horizon, category_window = _prepare(
@@ -321,6 +324,74 @@ def window_graph(log_or_user, time=None, category=None, *, window=8, horizon=Non
     _validate.fits(_nbytes(n, seg.shape[0] - 1, int(counts[1].sum()), ts.dtype.itemsize), what)
     indptr, indices, dt, hop, kind = k.fill(run_ptr, ts, prev, window, horizon, strict_time, category_window,
                                             self_loops, counts, index_dtype_for(n))
+    g = Graph(indptr, indices, n, edata={"dt": dt, "hop": hop, "kind": kind}, perm=perm,
+              segment_ptr=seg, check=False, rows_sorted=True)
+    g.segment_user = seg_user
+    return g
+
+
+# ----------------------------------------------------------------- GPU path
+def _window_graph_gpu(user, time, category, window, horizon, strict_time, category_window, self_loops,
+                      assume_sorted, check):
+    """window_graph on CuPy columns: order on the device (two stable sorts), then the
+    CUDA count/fill builder (``stgkern._cuda.window_graph.build``).  Same graph as the CPU."""
+    import cupy as cp
+
+    for name, a in (("user", user), ("time", time), ("category", category)):
+        if a is not None and a.ndim != 1:
+            raise ValueError(f"{name} must be 1-D (one value per event), got shape {tuple(a.shape)}")
+    n = user.shape[0]
+    for name, a in (("time", time), ("category", category)):
+        if a is not None and a.shape[0] != n:
+            raise ValueError(f"{name} has {a.shape[0]} events but user has {n}; pass one value per event")
+    for name, a in (("user", user), ("category", category)):
+        if a is not None and a.dtype.kind not in "iu":
+            raise TypeError(f"{name} has dtype {a.dtype}; expected integer ids (map labels to integers "
+                            f"first, e.g. with cupy.unique(..., return_inverse=True))")
+    if time.dtype.kind not in "iuf" or time.dtype == np.float16:
+        raise TypeError(f"time has dtype {time.dtype}; expected int64 (e.g. seconds) or float64")
+    time = cp.ascontiguousarray(time, dtype=np.float64 if time.dtype.kind == "f" else np.int64)
+    user = cp.ascontiguousarray(user, dtype=np.int64)
+    if check and time.dtype.kind == "f" and n:
+        bad = int((~cp.isfinite(time)).sum())
+        if bad:
+            first = int(cp.flatnonzero(~cp.isfinite(time))[0])
+            raise ValueError(f"time has {bad} NaN/inf value(s), first at position {first}; "
+                             f"drop or fill them before building the graph")
+    window, horizon, category_window = _check_params(time, window, horizon, category_window)
+    if category is None:
+        category_window = 0
+    if category_window:
+        category = cp.ascontiguousarray(category, dtype=np.int64)
+    if n == 0:
+        perm = cp.zeros(0, dtype=np.int64)
+        us, ts = user, time
+    else:
+        # stable sorts: by time, then by user -> (user, time) order, ties in input order
+        perm = cp.argsort(time, kind="stable")
+        perm = perm[cp.argsort(user[perm], kind="stable")].astype(np.int64, copy=False)
+        us, ts = user[perm], time[perm]
+        if assume_sorted:
+            moved = cp.flatnonzero(perm != cp.arange(n, dtype=np.int64))
+            if moved.size:
+                q = int(moved[0])
+                raise ValueError(f"assume_sorted=True but events are not in (user, time) order at "
+                                 f"position {q}; pass assume_sorted=False to sort them")
+    umin = int(us[0]) if n else 0
+    umax = int(us[-1]) if n else -1
+    if n and umin >= 0 and umax < DENSE_USER_FACTOR * n + DENSE_USER_SLACK:
+        seg_user = cp.arange(umax + 1, dtype=np.int64)
+        seg = cp.searchsorted(us, cp.arange(umax + 2, dtype=np.int64)).astype(np.int64)
+    elif n:
+        starts = cp.flatnonzero(us[1:] != us[:-1]) + 1
+        seg = cp.concatenate((cp.zeros(1, np.int64), starts.astype(np.int64), cp.full(1, n, np.int64)))
+        seg_user = us[seg[:-1]].copy()
+    else:
+        seg, seg_user = cp.zeros(1, dtype=np.int64), cp.zeros(0, dtype=np.int64)
+    cs = category[perm] if category_window else None
+    k = _dispatch.kernels("window_graph", _dispatch.GPU)
+    indptr, indices, dt, hop, kind = k.build(seg, ts, cs, window, horizon, strict_time, category_window,
+                                             self_loops, index_dtype_for(n))
     g = Graph(indptr, indices, n, edata={"dt": dt, "hop": hop, "kind": kind}, perm=perm,
               segment_ptr=seg, check=False, rows_sorted=True)
     g.segment_user = seg_user

@@ -14,7 +14,7 @@ order comes from one ``cupy.lexsort`` over (segment, category, position)
 The backward walk over it is bounded by ``category_window`` matches: no scan
 cap, no edge is dropped.
 
-Not wired into ``stgkern.construct.window_graph`` yet (see the module there).
+``stgkern.construct.window_graph`` calls it for CuPy columns after ordering them on the device.
 """
 from __future__ import annotations
 
