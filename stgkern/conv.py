@@ -19,7 +19,26 @@ def _check(g, X, edge_weight, reduce, name="X"):
     return X, edge_weight
 
 
-def spmm(g, X, edge_weight=None, reduce="sum", return_arg=False):
+def _check_out(out, g, X, backend):
+    """``out=`` must be a C-contiguous (n_nodes, F) array of X's dtype on X's backend, not overlapping X."""
+    want = (g.n_nodes, X.shape[1])
+    _dispatch.backend_of(X=X, out=out)
+    if tuple(out.shape) != want or out.dtype != X.dtype:
+        raise ValueError(f"out has shape {tuple(out.shape)} and dtype {out.dtype}; expected {want} {X.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous (the kernel writes whole rows)")
+    xp = _dispatch.array_module(backend)
+    if xp.shares_memory(out, X) if backend == _dispatch.CPU else _overlap(out, X):
+        raise ValueError("out overlaps X; the aggregation reads X while it writes out: pass a separate array")
+    return out
+
+
+def _overlap(a, b) -> bool:
+    lo_a, lo_b = a.data.ptr, b.data.ptr
+    return lo_a < lo_b + b.nbytes and lo_b < lo_a + a.nbytes
+
+
+def spmm(g, X, edge_weight=None, reduce="sum", return_arg=False, out=None):
     """Sparse-dense aggregation over the graph's in-edges.
 
     ``out[i] = ⊕_{k in row i} w[k] · X[indices[k]]`` with ⊕ ∈ sum, mean
@@ -34,6 +53,10 @@ def spmm(g, X, edge_weight=None, reduce="sum", return_arg=False):
     return_arg : bool
         Also return ``arg`` ((n_nodes, F) int64 winning edge id, -1 for
         empty rows) for max/min, else None.
+    out : (n_nodes, F) array, optional
+        Write the result here (C-contiguous, X's dtype, not overlapping X)
+        instead of a new array: training loops that reuse the buffer skip the
+        first-touch cost of fresh memory, often a third of the op's time.
 
     Returns
     -------
@@ -45,7 +68,9 @@ def spmm(g, X, edge_weight=None, reduce="sum", return_arg=False):
     """
     backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, X=X, edge_weight=edge_weight)
     X, edge_weight = _check(g, X, edge_weight, reduce)
-    out, arg = _dispatch.kernels("spmm", backend).forward(g, X, edge_weight, reduce)
+    if out is not None:
+        out = _check_out(out, g, X, backend)
+    out, arg = _dispatch.kernels("spmm", backend).forward(g, X, edge_weight, reduce, out=out)
     return (out, arg) if return_arg else out
 
 

@@ -142,3 +142,31 @@ def test_pairwise_sum_all_degrees(F, dt, reduce):
     # unit weights are exact, so the weighted and unweighted paths must agree bit for bit
     np.testing.assert_array_equal(spmm(g, X, np.ones_like(w), reduce), spmm(g, X, None, reduce))
     assert (spmm(g, X, w, reduce)[0] == 0).all()
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_out_buffer_is_filled_and_checked(reduce):
+    from stgkern import Graph
+    from stgkern.conv import spmm
+    rng = np.random.default_rng(5)
+    n, F = 40, 7
+    src = rng.integers(0, n, 150)
+    dst = np.sort(rng.integers(0, n, 150))
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(dst, minlength=n), out=indptr[1:])
+    g = Graph(indptr, src.astype(np.int32), n)
+    X = rng.standard_normal((n, F)).astype(np.float32)
+    w = rng.random(150).astype(np.float32)
+    ref = spmm(g, X, w, reduce=reduce)
+    buf = np.full((n, F), np.nan, np.float32)      # stale contents must be overwritten, empty rows too
+    got = spmm(g, X, w, reduce=reduce, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(buf, ref)
+    with pytest.raises(ValueError, match="shape"):
+        spmm(g, X, w, reduce=reduce, out=np.empty((n, F + 1), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        spmm(g, X, w, reduce=reduce, out=np.empty((n, F), np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        spmm(g, X, w, reduce=reduce, out=np.empty((F, n), np.float32).T)
+    with pytest.raises(ValueError, match="overlaps X"):
+        spmm(g, X, w, reduce=reduce, out=X)

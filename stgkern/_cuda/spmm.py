@@ -44,11 +44,11 @@ def launch_vec(op, kernel, dtype, g, group, args) -> None:
            (*args, np.int32(group)))
 
 
-def forward(g, X, edge_weight, reduce):
+def forward(g, X, edge_weight, reduce, out=None):
     import cupy as cp
 
     n, F = g.n_nodes, X.shape[1]
-    out = cp.empty((n, F), dtype=X.dtype)
+    out = cp.empty((n, F), dtype=X.dtype) if out is None else out
     arg = cp.empty((n, F), dtype=np.int64) if reduce in ("max", "min") else None
     code = np.int32(REDUCE[reduce])
     threshold, rows = long_rows(g)

@@ -2,7 +2,7 @@
 
 Backend contract (identical for ``stgkern._cuda.spmm``):
 
-``forward(g, X, edge_weight, reduce) -> (out, arg)``
+``forward(g, X, edge_weight, reduce, out=None) -> (out, arg)``
     ``out`` (n_nodes, F) in X's dtype; ``arg`` (n_nodes, F) int64 winning CSR
     edge id (-1 for empty rows) for max/min, else None.
 ``backward(g, grad_out, X, edge_weight, reduce, arg) -> (grad_X, grad_edge_weight)``
@@ -196,10 +196,10 @@ def _bwd_w(indptr, indices, G, X, mode, arg, gw):
             gw[k] = acc
 
 
-def forward(g, X, edge_weight, reduce):
+def forward(g, X, edge_weight, reduce, out=None):
     mode = _REDUCE[reduce]
     n, F = g.n_nodes, X.shape[1]
-    out = np.empty((n, F), dtype=X.dtype)
+    out = np.empty((n, F), dtype=X.dtype) if out is None else out
     has_w = edge_weight is not None
     w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
     if mode <= 1:
