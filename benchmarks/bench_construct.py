@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from stgkern.bench import workloads  # noqa: E402
 from stgkern.construct import window_graph  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "construct_cpu.json"
@@ -27,13 +28,8 @@ WINDOW = 8
 
 
 def synthetic_log(n_events=5_000_000, n_users=100_000, seed=0):
-    """Taobao-like: Zipf-ish user activity, events in global time order over ~9 days."""
-    rng = np.random.default_rng(seed)
-    w = 1.0 / np.arange(1, n_users + 1) ** 0.8
-    user = rng.choice(n_users, size=n_events, p=w / w.sum()).astype(np.int64)
-    user = rng.permutation(n_users)[user]            # popular users are not the low ids
-    time = np.sort(rng.integers(1_511_500_000, 1_512_300_000, n_events)).astype(np.int64)
-    return user, time
+    """The shared construction input (``stgkern.bench.workloads.event_columns``)."""
+    return workloads.event_columns(n_events, n_users, seed)
 
 
 def numpy_build(user, time, window=WINDOW, horizon=DAY):

@@ -39,30 +39,17 @@ F = 64
 
 
 def window_graph(n_events=2_000_000, window=8, seed=0):
-    """Events sorted by user (power-law lengths); each event pulls from its <=window previous same-user events."""
-    rng = np.random.default_rng(seed)
-    lengths = np.minimum((rng.pareto(1.2, n_events) + 1).astype(np.int64), 5000)
-    lengths = lengths[np.cumsum(lengths) <= n_events]
-    lengths = np.append(lengths, n_events - lengths.sum()) if lengths.sum() < n_events else lengths
-    pos = np.arange(n_events) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # position within user
-    deg = np.minimum(pos, window)
-    indptr = np.zeros(n_events + 1, np.int64)
-    np.cumsum(deg, out=indptr[1:])
-    dst = np.repeat(np.arange(n_events), deg)
-    off = np.arange(indptr[-1]) - np.repeat(indptr[:-1], deg)
-    src = (dst - deg[dst] + off).astype(np.int32)
-    return indptr, src
+    """(indptr, indices) of the shared window-graph workload (stgkern.bench.workloads)."""
+    from stgkern.bench import workloads
+    g = workloads.window_graph_of(n_events, window, seed)
+    return g.indptr, g.indices
 
 
 def powerlaw_graph(n=500_000, nnz=8_000_000, seed=0):
-    rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, n + 1) ** 0.8
-    p /= p.sum()
-    src = rng.permutation(n)[rng.choice(n, nnz, p=p)].astype(np.int32)
-    dst = np.sort(rng.integers(0, n, nnz))
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(dst, minlength=n), out=indptr[1:])
-    return indptr, src
+    """(indptr, indices) of the shared power-law generator (stgkern.bench.workloads)."""
+    from stgkern.bench import workloads
+    g = workloads.powerlaw_graph(n, nnz, np.random.default_rng(seed))
+    return g.indptr, g.indices
 
 
 def best(f, reps=5):

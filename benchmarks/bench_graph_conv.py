@@ -37,9 +37,9 @@ F = 64
 
 
 def build_graph(n_events=2_000_000, window=8, seed=0):
-    """Window graph from the synthetic log (50 events per user on average)."""
-    log = stgkern.synthetic_log(n_users=max(1, n_events // 50), events_per_user=50, seed=seed)
-    return stgkern.window_graph(log, window=window)
+    """Window graph from the synthetic log (the shared workload generator)."""
+    from stgkern.bench import workloads
+    return workloads.window_graph_of(n_events, window, seed)
 
 
 def make_case(g, F_in=F, F_out=F, seed=1):

@@ -106,7 +106,8 @@ def _build(name: str, size: str, seed: int) -> Workload:
     n, note = n_events(size)
     rng = np.random.default_rng(seed)
     if name in ("log", "window", "sequences"):
-        log = _log(n, seed)
+        requested = n
+        log = _log(requested, seed)
         n = len(log)
         if name == "log":
             return Workload(name, size, "cpu", f"synthetic log, {n:,} events, {log.n_users:,} users{note}",
@@ -119,8 +120,7 @@ def _build(name: str, size: str, seed: int) -> Workload:
             return Workload(name, size, "cpu", f"item sequences of the synthetic log, {len(ptr) - 1:,} users, "
                             f"{n:,} positions{note}", arrays={"ptr": ptr, "items": items, "times": times},
                             meta={"users": len(ptr) - 1, "positions": n, "n_items": int(log.n_items)})
-        from stgkern import window_graph
-        g = window_graph(log, window=WINDOW)
+        g = window_graph_of(requested, WINDOW, seed)
         X = rng.standard_normal((g.n_nodes, F), dtype=np.float32)
         return Workload(name, size, "cpu", f"window graph (window {WINDOW}) of the synthetic log: {g.n_nodes:,} "
                         f"nodes, {g.nnz:,} edges{note}", graph=g, arrays={"X": X},
@@ -192,6 +192,25 @@ def clear_cache() -> None:
 
 
 # ------------------------------------------------------------------ generators
+def event_columns(n_events: int = 5_000_000, n_users: int = 100_000, seed: int = 0):
+    """Taobao-like ``(user, time)`` columns in global time order (as real logs arrive, not
+    grouped by user): Zipf-ish user activity over ~9 days.  The construction benchmarks'
+    input: window_graph has to order it."""
+    rng = np.random.default_rng(seed)
+    w = 1.0 / np.arange(1, n_users + 1) ** 0.8
+    user = rng.choice(n_users, size=n_events, p=w / w.sum()).astype(np.int64)
+    user = rng.permutation(n_users)[user]            # popular users are not the low ids
+    time = np.sort(rng.integers(1_511_500_000, 1_512_300_000, n_events)).astype(np.int64)
+    return user, time
+
+
+def window_graph_of(n_events: int, window: int = WINDOW, seed: int = 0):
+    """``stgkern.window_graph`` (window ``window``) of the synthetic log with about
+    ``n_events`` events (50 per user on average): the standard behaviour graph."""
+    from stgkern import window_graph
+    return window_graph(_log(n_events, seed), window=window)
+
+
 def powerlaw_graph(n: int, nnz: int, rng, exponent: float = 0.8):
     """CSR-by-destination graph, sources drawn with P(rank r) ~ r^-exponent
     (ranks scattered over the ids), destinations uniform; rows sorted."""
