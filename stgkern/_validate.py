@@ -93,8 +93,10 @@ def nonneg_int(value, name: str, *, allow_none=False, minimum=0):
 
 
 def integer_ids(a, name: str):
-    """Integer id column (any int width); floats that are whole numbers are not guessed at."""
-    a = np.asarray(a)
+    """Integer id column (any int width; NumPy or CuPy, never copied to the host); floats that
+    are whole numbers are not guessed at."""
+    if not hasattr(a, "dtype"):
+        a = np.asarray(a)
     if a.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer ids, got dtype {a.dtype}; "
                         f"map labels to integers first (e.g. pandas.factorize)")

@@ -344,10 +344,9 @@ def _window_graph_gpu(user, time, category, window, horizon, strict_time, catego
     for name, a in (("time", time), ("category", category)):
         if a is not None and a.shape[0] != n:
             raise ValueError(f"{name} has {a.shape[0]} events but user has {n}; pass one value per event")
-    for name, a in (("user", user), ("category", category)):
-        if a is not None and a.dtype.kind not in "iu":
-            raise TypeError(f"{name} has dtype {a.dtype}; expected integer ids (map labels to integers "
-                            f"first, e.g. with cupy.unique(..., return_inverse=True))")
+    user = _validate.integer_ids(user, "user")
+    if category is not None:
+        category = _validate.integer_ids(category, "category")
     if time.dtype.kind not in "iuf" or time.dtype == np.float16:
         raise TypeError(f"time has dtype {time.dtype}; expected int64 (e.g. seconds) or float64")
     time = cp.ascontiguousarray(time, dtype=np.float64 if time.dtype.kind == "f" else np.int64)

@@ -204,13 +204,18 @@ def _read(path, names, sep=",", header=None, numeric=(), required=None):
             raise ValueError(f"{path}: line {empty[0] + first_line}, column {col!r}: missing value "
                              f"(expected {len(df.columns)} fields separated by {sep!r}: {list(df.columns)})")
     for col in numeric:
-        x = pd.to_numeric(df[col], errors="coerce")
-        bad = np.flatnonzero(x.isna().to_numpy())
-        if bad.size:
-            raise ValueError(f"{path}: line {bad[0] + first_line}, column {col!r}: "
-                             f"not a number: {df[col].iloc[bad[0]]!r}")
-        df[col] = x
+        _numeric(df, col, path, first_line)
     return df
+
+
+def _numeric(df, col, path, first_line):
+    """Parse ``df[col]`` as numbers in place; the first failure names its line and column."""
+    x = _pandas().to_numeric(df[col], errors="coerce")
+    bad = np.flatnonzero(x.isna().to_numpy())
+    if bad.size:
+        raise ValueError(f"{path}: line {bad[0] + first_line}, column {col!r}: "
+                         f"not a number: {df[col].iloc[bad[0]]!r}")
+    df[col] = x
 
 
 def _labels(df, col, known, path, first_line):
@@ -456,12 +461,7 @@ def load_recbole(inter_path, item_path=None):
             raise ValueError(f"{inter_path}: missing column {col!r}; found {list(df.columns)}")
     for col in ("timestamp", "rating"):
         if col in df.columns:
-            x = pd.to_numeric(df[col], errors="coerce")
-            bad = np.flatnonzero(x.isna().to_numpy())
-            if bad.size:
-                raise ValueError(f"{inter_path}: line {bad[0] + 2}, column {col!r}: "
-                                 f"not a number: {df[col].iloc[bad[0]]!r}")
-            df[col] = x
+            _numeric(df, col, inter_path, 2)
     cat = None
     if item_path is not None:
         it = pd.read_csv(item_path, sep="\t", dtype=str, keep_default_na=False)

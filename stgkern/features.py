@@ -107,8 +107,8 @@ def node_features(log_or_arrays, g=None, *, n_behaviors=None, intensity=True, co
             raise ValueError(f"{name} must be 1-D (one value per event), got shape {tuple(a.shape)}")
         if a is not None and a.shape[0] != n:
             raise ValueError(f"{name} has {a.shape[0]} events but user has {n}; pass one value per event")
-    user = xp.ascontiguousarray(_ids(user, "user"), dtype=np.int64)
-    behavior = xp.ascontiguousarray(_ids(behavior, "behavior"), dtype=np.int64)
+    user = xp.ascontiguousarray(_validate.integer_ids(user, "user"), dtype=np.int64)
+    behavior = xp.ascontiguousarray(_validate.integer_ids(behavior, "behavior"), dtype=np.int64)
     if n_behaviors is None:
         n_behaviors = _get(log_or_arrays, "n_behaviors")
     if n_behaviors is None:
@@ -148,16 +148,6 @@ def node_features(log_or_arrays, g=None, *, n_behaviors=None, intensity=True, co
     k = _dispatch.kernels("node_features", backend)
     return k.node_features(order, user, behavior, value, B, bool(intensity), bool(context), bool(causal),
                            dtype)
-
-
-def _ids(a, name):
-    """``_validate.integer_ids`` for NumPy; the same dtype check for CuPy (no host copy)."""
-    if isinstance(a, np.ndarray):
-        return _validate.integer_ids(a, name)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer ids, got dtype {a.dtype}; "
-                        f"map labels to integers first (e.g. pandas.factorize)")
-    return a
 
 
 # ------------------------------------------------------------ edge features

@@ -486,6 +486,33 @@ def _new_item_mask(log, src, dst):
     return first[dst]
 
 
+def _train_early_stopping(model, opt, loss_fn, valid_hr, epochs, patience, progress):
+    """Full-batch training with early stopping on validation HR@20; leaves ``model`` at its
+    best epoch, in eval mode.  Returns ``{"best_epoch", "epochs_run", "valid_HR@20", "train_curve"}``."""
+    torch = _torch()
+    best, best_epoch, best_state, curve = -1.0, 0, None, []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            hr = valid_hr()
+        curve.append({"epoch": epoch, "loss": float(loss.detach()), "valid_HR@20": hr})
+        if progress:
+            progress(epoch, epochs)
+        if hr > best:
+            best, best_epoch = hr, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"best_epoch": best_epoch, "epochs_run": len(curve), "valid_HR@20": best, "train_curve": curve}
+
+
 def fit_torch(prep, *, conv="stgconv", window=8, horizon=86400.0, category_window=2, tau=3600.0, dim=32,
               epochs=40, lr=0.005, weight_decay=1e-5, dropout=0.4, behavior_weight=0.5, patience=15,
               new_items_only=True, seed=0, conv_factory=None, progress=None):
@@ -518,36 +545,22 @@ def fit_torch(prep, *, conv="stgconv", window=8, horizon=86400.0, category_windo
 
     model = build_stg_model(prep, dim=dim, conv=conv, tau=tau, dropout=dropout, conv_factory=conv_factory)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    best, best_epoch, best_state, history = -1.0, 0, None, []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        opt.zero_grad()
+    def loss_fn():
         H = model(inp)
         loss = F.cross_entropy(model.item_scores(H[isrc_t]), y_item)
-        loss = loss + behavior_weight * F.cross_entropy(model.next_behavior(H[src_t]), y_beh)
-        loss.backward()
-        opt.step()
-        model.eval()
-        with torch.no_grad():
-            Hv = model(inp)[vq]
-        hr = M.hit_rate(_torch_rank(Hv, model, KS[-1], prep.seen_valid), prep.valid_item, KS[-1])
-        history.append({"epoch": epoch, "loss": float(loss.detach()), "valid_HR@20": hr})
-        if progress:
-            progress(epoch, epochs)
-        if hr > best:
-            best, best_epoch = hr, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
+        return loss + behavior_weight * F.cross_entropy(model.next_behavior(H[src_t]), y_beh)
+
+    def valid_hr():
+        Hv = model(inp)[vq]
+        return M.hit_rate(_torch_rank(Hv, model, KS[-1], prep.seen_valid), prep.valid_item, KS[-1])
+
+    fit = _train_early_stopping(model, opt, loss_fn, valid_hr, epochs, patience, progress)
     te = _graph_inputs(prep.history, prep, window, horizon, category_window)
     with torch.no_grad():
         Ht = model(te)[torch.from_numpy(last_rows(prep.history, prep.eval_user))]
         beh = model.next_behavior(Ht).argmax(1).numpy()
     idx = _torch_rank(Ht, model, KS[-1], prep.seen_test)
-    return idx, beh, {"best_epoch": best_epoch, "epochs_run": len(history), "valid_HR@20": best,
-                      "train_curve": history}
+    return idx, beh, fit
 
 
 # ---------------------------------------------------------------- SR-GNN-style baseline
@@ -631,36 +644,21 @@ def fit_srgnn(prep, *, dim=32, epochs=40, lr=0.005, weight_decay=1e-5, dropout=0
             items = model.emb.weight.numpy().astype(np.float32)
         return topk(np.ascontiguousarray(states.numpy(), dtype=np.float32), items, KS[-1], exclude)[0]
 
-    best, best_epoch, best_state, n_run = -1.0, 0, None, 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        opt.zero_grad()
-        loss = F.cross_entropy(model(train_in) @ model.emb.weight.T, y)
-        loss.backward()
-        opt.step()
-        model.eval()
-        with torch.no_grad():
-            hr = M.hit_rate(rank(model(valid_in), prep.seen_valid), prep.valid_item, KS[-1])
-        n_run = epoch
-        if progress:
-            progress(epoch, epochs)
-        if hr > best:
-            best, best_epoch = hr, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
+    def valid_hr():
+        return M.hit_rate(rank(model(valid_in), prep.seen_valid), prep.valid_item, KS[-1])
+
+    fit = _train_early_stopping(model, opt, lambda: F.cross_entropy(model(train_in) @ model.emb.weight.T, y),
+                                valid_hr, epochs, patience, progress)
+    fit.pop("train_curve")
     with torch.no_grad():
         St = model(inputs(prep.history, last_rows(prep.history, prep.eval_user)))
-    return rank(St, prep.seen_test), {"best_epoch": best_epoch, "epochs_run": n_run, "valid_HR@20": best}
+    return rank(St, prep.seen_test), fit
 
 
 def srgnn_closed_form(prep, *, dim=CLOSED_FORM_DIM, max_len=SRGNN_MAX_LEN, epochs=100, seed=0):
     """SR-GNN-style baseline without PyTorch: one mean step over the session graph on fixed
     spectral item embeddings, ``[last, mean]`` session readout, softmax-regression head."""
     from .conv import spmm
-    from .readout import topk
     tr = prep.train
     src, dst = transitions(tr)
     n = prep.n_items

@@ -346,10 +346,6 @@ class _MessagePassing(torch.autograd.Function):
         return None, None, None, _as_tensor(gX), _as_tensor(gE).reshape(e.shape)
 
 
-def _have_message_passing():
-    return hasattr(_conv, "message_passing") and hasattr(_conv, "message_passing_backward")
-
-
 def message_passing(graph, x, e, op="mul", reduce="sum"):
     """Differentiable message passing with per-edge features.
 
@@ -373,9 +369,6 @@ def message_passing(graph, x, e, op="mul", reduce="sum"):
     --------
     >>> out = message_passing(g, x, e, op="mul", reduce="max")  # doctest: +SKIP
     """
-    if not _have_message_passing():
-        raise NotImplementedError("stgkern.conv.message_passing is not available in this build of stgkern; "
-                                  "use spmm with edge weights for scalar messages")
     _float_tensor(x, "x", 2)
     r = _resolve(graph, x)
     _check_rows(x, "x", r.g.n_src, "source nodes")

@@ -211,11 +211,6 @@ def test_common_neighbor_fusion_gradcheck_and_reference(rng, weighted):
 
 
 # ---------------------------------------------------- message passing
-needs_mp = pytest.mark.skipif(not st._have_message_passing(),
-                              reason="stgkern.conv.message_passing is not written yet (another engineer's part)")
-
-
-@needs_mp
 @pytest.mark.parametrize("op,reduce,e_shape", [  # every op x reduce once, every E shape with both ops
     ("mul", "sum", "full"), ("add", "mean", "col"), ("mul", "max", "flat"), ("add", "min", "full"),
     ("mul", "mean", "full"), ("add", "sum", "flat"), ("mul", "min", "col"), ("add", "max", "col")])
@@ -237,15 +232,6 @@ def test_message_passing_gradcheck_and_reference(g7, rng, op, reduce, e_shape):
 
 
 # ---------------------------------------------------------- graph_conv
-def _have_graph_conv():
-    try:
-        from stgkern.layer import graph_conv, graph_conv_backward  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _have_graph_conv(), reason="stgkern.layer.graph_conv is not written yet")
 @pytest.mark.parametrize("reduce,activation,f_out", [("sum", None, 2), ("mean", "tanh", 5), ("max", "sigmoid", 3),
                                                      ("min", "relu", 4)])
 def test_graph_conv_gradcheck_and_reference(g7, rng, reduce, activation, f_out):

@@ -1,6 +1,5 @@
 """Sequential pieces of the synthetic log generator (stgkern.data.synthetic_log)."""
 import numba
-import numpy as np
 
 
 @numba.njit(cache=True)
