@@ -1,11 +1,10 @@
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threads import outputs_by_thread_count
 from naive import naive_message_passing, naive_message_passing_backward
 
 from stgkern.conv import message_passing, message_passing_backward
@@ -207,11 +206,5 @@ sys.stdout.write(h.hexdigest())
 
 
 def test_deterministic_across_threads():
-    tests = os.path.dirname(__file__)
-    res = []
-    for nt in ("1", "2", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=nt)
-        r = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], env=env,
-                           capture_output=True, text=True, check=True)
-        res.append(r.stdout.strip())
+    res = outputs_by_thread_count(SCRIPT.format(tests=os.path.dirname(__file__)), ("1", "2", "2"))
     assert len(res[0]) == 64 and res[0] == res[1] == res[2]

@@ -1,12 +1,10 @@
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from threads import outputs_by_thread_count
 from naive import naive_random_csr, naive_sddmm, naive_sddmm_backward
 from stgkern import Graph
 from stgkern.edge import sddmm, sddmm_backward
@@ -223,10 +221,5 @@ _THREAD_SCRIPT = textwrap.dedent("""
 
 
 def test_bit_identical_across_thread_counts():
-    digests = []
-    for threads in ("1", "2"):
-        env = {**os.environ, "NUMBA_NUM_THREADS": threads}
-        res = subprocess.run([sys.executable, "-c", _THREAD_SCRIPT], env=env, capture_output=True,
-                             text=True, check=True)
-        digests.append(res.stdout.strip())
+    digests = outputs_by_thread_count(_THREAD_SCRIPT)
     assert digests[0] == digests[1]

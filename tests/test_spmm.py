@@ -1,11 +1,10 @@
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threads import outputs_by_thread_count
 from naive import naive_spmm, naive_spmm_backward
 
 from stgkern.conv import spmm, spmm_backward
@@ -114,13 +113,8 @@ sys.stdout.write(o.tobytes().hex()[:0] + str(hash(o.tobytes() + gx.tobytes() + g
 
 
 def test_deterministic_across_threads():
-    tests = os.path.dirname(__file__)
-    res = []
-    for nt in ("1", "2", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=nt, PYTHONHASHSEED="0")
-        r = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], env=env,
-                           capture_output=True, text=True, check=True)
-        res.append(r.stdout.strip())
+    res = outputs_by_thread_count(SCRIPT.format(tests=os.path.dirname(__file__)), ("1", "2", "2"),
+                                  PYTHONHASHSEED="0")
     assert res[0] == res[1] == res[2]
 
 
