@@ -47,12 +47,16 @@ def xp(request):
     """Array module for the backend under test: numpy, or cupy when a GPU is present."""
     if request.param == "cpu":
         return np
-    cp = _cupy_device()
-    if cp is None:
+    cupy = _cupy_device()
+    if cupy is None:
         pytest.skip("CuPy with a CUDA device is not available")
-    return cp
+    return cupy
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# CUDA fixtures (CuPy device, host emulation of the .cu sources, launch geometries)
+from cuda_support import cp, emu, small_blocks  # noqa: E402,F401

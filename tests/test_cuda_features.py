@@ -11,7 +11,6 @@ import stgkern
 from stgkern import config
 from stgkern.features import default_omega
 from naive import naive_node_features, naive_time_encoding
-from test_cuda import cp, emu  # noqa: F401  (fixtures)
 
 
 def _log(rng, n, n_users=4, B=3):

@@ -11,7 +11,7 @@ import pytest
 
 from stgkern import config
 from naive import naive_gather_reduce
-from test_cuda import _emu_graph, _emu_tol, cp, emu  # noqa: F401  (fixtures)
+from cuda_support import emu_graph as _emu_graph, emu_tol as _emu_tol
 
 FEATS = [1, 3, 4, 8, 33, 64, 127, 128]
 

@@ -11,7 +11,6 @@ import pytest
 import stgkern
 from stgkern import config
 from naive import naive_topk
-from test_cuda import cp, emu  # noqa: F401  (fixtures)
 
 # the device test comes first: the emu fixture below swaps CuPy for NumPy for the rest of the module
 @pytest.mark.cuda

@@ -12,7 +12,6 @@ import pytest
 
 from stgkern import config
 from naive import naive_window_graph
-from test_cuda import cp, emu  # noqa: F401  (fixtures)
 
 
 def sorted_log(rng, n, n_users=5, n_cats=3, float_time=False):
