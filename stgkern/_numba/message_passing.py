@@ -3,7 +3,7 @@
 ``out[i, f] = REDUCE_{k in row i} X[indices[k], f] (op) E(k, f)`` with op mul/add
 and ``E(k, f) = E[k, f]`` (E of width F) or ``E[k]`` (width 1, broadcast).
 The nnz x F messages are never stored: each message is formed in registers and
-folded straight into the output row.
+folded into an L1-resident scratch row, stored to the output once per row.
 
 Backend contract (identical for ``stgkern._cuda.message_passing``):
 
@@ -37,21 +37,26 @@ def _fwd(indptr, indices, X, E, wide, op, mode, out, arg):
     F = X.shape[1]
     n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK
     for c in prange(n_chunks):
+        acc = np.empty(F, dtype=out.dtype)
         for i in range(c * MP_CHUNK, min(n, (c + 1) * MP_CHUNK)):
             s = indptr[i]
             e = indptr[i + 1]
-            o = out[i]
             if mode <= 1 or e == s:
-                for f in range(F):
-                    o[f] = 0
                 if mode >= 2:
+                    o = out[i]
                     a = arg[i]
                     for f in range(F):
+                        o[f] = 0
                         a[f] = -1
                     continue
-                # edges are folded two at a time (o += m0 + m1): half the
-                # read-modify-write traffic on the output row; the pairing is
-                # fixed by CSR order, so every run gives the same bits.
+                # edges are folded two at a time (o += m0 + m1) into a scratch
+                # row that stays in L1: half the read-modify-write traffic on
+                # the accumulator, and the output row is stored once (as in
+                # spmm); the pairing is fixed by CSR order, so every run gives
+                # the same bits.
+                o = acc
+                for f in range(F):
+                    o[f] = 0
                 k = s
                 if wide:
                     if op == 0:
@@ -111,10 +116,15 @@ def _fwd(indptr, indices, X, E, wide, op, mode, out, arg):
                             a0 = E[k, 0]
                             for f in range(F):
                                 o[f] += x0[f] + a0
+                dst = out[i]
                 if mode == 1 and e > s:
                     for f in range(F):
-                        o[f] = o[f] / (e - s)  # exact-rounded: float64 divide of a float32
+                        dst[f] = o[f] / (e - s)  # exact-rounded: float64 divide of a float32
+                else:
+                    for f in range(F):
+                        dst[f] = o[f]
                 continue
+            o = out[i]
             a = arg[i]
             for k in range(s, e):
                 xr = X[indices[k]]
