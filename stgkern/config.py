@@ -20,6 +20,10 @@ cuda_threads_per_block: int = 256
 cuda_long_row: int = 1024
 #: Check for launch errors after every launch (synchronises; debug only).
 cuda_debug: bool = False
+#: spmm / message_passing: short rows run the 16-byte vector kernel when F
+#: is a multiple of the vector width and X and out are 16-byte aligned; off,
+#: every row takes the scalar warp-per-row kernel (the tests compare both).
+cuda_vector_loads: bool = True
 
 # --- Scoring ---------------------------------------------------------------
 #: Items scored per block by ``topk``; bounds its temporary memory to

@@ -46,14 +46,11 @@ def test_emulated_vector_forward(emu, rng, dtype, F, reduce):
             outs = {}
             vec_applies = gspmm.vector_group(X, np.empty_like(X)) > 0
             for vec in (True, False) if vec_applies else (True,):
-                gspmm.VECTOR_LOADS = vec
-                try:
+                with config.override(cuda_vector_loads=vec):
                     if op_name == "spmm":
                         outs[vec] = emu["spmm"].forward(g, X, E, reduce)
                     else:
                         outs[vec] = emu["message_passing"].forward(g, X, E, op, reduce)
-                finally:
-                    gspmm.VECTOR_LOADS = True
             out, arg = outs[True]
             np.testing.assert_allclose(out, ref, **_emu_tol(dtype), err_msg=f"{op_name} {op} F={F}")
             if ref_arg is not None:

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import config
 from ._loader import launch, launch_blocks, long_rows
 
 REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
-
-#: Short rows run the 16-byte vector kernel (``*_fwd_vec``) whenever F is a
-#: multiple of the vector width and X and out are 16-byte aligned; off, every
-#: row takes the scalar warp-per-row kernel (the tests compare both).
-VECTOR_LOADS = True
 
 
 def _address(a) -> int:
@@ -26,10 +22,10 @@ def _address(a) -> int:
 
 def vector_group(X, out) -> int:
     """Lanes per row for the vector kernel (a power of two <= 32, about F / width), or 0 when
-    it does not apply (F not a multiple of 16 bytes, a misaligned X view, VECTOR_LOADS off)."""
+    it does not apply (F not a multiple of 16 bytes, a misaligned X view, config.cuda_vector_loads off)."""
     F = X.shape[1]
     width = 16 // X.dtype.itemsize
-    if not VECTOR_LOADS or F == 0 or F % width or _address(X) % 16 or _address(out) % 16:
+    if not config.cuda_vector_loads or F == 0 or F % width or _address(X) % 16 or _address(out) % 16:
         return 0
     group = 1
     while group < F // width and group < 32:
