@@ -21,12 +21,17 @@ Conventions
 * Ties against sampled negatives are pessimistic: a negative scoring equal
   to the target ranks above it, so a constant scorer gets the worst rank,
   not the best.
+* CuPy input: :func:`rank_against_negatives` ranks on the device (it reads
+  the m x n_neg scores) and returns a CuPy array; the other functions copy
+  their (m, K) lists, targets, ranks or labels to the host -- a transfer no
+  larger than the top-k result itself -- and return the same Python floats
+  and NumPy arrays as for NumPy input.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import _validate
+from . import _dispatch, _validate
 
 __all__ = [
     "hit_rate", "recall", "precision", "ndcg", "mrr",
@@ -36,8 +41,13 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- helpers
+def _host(a):
+    """NumPy view of ``a``; a CuPy array is copied to the host (see the module docstring)."""
+    return a.get() if _dispatch._is_cupy(a) else np.asarray(a)
+
+
 def _topk_lists(topk_idx, k):
-    topk_idx = np.asarray(topk_idx)
+    topk_idx = _host(topk_idx)
     if topk_idx.ndim != 2:
         raise ValueError(f"topk_idx must be 2-D (n_queries, K), got shape {topk_idx.shape}")
     if topk_idx.dtype.kind not in "iu":
@@ -56,7 +66,7 @@ def _is_csr(target):
 
 
 def _single_target(target, m):
-    target = np.asarray(target)
+    target = _host(target)
     if target.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer item ids, got dtype {target.dtype}")
     if target.shape != (m,):
@@ -71,11 +81,11 @@ def _csr_target(target, m):
     if isinstance(target, tuple):
         if len(target) != 2:
             raise ValueError("target as a tuple must be (indptr, indices)")
-        indptr, indices = (np.asarray(a) for a in target)
+        indptr, indices = (_host(a) for a in target)
     else:
         if getattr(target, "format", "csr") != "csr":
             raise TypeError("target must be a CSR matrix; convert with .tocsr()")
-        indptr, indices = np.asarray(target.indptr), np.asarray(target.indices)
+        indptr, indices = _host(target.indptr), _host(target.indices)
     if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
         raise TypeError("target indptr and indices must be integer arrays")
     if indptr.shape != (m + 1,):
@@ -244,8 +254,11 @@ def rank_against_negatives(target_scores, negative_scores):
     >>> rank_against_negatives(np.array([0.5, 2.0]), np.array([[0.9, 0.5], [1.0, 0.0]]))
     array([2, 0])
     """
-    t = np.asarray(target_scores)
-    neg = np.asarray(negative_scores)
+    backend = _dispatch.backend_of(target_scores=target_scores, negative_scores=negative_scores) \
+        if _dispatch._is_cupy(target_scores) or _dispatch._is_cupy(negative_scores) else _dispatch.CPU
+    xp = _dispatch.array_module(backend)
+    t = xp.asarray(target_scores)
+    neg = xp.asarray(negative_scores)
     if t.ndim != 1:
         raise ValueError(f"target_scores must be 1-D (m,), got shape {t.shape}")
     if neg.ndim != 2 or neg.shape[0] != t.shape[0]:
@@ -254,13 +267,13 @@ def rank_against_negatives(target_scores, negative_scores):
     for a, name in ((t, "target_scores"), (neg, "negative_scores")):
         if a.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
-        if a.dtype.kind == "f" and np.isnan(a).any():
+        if a.dtype.kind == "f" and bool(xp.isnan(a).any()):
             raise ValueError(f"{name} contains NaN; ranks would be undefined")
     return (neg >= t[:, None]).sum(axis=1).astype(np.int64)
 
 
 def _check_ranks(ranks, k, need_k=True):
-    ranks = np.asarray(ranks)
+    ranks = _host(ranks)
     if ranks.ndim != 1 or ranks.dtype.kind not in "iu":
         raise TypeError(f"ranks must be a 1-D integer array, got shape {ranks.shape} dtype {ranks.dtype}")
     if ranks.size and ranks.min() < 0:
@@ -311,8 +324,8 @@ def mrr_from_ranks(ranks, k=None):
 
 # ---------------------------------------------------------------- classification
 def _labels(y_true, y_pred, n_classes):
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
+    y_true = _host(y_true)
+    y_pred = _host(y_pred)
     for a, name in ((y_true, "y_true"), (y_pred, "y_pred")):
         if a.ndim != 1:
             raise ValueError(f"{name} must be 1-D, got shape {a.shape}")

@@ -127,3 +127,26 @@ def test_bad_inputs():
         M.rank_against_negatives(np.array([np.nan]), np.zeros((1, 4)))
     with pytest.raises(ValueError, match="target indptr has shape"):
         M.recall(LISTS, (np.array([0, 1]), np.array([2])))
+
+
+def test_cupy_inputs_give_the_numpy_results(xp, rng):
+    """CuPy lists, targets, ranks and labels give the NumPy figures; ranking against negatives stays on the device."""
+    lists = rng.permutation(50)[:40].reshape(8, 5)
+    target = rng.integers(0, 50, 8)
+    rel = sp.csr_matrix((np.ones(12), (rng.integers(0, 8, 12), rng.integers(0, 50, 12))), shape=(8, 50))
+    L, T = xp.asarray(lists), xp.asarray(target)
+    for fn in (M.hit_rate, M.recall, M.precision, M.ndcg, M.mrr):
+        assert fn(L, T, 3) == fn(lists, target, 3)
+        assert fn(L, (xp.asarray(rel.indptr), xp.asarray(rel.indices))) == fn(lists, rel)
+    ts, neg = rng.standard_normal(8), rng.standard_normal((8, 30))
+    ranks = M.rank_against_negatives(xp.asarray(ts), xp.asarray(neg))
+    assert type(ranks) is type(xp.asarray(ts))
+    want = M.rank_against_negatives(ts, neg)
+    got = ranks.get() if xp is not np else ranks
+    np.testing.assert_array_equal(got, want)
+    assert M.ndcg_from_ranks(ranks, 10) == M.ndcg_from_ranks(want, 10)
+    y, p = rng.integers(0, 4, 30), rng.integers(0, 4, 30)
+    assert M.accuracy(xp.asarray(y), xp.asarray(p)) == M.accuracy(y, p)
+    if xp is not np:
+        with pytest.raises(TypeError, match="mixed NumPy and CuPy"):
+            M.rank_against_negatives(xp.asarray(ts), neg)
