@@ -64,10 +64,10 @@ class _DataError(Exception):
     """A log that does not match its format, or nothing left to evaluate: reported in one line."""
 
 
-def _load(path, fmt):
+def _load(path, fmt, categories=None):
     from stgkern import data as sd
     try:
-        return sd.load(path, fmt)
+        return sd.load(path, fmt, categories)
     except ValueError as exc:    # loaders name the line and the column
         raise _DataError(f"--data does not match --format {fmt}: {exc}") from None
 
@@ -132,7 +132,7 @@ def demo(args) -> dict:
     stages = Stages(["load", "preprocess + split", "window graph + features", "most-popular", "Markov",
                      "SR-GNN", model_name, "metrics"])
     if args.data:
-        log = stages.run("load", _load, args.data, args.format)
+        log = stages.run("load", _load, args.data, args.format, getattr(args, "categories", None))
         source = f"{args.format}:{args.data}"
     else:
         log = stages.run("load", sd.synthetic_log, n_users=args.users, seed=args.seed)
@@ -248,6 +248,8 @@ def main(argv=None) -> int:
                                    "next-behaviour metrics.")
     d.add_argument("--data", help="path of a real log (default: the built-in synthetic log)")
     d.add_argument("--format", choices=FORMATS, help="format of --data")
+    d.add_argument("--categories", help="side file giving item categories: movies.csv (movielens) "
+                                        "or the .item file (recbole)")
     d.add_argument("--users", type=int, default=300, help="synthetic log: number of users")
     d.add_argument("--seed", type=int, default=0, help="seed of the synthetic log and of training")
     d.add_argument("--k-core", type=int, default=5, help="k-core filter for users and items")
@@ -277,11 +279,16 @@ def main(argv=None) -> int:
             p.error("--data needs --format (one of: " + ", ".join(FORMATS) + ")")
         if args.data:
             # a missing file or one whose lines do not match the format: one clear line, no traceback
-            try:
-                with open(args.data):
-                    pass
-            except OSError as exc:
-                d.error(f"cannot read --data {args.data}: {exc.strerror}")
+            for flag, path in (("--data", args.data), ("--categories", args.categories)):
+                if path is None:
+                    continue
+                try:
+                    with open(path):
+                        pass
+                except OSError as exc:
+                    d.error(f"cannot read {flag} {path}: {exc.strerror}")
+        if args.categories and (not args.data or args.format not in ("movielens", "recbole")):
+            p.error("--categories goes with --data in format movielens (movies.csv) or recbole (.item)")
         try:
             s = demo(args)
         except _DataError as exc:

@@ -499,8 +499,19 @@ _LOADERS = {"taobao": load_taobao, "movielens": load_movielens, "recbole": load_
             "yoochoose": load_yoochoose}
 
 
-def load(path, format):
-    """Load ``path`` with the loader for ``format`` (taobao, movielens, recbole, yoochoose)."""
+def load(path, format, categories=None):
+    """Load ``path`` with the loader for ``format`` (taobao, movielens, recbole, yoochoose).
+
+    ``categories`` names the side file that gives items their category where
+    the format keeps it apart: MovieLens ``movies.csv`` (first genre) or a
+    RecBole ``.item`` file.  Taobao and YOOCHOOSE logs carry the category on
+    each line and take no side file.
+    """
     if format not in _LOADERS:
         raise ValueError(f"format={format!r} is not known; choose one of {list(_LOADERS)}")
-    return _LOADERS[format](path)
+    if categories is None:
+        return _LOADERS[format](path)
+    if format not in ("movielens", "recbole"):
+        raise ValueError(f"format={format!r} carries categories in the log itself; categories= applies to "
+                         f"movielens (movies.csv) and recbole (.item) only")
+    return _LOADERS[format](path, categories)

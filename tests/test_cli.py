@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from stgkern import cli
@@ -110,3 +111,28 @@ def test_bench_subcommand_is_wired(capsys):
         main(["bench", "--help"])
     assert exc.value.code == 0
     assert "--size" in capsys.readouterr().out
+
+
+def test_demo_categories_flag_is_checked(tmp_path, capsys):
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    with pytest.raises(SystemExit) as e:  # a side file for a format that has none
+        cli.main(["demo", "--data", str(ratings), "--format", "taobao", "--categories", str(ratings)])
+    assert e.value.code == 2 and "--categories goes with --data in format movielens" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "--data", str(ratings), "--format", "movielens", "--categories", str(tmp_path / "no.csv")])
+    assert e.value.code == 2 and "cannot read --categories" in capsys.readouterr().err
+
+
+def test_load_passes_the_category_side_file(tmp_path):
+    from stgkern import data as sd
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n1,10,4.0,100\n1,20,3.0,200\n2,10,5.0,150\n")
+    movies = tmp_path / "movies.csv"
+    movies.write_text("movieId,title,genres\n10,A (1990),Drama|Comedy\n20,B (1991),Comedy\n")
+    with_cat = sd.load(str(ratings), "movielens", categories=str(movies))
+    direct = sd.load_movielens(str(ratings), str(movies))
+    np.testing.assert_array_equal(with_cat.category, direct.category)
+    assert len(np.unique(with_cat.category)) == 2  # Drama, Comedy (first genre)
+    with pytest.raises(ValueError, match="categories= applies to movielens"):
+        sd.load(str(ratings), "taobao", categories=str(movies))

@@ -74,7 +74,7 @@ class Case:
 
 
 def available(op: str):
-    """The public function of ``op``, or None when it is not written yet."""
+    """The public function of ``op``, or None when this install lacks it."""
     where = {"message_passing": ("stgkern.conv", "stgkern.layer"), "graph_conv": ("stgkern.layer", "stgkern.conv")}
     for mod in where.get(op, ("stgkern",)):
         try:

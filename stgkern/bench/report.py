@@ -39,7 +39,7 @@ def header(record) -> list[str]:
         lines.append(f"warning: load average {max(load):.1f} on {m['cpu_count']} CPUs during the run: the machine "
                      "was oversubscribed and the timings (ratios included) are noisy")
     if record.get("not_available"):
-        lines.append("not available (not written yet): " + ", ".join(record["not_available"]))
+        lines.append("not available in this install: " + ", ".join(record["not_available"]))
     return lines
 
 

@@ -281,7 +281,7 @@ def run(ops=None, size="small", backend="cpu", peers=None, progress=True, seed=0
     Parameters
     ----------
     ops : list of str, optional
-        Ops to run (default all of ``ops.OPS``); ops not written yet are
+        Ops to run (default all of ``ops.OPS``); ops whose function this install lacks are
         listed under ``not_available``.
     size : "tiny", "small", "medium" or "large"
     backend : "cpu" or "gpu"
