@@ -23,6 +23,14 @@ Measures, in one run and on one device:
 * the GPU window_graph builder (``stgkern._cuda.window_graph.build``) on the
   20M-event sorted log, checked against the generator's CSR (window only) and
   against the CPU builder on a 1M-event slice with horizon + category edges.
+* the compatibility builders -- session_graph (a 100-session SR-GNN batch and
+  100k sessions), srgnn_layout (100 and 2k sessions), item_graph (1M
+  positions, epsilon 3, top 12) and time_intervals (20k users, maxlen 50) --
+  three ways: the CUDA kernels, the Numba backend (host arrays, all cores) and
+  a pure-CuPy composition of the same result (sorts, masks,
+  ``searchsorted``), each checked equal to the Numba result.  ``compat`` in
+  the JSON answers "is a CuPy composition as fast as the kernels?" per op
+  (``cupy_over_cuda`` <= 1.1 counts as "as fast").
 
 Timing: CUDA events, one warm-up call (NVRTC compile excluded), median of
 ``--reps``.  Every stgkern output is checked against the peer (or a CuPy
@@ -112,7 +120,112 @@ def topk_peer(xp, Q, items, k, rows_block):
     return out_i, out_s
 
 
+def session_workload(n_seq, seed, n_items=40_000):
+    """SR-GNN-like sessions (CSR, NumPy): lengths geometric (mean ~5.5, <= 40), Zipf-ish items >= 1
+    (``stgkern.bench.workloads.session_batches``, one batch)."""
+    from stgkern.bench.workloads import session_batches
+    return session_batches(1, n_seq, np.random.default_rng(seed), n_items=n_items)[0]
+
+
+def sequence_workload(n_pos, mean_len, seed, n_items=40_000):
+    """Per-user item and time sequences (CSR, NumPy): lengths geometric, Zipf-ish items in
+    [0, n_items), integer times ascending within a user with ties."""
+    rng = np.random.default_rng(seed)
+    lens = rng.geometric(1.0 / mean_len, size=max(1, 2 * n_pos // mean_len))
+    lens = lens[np.cumsum(lens) <= n_pos]
+    ptr = np.zeros(lens.shape[0] + 1, np.int64)
+    np.cumsum(lens, out=ptr[1:])
+    items = (rng.zipf(1.3, ptr[-1]) % n_items).astype(np.int64)
+    gaps = rng.integers(0, 3600, ptr[-1]) * (rng.random(ptr[-1]) < 0.9)  # 10% ties
+    times = np.cumsum(gaps).astype(np.int64)
+    times -= np.repeat(times[ptr[:-1]], lens)
+    return ptr, items, times
+
+
+def item_graph_composition(xp, ptr, items, n_items, epsilon=3, top=12):
+    """GCE-GNN's graph from array operations only: the pairs of every offset k by a mask, their
+    visiting index (sequence, k, j, direction) from closed-form offsets, a stable sort by
+    (item, neighbour), runs, a sort by (item, count desc, first appearance), top per row."""
+    from stgkern._cuda.item_graph import stable_order
+    n_pos, n_seq = int(items.shape[0]), int(ptr.shape[0]) - 1
+    idx_dtype = np.int32 if n_items <= np.iinfo(np.int32).max else np.int64
+    lens = ptr[1:] - ptr[:-1]
+    seq = xp.searchsorted(ptr, xp.arange(n_pos), side="right") - 1
+    j = xp.arange(n_pos) - ptr[seq]
+    K = xp.maximum(xp.minimum(lens - 1, epsilon), 0)
+    base = xp.zeros(n_seq + 1, np.int64)
+    base[1:] = xp.cumsum(2 * (K * lens - K * (K + 1) // 2))
+    off = xp.zeros(n_seq, np.int64)  # 2 * sum_{k' < k} max(L - k', 0)
+    rows, nbrs, vis = [], [], []
+    for k in range(1, epsilon + 1):
+        p = xp.flatnonzero(j + k < lens[seq])
+        if p.shape[0] == 0:
+            break
+        a, b, s = items[p], items[p + k], seq[p]
+        i = base[s] + off[s] + 2 * j[p]
+        rows += [a, b]
+        nbrs += [b, a]
+        vis += [i, i + 1]
+        off += 2 * xp.maximum(lens - k, 0)
+    P = int(base[-1])
+    if P == 0:
+        return (xp.zeros(n_items + 1, np.int64), xp.zeros(0, idx_dtype), xp.zeros(0, np.int64),
+                xp.zeros(n_items, np.int64))
+    row, nbr, vis = xp.concatenate(rows), xp.concatenate(nbrs), xp.concatenate(vis)
+    order = stable_order([row, nbr, vis], [n_items, n_items, P], xp=xp)
+    row, nbr, vis = row[order], nbr[order], vis[order]
+    head = xp.ones(P, bool)
+    head[1:] = (row[1:] != row[:-1]) | (nbr[1:] != nbr[:-1])
+    h = xp.flatnonzero(head)
+    cnt = xp.diff(xp.concatenate([h, xp.asarray([P])]))
+    grow, gnb, first = row[h], nbr[h], vis[h]
+    maxc = int(cnt.max())
+    rank = stable_order([grow, maxc - cnt, first], [n_items, maxc, P], xp=xp)
+    grow, gnb, cnt = grow[rank], gnb[rank], cnt[rank]
+    gstart = xp.searchsorted(grow, xp.arange(n_items + 1), side="left")
+    n_nb = (gstart[1:] - gstart[:-1]).astype(np.int64)
+    keep = xp.arange(grow.shape[0]) - gstart[grow] < top
+    indptr = xp.zeros(n_items + 1, np.int64)
+    indptr[1:] = xp.cumsum(xp.minimum(n_nb, top))
+    return indptr, gnb[keep].astype(idx_dtype), cnt[keep], n_nb
+
+
+def time_intervals_composition(xp, ptr, times, drop, maxlen=50, span=256):
+    """TiSASRec's rescaling and matrices from array operations: each user's smallest non-zero gap
+    from a sort of (user, gap), ``rint`` (half to even), a gathered left-padded (users, maxlen)
+    row and one broadcast |difference| clipped at span.  Times sorted within users."""
+    n, n_seq = int(times.shape[0]), int(ptr.shape[0]) - 1
+    seq = xp.searchsorted(ptr, xp.arange(n), side="right") - 1
+    gap = times[1:] - times[:-1]
+    inside = xp.flatnonzero((seq[1:] == seq[:-1]) & (gap != 0))
+    gs, gg = seq[inside], gap[inside]
+    o = xp.lexsort(xp.stack([gg.astype(np.float64), gs.astype(np.float64)]))
+    gs, gg = gs[o], gg[o]
+    users = xp.arange(n_seq)
+    at = xp.minimum(xp.searchsorted(gs, users, side="left"), max(gs.shape[0] - 1, 0))
+    has = (gs[at] == users) if gs.shape[0] else xp.zeros(n_seq, bool)
+    scale = xp.where(has, gg[at].astype(np.float64) if gs.shape[0] else 1.0, 1.0)
+    resc = xp.rint((times - times[ptr[:-1][seq]]).astype(np.float64) / scale[seq]) + 1.0
+    end = ptr[1:] - drop
+    kept = xp.clip(end - ptr[:-1], 0, maxlen)
+    col = xp.arange(maxlen)
+    src = xp.clip(end[:, None] - maxlen + col[None, :], 0, max(n - 1, 0))
+    rows = xp.where(col[None, :] >= maxlen - kept[:, None], resc[src] if n else 0, 0).astype(np.int32)
+    mats = xp.minimum(xp.abs(rows[:, :, None].astype(np.int64) - rows[:, None, :]), span).astype(np.int32)
+    return mats, rows
+
+
 # ------------------------------------------------------------------ timing
+def cpu_time(fn, reps):
+    fn()  # warm-up: Numba loads its cache or compiles
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def gpu_time(fn, reps):
     import cupy as cp
     fn()  # warm-up: kernel load / NVRTC compile
@@ -217,6 +330,13 @@ def run_gpu(args):
     run_gpu_topk(args, res, record)
     run_gpu_features(args, res, record)
     run_gpu_window_graph(args, res, record)
+    try:
+        run_gpu_compat(args, res, record)
+    except Exception:  # new kernels: keep everything measured so far, fail the run
+        import traceback
+        res["checks"]["compat"] = False
+        res["compat_error"] = traceback.format_exc()
+        print(res["compat_error"], file=sys.stderr, flush=True)
     from stgkern import _cuda
     res["loader"] = _cuda.info()
     return res
@@ -336,6 +456,141 @@ def run_gpu_window_graph(args, res, record):
     cp.get_default_memory_pool().free_all_blocks()
 
 
+def _equal(got, want):
+    import cupy as cp
+    return len(got) == len(want) and all(
+        g.dtype == w.dtype and g.shape == w.shape and bool(np.array_equal(cp.asnumpy(g), w)) for g, w in zip(got, want))
+
+
+def _k(n):
+    return f"{n // 1000}k" if n >= 1000 else str(n)
+
+
+def _compare_session_graph(compare, ptr, items, gp, gi):
+    from stgkern._cuda import session_graph as sg_gpu
+    from stgkern._numba import session_graph as sg_cpu
+    n_seq = int(ptr.shape[0]) - 1
+    ref = sg_cpu.session_graph(ptr, items, np.float32)
+    ok = _equal(sg_gpu.session_graph(gp, gi, np.float32), ref)
+    ok_peer = _equal(sg_gpu.session_graph_sorted(gp, gi, np.float32), ref)
+    n_pos, n_nodes, nnz = int(ptr[-1]), int(ref[4][-1]), int(ref[0][-1])
+    floor = 24 * n_pos + 16 * n_nodes + 12 * nnz  # items in, alias, node items, rows, columns, weights out
+    compare(f"session_graph_b{_k(n_seq)}", f"{_k(n_seq)} sess", floor, lambda: sg_gpu.session_graph(gp, gi, np.float32),
+            lambda: sg_cpu.session_graph(ptr, items, np.float32),
+            lambda: sg_gpu.session_graph_sorted(gp, gi, np.float32), ok, ok_peer)
+
+
+def _compare_layout(compare, ptr, items, gp, gi):
+    from stgkern import config
+    from stgkern._cuda import session_graph as sg_gpu
+    from stgkern._numba import session_graph as sg_cpu
+    n_seq, n_pos = int(ptr.shape[0]) - 1, int(ptr[-1])
+    len_max = int(np.diff(ptr).max())
+    ref = sg_cpu.srgnn_layout(ptr, items, len_max, sg_cpu.srgnn_layout_size(ptr, items, len_max))
+
+    def layout(long_row=None):  # long_row 0: every session takes the sort-based composition
+        with config.override(cuda_long_row=config.cuda_long_row if long_row is None else long_row):
+            return sg_gpu.srgnn_layout(gp, gi, len_max, sg_gpu.srgnn_layout_size(gp, gi, len_max))
+    ok, ok_peer = _equal(layout(), ref), _equal(layout(0), ref)
+    floor = 8 * n_pos + sum(int(a.nbytes) for a in ref)
+    compare(f"srgnn_layout_b{_k(n_seq)}", f"{_k(n_seq)} sess", floor, layout,
+            lambda: sg_cpu.srgnn_layout(ptr, items, len_max, sg_cpu.srgnn_layout_size(ptr, items, len_max)),
+            lambda: layout(0), ok, ok_peer)
+
+
+def run_gpu_compat(args, res, record):
+    """The compatibility builders: CUDA kernels vs the Numba backend vs a pure-CuPy composition.
+
+    The backends are timed directly (validated input, no front door): CUDA and
+    CuPy with CUDA events, Numba with the wall clock after a warm-up call.
+    """
+    import cupy as cp
+
+    from stgkern._cuda import item_graph as ig_gpu, time_intervals as ti_gpu
+    from stgkern._numba import item_graph as ig_cpu, time_intervals as ti_cpu
+    out = res.setdefault("compat", {})
+    cpu_reps = max(1, min(args.reps, 3))
+
+    def compare(name, label, floor, cuda, numba, cupy_peer, ok, ok_peer):
+        t, tc = gpu_time(cuda, args.reps), cpu_time(numba, cpu_reps)
+        tp = gpu_time(cupy_peer, args.reps)
+        record(f"{name} vs numba", label, t, floor, "numba (CPU, all cores)", tc)
+        record(f"{name} vs cupy", label, t, floor, "pure-CuPy composition", tp)
+        res["checks"][f"{name}/cpu"] = ok
+        res["checks"][f"{name}/cupy_composition"] = ok_peer
+        out[name] = {"workload": label, "cuda_ms": t * 1e3, "numba_ms": tc * 1e3, "cupy_ms": tp * 1e3,
+                     "cupy_over_cuda": tp / t, "cupy_as_fast": tp <= 1.1 * t}
+
+    # SR-GNN: one training batch (latency), a large batch (throughput); the dense layout
+    # (n_seq x M x 2M float64) only up to a few thousand sessions
+    for n_seq, graph, layout in ((100, True, True), (args.sg_sessions, True, False), (2_000, False, True)):
+        ptr, items = session_workload(n_seq, seed=11)
+        gp, gi = cp.asarray(ptr), cp.asarray(items)
+        if graph:
+            _compare_session_graph(compare, ptr, items, gp, gi)
+        if layout:
+            _compare_layout(compare, ptr, items, gp, gi)
+        del gp, gi
+
+    # GCE-GNN: ~1M positions, the published epsilon and top
+    ptr, items, times = sequence_workload(args.ig_events, 10, seed=12)
+    n_items = int(items.max()) + 1
+    gp, gi = cp.asarray(ptr), cp.asarray(items)
+    ref = ig_cpu.item_graph(ptr, items, n_items, 3, 12)
+    ok = _equal(ig_gpu.item_graph(gp, gi, n_items, 3, 12), ref)
+    ok_peer = _equal(item_graph_composition(cp, gp, gi, n_items, 3, 12), ref)
+    n_pairs = ig_cpu.n_pairs(ptr, 3)
+    floor = 8 * int(ptr[-1]) + 16 * n_pairs + 8 * n_items + 12 * int(ref[0][-1])  # pairs written and read once
+    compare("item_graph_eps3_top12", f"{_k(int(ptr[-1]))} pos", floor,
+            lambda: ig_gpu.item_graph(gp, gi, n_items, 3, 12), lambda: ig_cpu.item_graph(ptr, items, n_items, 3, 12),
+            lambda: item_graph_composition(cp, gp, gi, n_items, 3, 12), ok, ok_peer)
+    out["item_graph_eps3_top12"].update(positions=int(ptr[-1]), pairs=n_pairs, n_items=n_items)
+    del gp, gi, ref
+
+    # TiSASRec: users of ~50 events, maxlen 50, the published leave-two-out drop
+    ptr, items, times = sequence_workload(50 * args.ti_users, 50, seed=13)
+    lens = np.diff(ptr)
+    drop = np.minimum(np.where(lens >= 3, 3, 1), lens).astype(np.int64)
+    gp, gt, gd = cp.asarray(ptr), cp.asarray(times), cp.asarray(drop)
+
+    def cuda():
+        return ti_gpu.time_intervals(gp, ti_gpu.rescale(gp, gt), gd, 50, 256)
+
+    def numba():
+        return ti_cpu.time_intervals(ptr, ti_cpu.rescale(ptr, times), drop, 50, 256)
+    ref = numba()
+    ok = _equal(cuda(), ref)
+    ok_peer = _equal(time_intervals_composition(cp, gp, gt, gd, 50, 256), ref)
+    n_seq = int(ptr.shape[0]) - 1
+    floor = 16 * int(ptr[-1]) + n_seq * 50 * 51 * 4
+    compare("time_intervals_maxlen50", f"{_k(n_seq)} users", floor, cuda, numba,
+            lambda: time_intervals_composition(cp, gp, gt, gd, 50, 256), ok, ok_peer)
+    del gp, gt, gd, ref
+    cp.get_default_memory_pool().free_all_blocks()
+
+
+def run_cpu_smoke_compat(args):
+    """The compat workloads at small size: the compositions (NumPy) equal the Numba backends."""
+    from stgkern._numba import item_graph as ig_cpu, session_graph as sg_cpu, time_intervals as ti_cpu
+    ptr, items = session_workload(args.sg_sessions, seed=11)
+    g = sg_cpu.session_graph(ptr, items, np.float32)
+    out = {"session_graph": {"sessions": int(ptr.shape[0]) - 1, "positions": int(ptr[-1]), "edges": int(g[0][-1])}}
+    ptr, items, times = sequence_workload(args.ig_events, 10, seed=12)
+    n_items = int(items.max()) + 1
+    ref = ig_cpu.item_graph(ptr, items, n_items, 3, 12)
+    got = item_graph_composition(np, ptr, items, n_items, 3, 12)
+    out["item_graph"] = {"positions": int(ptr[-1]), "composition_equals_numba":
+                         all(g.dtype == r.dtype and np.array_equal(g, r) for g, r in zip(got, ref))}
+    ptr, items, times = sequence_workload(50 * args.ti_users, 50, seed=13)
+    lens = np.diff(ptr)
+    drop = np.minimum(np.where(lens >= 3, 3, 1), lens).astype(np.int64)
+    ref = ti_cpu.time_intervals(ptr, ti_cpu.rescale(ptr, times), drop, 50, 256)
+    got = time_intervals_composition(np, ptr, times, drop, 50, 256)
+    out["time_intervals"] = {"users": int(ptr.shape[0]) - 1, "composition_equals_numba":
+                             all(g.dtype == r.dtype and np.array_equal(g, r) for g, r in zip(got, ref))}
+    return out
+
+
 def run_cpu_smoke(args):
     """Workload generation and the reference checks at small size, NumPy only."""
     import scipy.sparse as sp
@@ -380,7 +635,8 @@ def run_cpu_smoke(args):
     behavior = rng.integers(0, 4, args.events)
     X = stgkern.node_features({"user": user, "time": time_, "behavior": behavior, "value": None}, n_behaviors=4)
     res["node_features_shape"] = list(X.shape)
-    print(res["topk"], res["window_graph"], flush=True)
+    res["compat"] = run_cpu_smoke_compat(args)
+    print(res["topk"], res["window_graph"], res["compat"], flush=True)
     return res
 
 
@@ -398,7 +654,7 @@ def write(res, out_dir: Path):
                          f"{r.get('speedup_vs_peer', float('nan')):>8.2f}")
         lines.append(f"checks: {res['checks']}")
     else:
-        lines.append(json.dumps({k: res[k] for k in ("graphs", "topk", "window_graph") if k in res}))
+        lines.append(json.dumps({k: res[k] for k in ("graphs", "topk", "window_graph", "compat") if k in res}))
     (out_dir / "device_check.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -416,12 +672,18 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--topk-items", type=int, default=None, help="topk catalogue (1M; 20k with --cpu-smoke)")
     ap.add_argument("--topk-queries", type=int, default=4096)
+    ap.add_argument("--sg-sessions", type=int, default=None, help="sessions of the large SR-GNN batch (100k; 2k smoke)")
+    ap.add_argument("--ig-events", type=int, default=None, help="item_graph positions (1M; 20k with --cpu-smoke)")
+    ap.add_argument("--ti-users", type=int, default=None, help="time_intervals users (20k; 300 with --cpu-smoke)")
     args = ap.parse_args(argv)
     small = args.cpu_smoke
     args.events = args.events or (20_000 if small else 20_000_000)
     args.pl_nodes = args.pl_nodes or (5_000 if small else 5_000_000)
     args.pl_edges = args.pl_edges or (80_000 if small else 80_000_000)
     args.topk_items = args.topk_items or (20_000 if small else 1_000_000)
+    args.sg_sessions = args.sg_sessions or (2_000 if small else 100_000)
+    args.ig_events = args.ig_events or (20_000 if small else 1_000_000)
+    args.ti_users = args.ti_users or (300 if small else 20_000)
     res = run_cpu_smoke(args) if small else run_gpu(args)
     write(res, Path(args.out_dir))
     ok = all(v is True or isinstance(v, str) for v in res.get("checks", {}).values())

@@ -11,7 +11,9 @@
 Sequences are CSR: ``ptr`` (int64, ``n_seq + 1``, from 0 to ``len(items)``)
 and ``items`` (integer ids, the sequences concatenated), optionally ``times``
 aligned with ``items``.  Every function checks its input here, before any
-kernel runs, and dispatches on the array type (NumPy -> Numba).
+kernel runs, and dispatches on the array type: NumPy to the Numba kernels,
+CuPy to the CUDA kernels (``stgkern._cuda.<op>``), with equal results.
+:func:`sequences` reads an :class:`~stgkern.data.EventLog` and runs on the CPU.
 """
 from __future__ import annotations
 
@@ -383,7 +385,10 @@ def time_intervals(ptr, times, maxlen=50, span=256, *, drop_last=0):
     >>> m[0].tolist()
     [[0, 1, 2, 2], [1, 0, 1, 2], [2, 1, 0, 1], [2, 2, 1, 0]]
     """
-    backend = _dispatch.backend_of(ptr=ptr, times=times)
+    arrays = {"ptr": ptr, "times": times}
+    if isinstance(drop_last, np.ndarray) or _dispatch._is_cupy(drop_last):
+        arrays["drop_last"] = drop_last  # a NumPy drop_last with CuPy times is mixed input
+    backend = _dispatch.backend_of(**arrays)
     xp = _dispatch.array_module(backend)
     if times.ndim != 1:
         raise ValueError(f"times must be 1-D (aligned with items), got shape {tuple(times.shape)}")

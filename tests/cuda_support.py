@@ -111,8 +111,10 @@ void emu_run(void (*k)(P...), void** a, unsigned g, unsigned b) {
 
 #: Ops whose kernels are instantiated for other (value, index) pairs than _EMU_TYPES.
 _EMU_OP_TYPES = {"window_graph": {("long long", "int"): "ll_i", ("long long", "long long"): "ll_ll",
-                                  ("double", "int"): "d_i", ("double", "long long"): "d_ll"}}
-_EMU_TAGS = {**_EMU_TYPES, **_EMU_OP_TYPES["window_graph"]}
+                                  ("double", "int"): "d_i", ("double", "long long"): "d_ll"},
+                 "item_graph": {("long long", "int"): "ll_i", ("long long", "long long"): "ll_ll"},
+                 "time_intervals": {("long long", "long long"): "ll_ll", ("double", "long long"): "d_ll"}}
+_EMU_TAGS = {**_EMU_TYPES, **{pair: tag for types in _EMU_OP_TYPES.values() for pair, tag in types.items()}}
 
 
 def _emu_build(op, kernels, out_dir):

@@ -58,14 +58,18 @@ inline unsigned __ballot_sync(unsigned, bool p) {
     return m;
 }
 inline void __syncthreads() { emu_block_bar->arrive_and_wait(); }
+// __syncwarp orders memory among the lanes of a warp (all 32 must call it).
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp->bar.arrive_and_wait(); }
 inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
 using std::exp;
 using std::cos;
 using std::log1p;
 using std::sqrt;
+using std::rint;
 inline float expf(float x) { return std::exp(x); }
 inline float sqrtf(float x) { return std::sqrt(x); }
 
