@@ -4,11 +4,10 @@
 goes through :func:`stgkern.conv.spmm` / :func:`stgkern.conv.spmm_backward`;
 the dense products with the small (F_in, F_out) weights and the elementwise
 tail (add, bias, activation; activation derivative and bias gradient) go
-through the backend's ``graph_conv`` module when it has one
-(``stgkern._numba.graph_conv`` on the CPU: row-parallel products and one
-fused elementwise pass, all in Numba's thread pool), else through the array
-module (CuPy → cuBLAS and CuPy elementwise code).  CuPy input therefore
-works wherever the CUDA ``spmm`` does.
+through the backend's ``graph_conv`` module: ``stgkern._numba.graph_conv``
+on the CPU (row-parallel products and one fused elementwise pass, all in
+Numba's thread pool), ``stgkern._cuda.graph_conv`` on the GPU (cuBLAS
+products and one fused CUDA pass each way).
 
 Why not BLAS on the CPU: mixing OpenBLAS's thread pool with Numba's made the
 layer 4-6x slower on the shared 2-core machine (spinning idle workers of one
@@ -68,52 +67,9 @@ def _transform_first(reduce, W_neigh):
 
 
 # ------------------------------------------------------- elementwise backends
-class _ArrayModuleElementwise:
-    """Products and elementwise tail written with the array module (used where no backend module exists)."""
-
-    def __init__(self, xp):
-        self.xp = xp
-
-    @staticmethod
-    def matmul(A, W):
-        return A @ W
-
-    @staticmethod
-    def matmul_tn(A, B):
-        return A.T @ B
-
-    def epilogue(self, S, Z, bias, act):
-        xp = self.xp
-        if Z is not None:
-            S += Z
-        if bias is not None:
-            S += bias
-        if act == "relu":
-            xp.maximum(S, 0, out=S)
-        elif act == "sigmoid":
-            e = xp.exp(-xp.abs(S))          # never overflows
-            S[...] = xp.where(S >= 0, 1 / (1 + e), e / (1 + e))
-        elif act == "tanh":
-            xp.tanh(S, out=S)
-        return S
-
-    def activation_backward(self, grad_out, out, act, want_bias):
-        if act == "relu":
-            G = grad_out * (out > 0)
-        elif act == "sigmoid":
-            G = grad_out * (out * (1 - out))
-        elif act == "tanh":
-            G = grad_out * (1 - out * out)
-        else:
-            G = grad_out
-        return G, (G.sum(axis=0) if want_bias else None)
-
-
 def _elementwise(backend):
-    try:
-        return _dispatch.kernels("graph_conv", backend)
-    except NotImplementedError:
-        return _ArrayModuleElementwise(_dispatch.array_module(backend))
+    """``matmul``, ``matmul_tn``, ``epilogue``, ``activation_backward`` of the backend."""
+    return _dispatch.kernels("graph_conv", backend)
 
 
 # -------------------------------------------------------------------- forward

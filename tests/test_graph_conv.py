@@ -248,24 +248,6 @@ def test_inputs_not_modified():
     assert (G == 1).all()
 
 
-def test_array_module_fallback_matches_fused(monkeypatch):
-    """The elementwise code CuPy input uses (no CUDA twin yet) agrees with the fused Numba pass."""
-    rng = np.random.default_rng(8)
-    g = random_graph(rng, 700)
-    X, Ws, Wn, b, w = make_inputs(rng, g, 5, 6, np.float64)
-    X[:3] *= 200                                              # saturate sigmoid/tanh tails
-    G = rng.standard_normal((g.n_nodes, 6))
-    for act in ACTS:
-        fused = (graph_conv(g, X, Ws, Wn, b, w, "max", act),
-                 *graph_conv_backward(g, G, X, Ws, Wn, b, w, "max", act))
-        with monkeypatch.context() as m:
-            m.setattr(layer, "_elementwise", lambda backend: layer._ArrayModuleElementwise(np))
-            plain = (graph_conv(g, X, Ws, Wn, b, w, "max", act),
-                     *graph_conv_backward(g, G, X, Ws, Wn, b, w, "max", act))
-        for name, a, c in zip(["out"] + GRAD_NAMES, fused, plain):
-            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12, err_msg=f"{act}: {name}")
-
-
 # ---------------------------------------------------------------- determinism
 def test_deterministic_across_runs_and_threads():
     rng = np.random.default_rng(10)

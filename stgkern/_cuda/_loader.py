@@ -46,11 +46,18 @@ KERNELS = {
     "time_decay": ("time_decay_fwd",),
     "time_encoding": ("time_encoding_fwd",),
     "node_features": ("node_features_fwd",),
+    "graph_conv": ("gc_epilogue", "gc_act_bwd"),
     # instantiated for time types long long / double (not float) x int / long long
     "window_graph": ("window_graph_count", "window_graph_fill"),
+    # weight type float / double x int / long long (the layout and prefix kernels ignore both)
+    "session_graph": ("session_graph_count", "session_graph_fill", "srgnn_layout_fill", "srgnn_prefixes_fill"),
+    # instantiated for long long (unused) x int / long long (column indices)
+    "item_graph": ("item_graph_pairs", "item_graph_count", "item_graph_groups", "item_graph_fill"),
+    # instantiated for time types long long / double x long long (unused)
+    "time_intervals": ("time_intervals_rescale", "time_intervals_matrices"),
 }
 _VALUE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
-          np.dtype(np.int64): "long long"}  # int64: window_graph's integer times
+          np.dtype(np.int64): "long long"}  # int64: integer times (window_graph, time_intervals), item_graph
 _INDEX = {np.dtype(np.int32): "int", np.dtype(np.int64): "long long"}
 
 _lock = threading.Lock()

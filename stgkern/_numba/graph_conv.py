@@ -21,9 +21,8 @@ fixed row block and the block partials are added in block order, so results
 do not depend on the thread count.
 
 The elementwise tail, several full NumPy passes over an (n_nodes, F_out)
-array, is one pass each way here.  A GPU twin (``stgkern._cuda.graph_conv``) would
-expose the same four names; until it exists ``stgkern.layer`` uses cuBLAS and
-CuPy elementwise code.
+array, is one pass each way here.  The GPU twin, ``stgkern._cuda.graph_conv``,
+exposes the same four names.
 """
 import numba
 import numpy as np

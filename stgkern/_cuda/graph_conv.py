@@ -1,0 +1,72 @@
+"""GPU twin of ``stgkern._numba.graph_conv``: the dense and elementwise parts of ``graph_conv``.
+
+Same four names and contracts as the CPU module (see its docstring):
+
+``matmul(A, W)`` / ``matmul_tn(A, B)``
+    cuBLAS through CuPy (``A @ W``, ``A.T @ B`` on the transposed view: no
+    copy).  Tall-skinny products with small weights are what cuBLAS does
+    well; nothing here is worth hand-writing.
+``epilogue(S, Z, bias, act)``
+    One fused pass (csrc/cuda/graph_conv.cu ``gc_epilogue``) instead of the
+    two to five CuPy passes of add, add bias and activation.
+``activation_backward(grad_out, out, act, want_bias)``
+    One pass (``gc_act_bwd``) forms ``G`` and per-tile bias partials; the
+    tiles' partials are then summed by one CuPy reduction of a
+    (n_tiles, F_out) array -- fixed shape, fixed order, so the bias gradient
+    is reproducible run to run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._loader import _threads, launch, launch_blocks
+
+#: Activation codes shared with csrc/cuda/graph_conv.cu and stgkern._numba.graph_conv.
+ACT = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+_IDX = np.int32  # no index arrays; one instantiation per value type
+#: Rows per bias-gradient tile (one block each).
+TILE_ROWS = 256
+
+
+def matmul(A, W):
+    return A @ W
+
+
+def matmul_tn(A, B):
+    return A.T @ B
+
+
+def epilogue(S, Z, bias, act):
+    import cupy as cp
+
+    n, F = S.shape
+    if n * F:
+        if bias is not None:
+            bias = cp.ascontiguousarray(bias)
+        if Z is not None:
+            Z = cp.ascontiguousarray(Z)
+        launch("graph_conv", "gc_epilogue", S.dtype, _IDX, (n * F + 31) // 32,
+               (S, Z, bias, n, F, np.int32(ACT[act])))
+    return S
+
+
+def activation_backward(grad_out, out, act, want_bias):
+    import cupy as cp
+
+    code = ACT[act]
+    if code == 0 and not want_bias:
+        return grad_out, None
+    grad_out = cp.ascontiguousarray(grad_out)
+    n, F = grad_out.shape
+    G = cp.empty_like(grad_out) if code else grad_out
+    n_tiles = (n + TILE_ROWS - 1) // TILE_ROWS
+    partial = cp.empty((n_tiles, F), dtype=grad_out.dtype) if want_bias else None
+    if n and F:
+        threads = min(_threads(), (F + 31) // 32 * 32)
+        launch_blocks("graph_conv", "gc_act_bwd", grad_out.dtype, _IDX, n_tiles,
+                      (grad_out, cp.ascontiguousarray(out) if code else None, G, partial, n, F, np.int32(code),
+                       np.int32(code != 0), TILE_ROWS), threads=threads)
+    grad_bias = None
+    if want_bias:
+        grad_bias = partial.sum(axis=0) if n_tiles else cp.zeros(F, dtype=grad_out.dtype)
+    return G, grad_bias
