@@ -82,3 +82,17 @@ def kernels(op: str, backend: str):
             raise
         where = "CPU (Numba)" if backend == CPU else "GPU (CUDA)"
         raise NotImplementedError(f"{op} has no {where} implementation yet") from None
+
+
+def expand_ptr(ptr, dtype=np.int64):
+    """Row id of every position of a CSR pointer array: ``repeat(arange(len(ptr) - 1), diff(ptr))``.
+
+    ``numpy.repeat`` on the CPU; on the GPU a ``searchsorted`` over the row
+    ends instead, because ``cupy.repeat`` takes no device array of counts
+    before CuPy 14 (and would copy it to the host where it does).
+    """
+    if _is_cupy(ptr):
+        import cupy
+        n = int(ptr[-1]) if ptr.shape[0] else 0
+        return cupy.searchsorted(ptr[1:], cupy.arange(n, dtype=ptr.dtype), side="right").astype(dtype)
+    return np.repeat(np.arange(ptr.shape[0] - 1, dtype=dtype), np.diff(ptr))

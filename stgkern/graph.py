@@ -142,8 +142,7 @@ class Graph:
     def dst(self):
         """Destination (row) of every edge, int array of length ``nnz``; cached."""
         if self._dst is None:
-            xp = self.xp
-            self._dst = xp.repeat(xp.arange(self.n_nodes, dtype=self.index_dtype), self.degrees().astype(np.int64))
+            self._dst = _dispatch.expand_ptr(self.indptr, self.index_dtype)
         return self._dst
 
     @property

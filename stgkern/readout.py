@@ -188,7 +188,7 @@ def _exclude_csr(exclude, m: int, n_items: int, xp):
     if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_items):
         raise ValueError(f"exclude holds item ids outside [0, {n_items}) "
                          f"(min {int(indices.min())}, max {int(indices.max())})")
-    rows = xp.repeat(xp.arange(m, dtype=np.int64), xp.diff(indptr))
+    rows = _dispatch.expand_ptr(indptr)
     key = rows * n_items + indices
     if indices.size > 1 and bool((key[1:] < key[:-1]).any()):
         indices = xp.sort(key) - rows * n_items  # rows stay in place; items sort within a row

@@ -141,3 +141,21 @@ def test_every_public_name_resolves():
         assert getattr(stgkern, name) is not None, name
     with pytest.raises(AttributeError):
         stgkern.no_such_op
+
+
+def test_expand_ptr_gpu_formula_matches_repeat(monkeypatch, rng):
+    """The GPU branch (searchsorted over row ends; NumPy standing in for CuPy) equals np.repeat,
+    empty rows and an empty pointer included."""
+    import sys
+    from stgkern import _dispatch
+    cases = [np.array([0]), np.array([0, 0, 0]), np.array([0, 3]), np.array([0, 2, 2, 5, 5, 9])]
+    deg = rng.integers(0, 4, 200)
+    deg[rng.random(200) < 0.3] = 0
+    cases.append(np.concatenate([[0], np.cumsum(deg)]))
+    want = [np.repeat(np.arange(len(p) - 1), np.diff(p)) for p in cases]
+    monkeypatch.setitem(sys.modules, "cupy", np)
+    monkeypatch.setattr(_dispatch, "_is_cupy", lambda a: True)
+    for p, w in zip(cases, want):
+        got = _dispatch.expand_ptr(p.astype(np.int64), np.int32)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, w)

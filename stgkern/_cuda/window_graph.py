@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _dispatch
 from ._loader import launch
 
 
@@ -36,7 +37,7 @@ def category_order(seg_ptr, category):
 
     n = category.shape[0]
     pos = cp.arange(n, dtype=np.int64)
-    seg_of = cp.repeat(cp.arange(seg_ptr.shape[0] - 1, dtype=np.int64), cp.diff(seg_ptr))
+    seg_of = _dispatch.expand_ptr(seg_ptr)
     corder = cp.ascontiguousarray(cp.lexsort(cp.stack([pos, category.astype(np.int64), seg_of])),
                                   dtype=np.int64)
     crank = cp.empty(n, dtype=np.int64)
