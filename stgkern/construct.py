@@ -78,19 +78,20 @@ def _scan_columns(user, time, check):
     """One fused pass over user and time (see ``_numba.window_graph.scan``): NaN/inf
     and dt-range checks when ``check``, and the facts the ordering needs.
 
-    Returns ``(umin, umax, first_unsorted)``; ``first_unsorted`` is -1 when the
-    events are already in (user, time) order."""
+    Returns ``(umin, umax, first_unsorted, time_sorted)``; ``first_unsorted`` is -1
+    when the events are already in (user, time) order, ``time_sorted`` is True when
+    time alone never decreases (a log in arrival order)."""
     if user.shape[0] == 0:
-        return 0, -1, -1
+        return 0, -1, -1, True
     from ._numba.window_graph import scan
-    umin, umax, tmin, tmax, first_unsorted, n_nonfinite = scan(user, time)
+    umin, umax, tmin, tmax, first_unsorted, n_nonfinite, time_sorted = scan(user, time)
     if check:
         if n_nonfinite:
             _validate.finite(time, "time")   # raises with the count and first position
         if time.dtype.kind == "i" and int(tmax) - int(tmin) > np.iinfo(np.int64).max:
             raise ValueError(f"time spans {int(tmax) - int(tmin)} units, more than int64 can hold as "
                              f"a difference (dt); shift the times to a nearer epoch")
-    return umin, umax, first_unsorted
+    return umin, umax, first_unsorted, time_sorted
 
 
 def _check_params(time, window, horizon, category_window):
@@ -121,7 +122,7 @@ def _order(user, time, assume_sorted, scanned=None):
             user.flags.c_contiguous and time.flags.c_contiguous):
         user, time, _ = _contiguous(user, time, None)
     n = user.shape[0]
-    umin, umax, p = _scan_columns(user, time, False) if scanned is None else scanned
+    umin, umax, p, time_sorted = _scan_columns(user, time, False) if scanned is None else scanned
     if p >= 0 and assume_sorted:
         raise ValueError(f"assume_sorted=True but events are not in (user, time) order: position {p} "
                          f"(user {int(user[p])}, time {time[p]}) comes after (user {int(user[p - 1])}, "
@@ -129,7 +130,7 @@ def _order(user, time, assume_sorted, scanned=None):
     from ._numba.window_graph import identity_perm, order_events
     if n and umin >= 0 and umax < DENSE_USER_FACTOR * n + DENSE_USER_SLACK:
         n_ids = umax + 1
-        perm, seg, ts = order_events(user, time, 0, n_ids, is_sorted=p < 0)
+        perm, seg, ts = order_events(user, time, 0, n_ids, is_sorted=p < 0, time_sorted=time_sorted)
         return perm, seg, np.arange(n_ids, dtype=np.int64), ts
     if n == 0:
         return (np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64),
@@ -137,8 +138,9 @@ def _order(user, time, assume_sorted, scanned=None):
     if p < 0:
         perm, ts = identity_perm(n), time
         us = user
-    else:
-        perm = np.lexsort((time, user)).astype(np.int64, copy=False)
+    else:   # a log in arrival order needs only the stable sort by user
+        perm = (np.argsort(user, kind="stable") if time_sorted else
+                np.lexsort((time, user))).astype(np.int64, copy=False)
         us, ts = user[perm], time[perm]
     starts = np.flatnonzero(us[1:] != us[:-1]) + 1
     seg = np.concatenate(([0], starts, [n])).astype(np.int64)
@@ -219,7 +221,7 @@ def estimate_window_graph(log_or_user, time=None, category=None, *, window=8, ho
         k = _dispatch.kernels("window_graph", _dispatch.CPU)
         prev = None if cs is None else k.category_workspace(run_ptr, cs, perm)
         nnz = int(k.count(run_ptr, ts, prev, window, horizon, strict_time, category_window,
-                          self_loops)[1].sum())
+                          self_loops, keep_rows=False)[1].sum())
     else:
         nnz = _upper_bound(run_ptr, window, category_window, self_loops)
     n_seg = run_ptr.shape[0] - 1
@@ -288,9 +290,12 @@ def window_graph(log_or_user, time=None, category=None, *, window=8, horizon=Non
     Cost: one parallel pass over (user, time) validates and detects order;
     unsorted input with dense ids is sorted by a parallel stable counting sort
     by user (two-level beyond 2**18 ids) followed by per-user time sorts only
-    where a user's times are out of order; sparse ids use ``np.lexsort``.  A
-    count pass (O(n) for temporal edges) sizes the output, a fill pass writes
-    it; both run over fixed chunks of nodes in parallel.
+    where a user's times are out of order (none at all when time alone never
+    decreases, as in a log in arrival order); sparse ids use ``np.lexsort``
+    (a stable argsort by user for a log in arrival order).  A count pass (O(n)
+    for temporal edges) sizes the output and leaves each row's sources in
+    ``indptr``, a fill pass writes the edges; both run over fixed chunks of
+    nodes in parallel.
 
     Examples
     --------
@@ -319,11 +324,13 @@ def window_graph(log_or_user, time=None, category=None, *, window=8, horizon=Non
     if cs is not None:
         _validate.fits(8 * n, what + " category workspace")
         prev = k.category_workspace(run_ptr, cs, perm)
-    # the count pass is O(n) without category edges and needs no edge memory: size exactly
+    # the count pass is O(n) without category edges and needs no edge memory: size exactly.
+    # It keeps each row's sources in what becomes indptr (n + 1 int64), so the fill does not recount.
+    _validate.fits(8 * (n + 1), what + " indptr")
     counts = k.count(run_ptr, ts, prev, window, horizon, strict_time, category_window, self_loops)
     _validate.fits(_nbytes(n, seg.shape[0] - 1, int(counts[1].sum()), ts.dtype.itemsize), what)
-    indptr, indices, dt, hop, kind = k.fill(run_ptr, ts, prev, window, horizon, strict_time, category_window,
-                                            self_loops, counts, index_dtype_for(n))
+    indptr, indices, dt, hop, kind = k.fill(ts, prev, horizon, strict_time, category_window, self_loops,
+                                            counts, index_dtype_for(n))
     g = Graph(indptr, indices, n, edata={"dt": dt, "hop": hop, "kind": kind}, perm=perm,
               segment_ptr=seg, check=False, rows_sorted=True)
     g.segment_user = seg_user

@@ -1,3 +1,4 @@
+import contextlib
 import subprocess
 import sys
 import types
@@ -159,6 +160,28 @@ def test_time_ordered_log_fast_path_matches_lexsort():
     check_against_naive(user, time, window=4, horizon=10)
 
 
+def test_scan_detects_time_order():
+    from stgkern.construct import _scan_columns
+    time = np.array([1, 1, 2, 5, 5, 9])
+    assert _scan_columns(np.array([3, 1, 3, 0, 1, 3]), time, True)[2:] == (1, True)
+    assert _scan_columns(np.array([0, 0, 1, 1, 1, 2]), time, True)[2:] == (-1, True)
+    assert _scan_columns(np.array([0, 0, 1]), np.array([1, 2, 0]), True)[2:] == (-1, False)
+    assert _scan_columns(np.array([1, 0, 1]), np.array([1.0, 2.0, np.inf]), False)[3] is False
+
+
+def test_count_refuses_rows_it_cannot_pack(monkeypatch):
+    # the count pass packs each row's first source and count into one int64; the front
+    # door's hop (int32) check keeps them in range, the backend says so if called directly
+    import stgkern._numba.window_graph as k
+    monkeypatch.setattr(k, "ROW_MASK", 7)
+    run_ptr = np.array([0, 10], dtype=np.int64)
+    t = np.arange(10, dtype=np.int64)
+    with pytest.raises(ValueError, match="a user has 10 events"):
+        k.count(run_ptr, t, None, None, None, False, 0, False)
+    assert k.count(run_ptr, t, None, 3, None, False, 0, False)[1].sum() == 1 + 2 + 3 * 7
+    assert k.count(run_ptr, t, None, None, None, False, 0, False, keep_rows=False)[1].sum() == 45
+
+
 def test_log_object_and_noncontiguous():
     rng = np.random.default_rng(2)
     user = rng.integers(0, 4, 60)[::2]
@@ -266,8 +289,10 @@ time = rng.integers(0, 10**6, n)
 cat = rng.integers(0, 20, n)
 with config.override(cpu_serial_rows=1):
     g = window_graph(user, time, cat, window=8, horizon=50000, category_window=3, self_loops=True)
-sys.stdout.buffer.write(b"".join(a.tobytes() for a in (g.indptr, g.indices, g.perm, g.edata['dt'],
-                                                        g.edata['hop'], g.edata['kind'])))
+    arrival = window_graph(user, np.sort(time), window=5, horizon=50000, strict_time=True)
+for g in (g, arrival):
+    sys.stdout.buffer.write(b"".join(a.tobytes() for a in (g.indptr, g.indices, g.perm, g.edata['dt'],
+                                                            g.edata['hop'], g.edata['kind'])))
 """
 
 
@@ -283,9 +308,10 @@ def test_deterministic_across_thread_counts():
 
 
 # ------------------------------------------------------------ ordering paths
-@pytest.fixture
-def small_chunks():
-    """Tiny chunks, the parallel code paths and the two-level sort on tiny inputs."""
+@contextlib.contextmanager
+def tiny_chunks():
+    """Tiny chunks, the parallel code paths and the two-level sort on tiny inputs
+    (a context manager, for hypothesis tests, which cannot take function fixtures)."""
     import stgkern._numba.window_graph as k
     old = k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX
     k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX = 3, 1, 1, 2
@@ -294,6 +320,12 @@ def small_chunks():
             yield k
     finally:
         k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX = old
+
+
+@pytest.fixture
+def small_chunks():
+    with tiny_chunks() as k:
+        yield k
 
 
 def same_graph(a, b):
@@ -325,15 +357,9 @@ def test_small_chunks_and_two_level_sort_match_naive(case):
     # chunk starts inside users (binary-searched horizon and tie pointers), the
     # bucketed sort by user, insertion and merge sorts of unsorted user runs
     user, time, cat, kw = case
-    import stgkern._numba.window_graph as k
-    old = k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX
-    k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX = 3, 1, 1, 2
-    try:
-        with config.override(cpu_serial_rows=1):
-            check_against_naive(user, time, cat, **kw)
-            est = estimate_window_graph(user, time, cat, exact=True, **kw)
-    finally:
-        k.CHUNK_ROWS, k.RADIX_MIN_IDS, k.BUCKET_BITS, k.INSERTION_SORT_MAX = old
+    with tiny_chunks():
+        check_against_naive(user, time, cat, **kw)
+        est = estimate_window_graph(user, time, cat, exact=True, **kw)
     assert est["nnz"] == window_graph(user, time, cat, **kw).nnz
 
 
@@ -365,6 +391,54 @@ def test_orderings_agree_on_larger_logs(small_chunks, n_users, float_time, two_l
     np.testing.assert_array_equal(fast.indices, ref.indices)
     np.testing.assert_array_equal(fast.edata["dt"], ref.edata["dt"])
     np.testing.assert_array_equal(fast.segment_ptr, ref.segment_ptr)
+
+
+@st.composite
+def arrival_logs(draw):
+    """Logs in arrival order: time never decreases, users interleave, many ties
+    (within a user and across users), dense or sparse ids."""
+    user, time, cat, kw = draw(logs())
+    return user, np.sort(time), cat, kw
+
+
+@given(arrival_logs())
+def test_arrival_order_log_matches_naive(case):
+    # time alone sorted: the stable sort by user is the whole ordering (no per-user time sort)
+    user, time, cat, kw = case
+    check_against_naive(user, time, cat, **kw)
+
+
+@given(arrival_logs())
+def test_arrival_order_log_small_chunks_and_two_level_sort(case):
+    user, time, cat, kw = case
+    with tiny_chunks():
+        check_against_naive(user, time, cat, **kw)
+
+
+@pytest.mark.parametrize("two_level", [False, True], ids=["one-level", "two-level"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-ids", "sparse-ids"])
+def test_arrival_order_equals_shuffled_log(small_chunks, two_level, sparse):
+    # the same events in arrival order and shuffled (which takes the per-user time sorts)
+    # give the same graph up to the input rows that perm names
+    if not two_level:
+        small_chunks.RADIX_MIN_IDS = 1 << 40   # restored by the fixture
+    rng = np.random.default_rng(21)
+    n = 700
+    time = np.sort(rng.integers(0, 60, n))      # ties within and across users
+    user = rng.integers(0, 40, n) * (2**40 if sparse else 1)
+    kw = dict(window=4, horizon=5, strict_time=True, self_loops=True)
+    a = window_graph(user, time, **kw)
+    shuffle = rng.permutation(n)
+    b = window_graph(user[shuffle], time[shuffle], **kw)
+    # ties keep input order, so the shuffled log's node order can differ only among
+    # tied events of a user; compare what does not depend on it
+    np.testing.assert_array_equal(user[a.perm], user[shuffle][b.perm])
+    np.testing.assert_array_equal(time[a.perm], time[shuffle][b.perm])
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    for name in ("dt", "hop", "kind"):
+        np.testing.assert_array_equal(a.edata[name], b.edata[name])
+    np.testing.assert_array_equal(a.perm, np.lexsort((time, user)))   # stable: ties in input order
 
 
 def test_assume_sorted_names_first_offender_across_chunks(small_chunks):
