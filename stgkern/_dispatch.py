@@ -96,3 +96,12 @@ def expand_ptr(ptr, dtype=np.int64):
         n = int(ptr[-1]) if ptr.shape[0] else 0
         return cupy.searchsorted(ptr[1:], cupy.arange(n, dtype=ptr.dtype), side="right").astype(dtype)
     return np.repeat(np.arange(ptr.shape[0] - 1, dtype=dtype), np.diff(ptr))
+
+
+def offsets(counts):
+    """CSR pointer of per-row ``counts``: ``[0, cumsum(counts)...]`` as int64, on the counts' device."""
+    xp = array_module(GPU if _is_cupy(counts) else CPU)
+    out = xp.zeros(counts.shape[0] + 1, dtype=np.int64)
+    if counts.shape[0]:
+        out[1:] = xp.cumsum(counts)
+    return out

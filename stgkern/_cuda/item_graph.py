@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _dispatch
 from ._loader import launch
 
 _OP = "item_graph"
@@ -58,15 +59,6 @@ def stable_order(keys, sizes, xp=None):
         return xp.argsort(key, kind="stable")
     n = keys[0].shape[0]
     return xp.lexsort(xp.stack([xp.arange(n, dtype=np.int64)] + [k.astype(np.int64) for k in reversed(keys)]))
-
-
-def _offsets(counts):
-    import cupy as cp
-
-    out = cp.zeros(counts.shape[0] + 1, dtype=np.int64)
-    if counts.shape[0]:
-        out[1:] = cp.cumsum(counts)
-    return out
 
 
 def _pairs_per_sequence(ptr, epsilon):
@@ -101,7 +93,7 @@ def item_graph(ptr, items, n_items, epsilon, top):
     n_seq, n_pos = ptr.shape[0] - 1, items.shape[0]
     idx_dtype = np.int32 if n_items <= INT32_MAX else np.int64
     eps = _epsilon(ptr, epsilon)
-    pair_ptr = _offsets(_pairs_per_sequence(ptr, eps)) if n_seq else cp.zeros(1, dtype=np.int64)
+    pair_ptr = _dispatch.offsets(_pairs_per_sequence(ptr, eps))
     P = int(pair_ptr[-1])
     row = cp.empty(P, dtype=np.int64)
     nbr = cp.empty(P, dtype=np.int64)
@@ -114,7 +106,7 @@ def item_graph(ptr, items, n_items, epsilon, top):
     del row, nbr
     n_distinct = cp.empty(n_items, dtype=np.int64)
     launch(_OP, "item_graph_count", _T, idx_dtype, n_items, (rstart, n_items, sb, n_distinct))
-    gptr = _offsets(n_distinct)
+    gptr = _dispatch.offsets(n_distinct)
     G = int(gptr[-1])
     gnbr, gcount, gfirst, grow = (cp.empty(G, dtype=np.int64) for _ in range(4))
     launch(_OP, "item_graph_groups", _T, idx_dtype, n_items,
@@ -122,7 +114,7 @@ def item_graph(ptr, items, n_items, epsilon, top):
     del sb, order
     max_count = int(gcount.max()) if G else 1
     rank = stable_order([grow, max_count - gcount, gfirst], [hi, max_count, max(P, 1)])
-    indptr = _offsets(cp.minimum(n_distinct, top))
+    indptr = _dispatch.offsets(cp.minimum(n_distinct, top))
     nnz = int(indptr[-1])
     indices = cp.empty(nnz, dtype=idx_dtype)
     counts = cp.empty(nnz, dtype=np.int64)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config
+from .. import _dispatch, config
 from ._loader import launch
 from .item_graph import stable_order
 
@@ -46,22 +46,6 @@ def _longest(ptr):
 
 def _short(ptr):
     return _longest(ptr) <= int(config.cuda_long_row)
-
-
-def _offsets(counts):
-    import cupy as cp
-
-    out = cp.zeros(counts.shape[0] + 1, dtype=np.int64)
-    if counts.shape[0]:
-        out[1:] = cp.cumsum(counts)
-    return out
-
-
-def _segment_of(ptr, n):
-    """Segment of every element 0..n-1 of a CSR range ``ptr`` (empty segments skipped)."""
-    import cupy as cp
-
-    return cp.searchsorted(ptr, cp.arange(n, dtype=np.int64), side="right").astype(np.int64) - 1
 
 
 def _count(x, n):
@@ -95,7 +79,7 @@ def session_graph(ptr, items, dtype):
     n_seq, n_pos = ptr.shape[0] - 1, items.shape[0]
     # n_pos bounds the node count, so pass 1 almost always loads the fill's instantiation
     first, local, efirst, n_nodes, n_edges = _pass1(ptr, items, dtype, _index_dtype(n_pos), True)
-    node_ptr, edge_ptr = _offsets(n_nodes), _offsets(n_edges)
+    node_ptr, edge_ptr = _dispatch.offsets(n_nodes), _dispatch.offsets(n_edges)
     n_total, nnz = int(node_ptr[-1]), int(edge_ptr[-1])
     index_dtype = _index_dtype(n_total)  # the CPU's rule, on the node count
     node_item = cp.empty(n_total, dtype=np.int64)
@@ -116,7 +100,7 @@ def _sorted_nodes(ptr, items):
     import cupy as cp
 
     n_seq, n_pos = ptr.shape[0] - 1, items.shape[0]
-    seg = _segment_of(ptr, n_pos)
+    seg = _dispatch.expand_ptr(ptr)
     hi = int(items.max()) + 1 if n_pos else 1
     order = stable_order([seg, items], [max(n_seq, 1), hi])
     s_items, s_seg = items[order], seg[order]
@@ -195,16 +179,16 @@ def _layout_from_graph(ptr, len_max, max_n, graph, alias_out, A, items_out, mask
     import cupy as cp
 
     indptr, indices, w_in, w_out, node_ptr, node_item, alias = graph
-    n_pos, n_total, nnz = alias.shape[0], node_item.shape[0], indices.shape[0]
+    n_pos, n_total = alias.shape[0], node_item.shape[0]
     off = (ptr[1:] - ptr[:-1] < len_max).astype(np.int64)
-    seg = _segment_of(ptr, n_pos)
+    seg = _dispatch.expand_ptr(ptr)
     col = cp.arange(n_pos, dtype=np.int64) - ptr[seg]
     alias_out[seg, col] = alias - node_ptr[seg] + off[seg]
     mask[seg, col] = 1
-    nseg = _segment_of(node_ptr, n_total)
+    nseg = _dispatch.expand_ptr(node_ptr)
     loc = cp.arange(n_total, dtype=np.int64) - node_ptr[nseg] + off[nseg]
     items_out[nseg, loc] = node_item
-    dst = _segment_of(indptr, nnz)
+    dst = _dispatch.expand_ptr(indptr)
     src = indices.astype(np.int64)
     s_e, v, u = nseg[dst], loc[dst], loc[src]
     A[s_e, v, u] = w_in
@@ -218,8 +202,8 @@ def srgnn_prefixes(ptr, items):
 
     n_seq = ptr.shape[0] - 1
     lens = ptr[1:] - ptr[:-1]
-    ex_ptr = _offsets(cp.maximum(lens - 1, 0))
-    item_ptr = _offsets(lens * (lens - 1) // 2)
+    ex_ptr = _dispatch.offsets(cp.maximum(lens - 1, 0))
+    item_ptr = _dispatch.offsets(lens * (lens - 1) // 2)
     n_ex, n_out = int(ex_ptr[-1]), int(item_ptr[-1])
     out_ptr = cp.empty(n_ex + 1, dtype=np.int64)
     out_ptr[0] = 0

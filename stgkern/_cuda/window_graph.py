@@ -68,9 +68,7 @@ def build(seg_ptr, time, category, window, horizon, strict_time, category_window
             np.int32(bool(strict_time)), cat_window, np.int32(bool(self_loops)), n)
     counts = cp.empty(n, dtype=np.int64)
     launch("window_graph", "window_graph_count", t.dtype, index_dtype, (n + 31) // 32, (*args, counts))
-    indptr = cp.zeros(n + 1, dtype=np.int64)
-    if n:
-        indptr[1:] = cp.cumsum(counts)
+    indptr = _dispatch.offsets(counts)
     nnz = int(indptr[-1])
     indices = cp.empty(nnz, dtype=index_dtype)
     dt = cp.empty(nnz, dtype=t.dtype)
