@@ -32,6 +32,8 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from stgkern import config
+from stgkern._numba._prefetch import distance_for
 from stgkern.conv import message_passing, spmm
 from stgkern.graph import Graph
 
@@ -114,10 +116,15 @@ def run_spmm(name, indptr, src):
     def kernel_only():
         spmm(g, X, w, out=pre)
 
+    def kernel_flipped():  # the same call with the prefetch decision reversed, to show what it buys
+        with config.override(cpu_prefetch=not pf):
+            spmm(g, X, w, out=pre)
+
+    pf = distance_for(g, F * X.itemsize)
     kernel_only()
     np.testing.assert_array_equal(pre, ours)
     t = best_interleaved({"copy": lambda: np.copyto(b, a), "ours": lambda: spmm(g, X, w), "kernel": kernel_only,
-                          "scipy": lambda: A @ X, "torch": lambda: torch.sparse.mm(T, Xt)})
+                          "flipped": kernel_flipped, "scipy": lambda: A @ X, "torch": lambda: torch.sparse.mm(T, Xt)})
     copy_bw = 2 * a.nbytes / t["copy"]
     t_ours, t_scipy, t_torch = t["ours"], t["scipy"], t["torch"]
     gbs = floor_bytes / t_ours
@@ -126,6 +133,7 @@ def run_spmm(name, indptr, src):
             "t_ours": t_ours, "t_scipy": t_scipy, "t_torch": t_torch, "gflops": 2 * nnz * F / t_ours / 1e9,
             "gbs": gbs / 1e9, "copy_gbs": copy_bw / 1e9, "pct_copy": 100 * gbs / copy_bw,
             "t_kernel_prealloc": t["kernel"], "pct_copy_kernel_prealloc": 100 * kern_gbs / copy_bw,
+            "prefetch_distance": pf, "t_kernel_prefetch_flipped": t["flipped"],
             "x_scipy": t_scipy / t_ours, "x_torch": t_torch / t_ours,
             "x_scipy_out": t_scipy / t["kernel"], "x_torch_out": t_torch / t["kernel"],
             # the most any kernel could gain on scipy here: scipy's time over the streaming floor's time
@@ -162,8 +170,10 @@ def run_mp(name, indptr, src):
     pre = np.empty_like(ours)
     dummy = np.empty((1, 1), np.int64)
 
+    pf = distance_for(g, F * X.itemsize)
+
     def kernel_only():
-        kern._fwd(g.indptr, g.indices, X, E, True, 0, 0, pre, dummy)
+        kern._fwd(g.indptr, g.indices, X, E, True, 0, 0, pf, pre, dummy)
 
     kernel_only()
     np.testing.assert_array_equal(pre, ours)

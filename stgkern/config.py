@@ -12,6 +12,14 @@ import contextlib
 #: Rows per parallel chunk below which a kernel runs serially (thread start-up
 #: costs more than the work).
 cpu_serial_rows: int = 2048
+#: Software prefetch of source rows in the gather kernels (spmm and
+#: message_passing sum/mean, and their backward): ``"auto"`` turns it on
+#: unless the graph's sources mostly sit next to their destination (see
+#: ``stgkern._numba._prefetch``); ``True`` / ``False`` force it.  Results are
+#: the same bits either way.
+cpu_prefetch: bool | str = "auto"
+#: How many edges ahead the gather kernels prefetch.
+cpu_prefetch_distance: int = 16
 
 # --- GPU (CUDA through CuPy) ---------------------------------------------
 #: Threads per block for row-parallel kernels.

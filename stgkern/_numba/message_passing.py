@@ -24,6 +24,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from ._prefetch import distance_for, prefetch_row
+
 _REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 _OP = {"mul": 0, "add": 1}
 
@@ -32,9 +34,10 @@ MP_CHUNK = 256
 
 
 @numba.njit(cache=True, parallel=True)
-def _fwd(indptr, indices, X, E, wide, op, mode, out, arg):
+def _fwd(indptr, indices, X, E, wide, op, mode, pf, out, arg):
     n = indptr.shape[0] - 1
     F = X.shape[1]
+    nnz = indices.shape[0]
     n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK
     for c in prange(n_chunks):
         acc = np.empty(F, dtype=out.dtype)
@@ -61,6 +64,9 @@ def _fwd(indptr, indices, X, E, wide, op, mode, out, arg):
                 if wide:
                     if op == 0:
                         while k + 1 < e:
+                            if pf:
+                                prefetch_row(X, indices, k + pf, nnz)
+                                prefetch_row(X, indices, k + pf + 1, nnz)
                             x0 = X[indices[k]]
                             x1 = X[indices[k + 1]]
                             e0 = E[k]
@@ -75,6 +81,9 @@ def _fwd(indptr, indices, X, E, wide, op, mode, out, arg):
                                 o[f] += x0[f] * e0[f]
                     else:
                         while k + 1 < e:
+                            if pf:
+                                prefetch_row(X, indices, k + pf, nnz)
+                                prefetch_row(X, indices, k + pf + 1, nnz)
                             x0 = X[indices[k]]
                             x1 = X[indices[k + 1]]
                             e0 = E[k]
@@ -90,6 +99,9 @@ def _fwd(indptr, indices, X, E, wide, op, mode, out, arg):
                 else:
                     if op == 0:
                         while k + 1 < e:
+                            if pf:
+                                prefetch_row(X, indices, k + pf, nnz)
+                                prefetch_row(X, indices, k + pf + 1, nnz)
                             x0 = X[indices[k]]
                             x1 = X[indices[k + 1]]
                             a0 = E[k, 0]
@@ -104,6 +116,9 @@ def _fwd(indptr, indices, X, E, wide, op, mode, out, arg):
                                 o[f] += x0[f] * a0
                     else:
                         while k + 1 < e:
+                            if pf:
+                                prefetch_row(X, indices, k + pf, nnz)
+                                prefetch_row(X, indices, k + pf + 1, nnz)
                             x0 = X[indices[k]]
                             x1 = X[indices[k + 1]]
                             a0 = E[k, 0]
@@ -224,7 +239,8 @@ def forward(g, X, E, op, reduce):
     wide = E2.shape[1] != 1 or F == 1
     out = np.empty((n, F), dtype=X.dtype)
     arg = np.empty((n, F) if mode >= 2 else (1, 1), dtype=np.int64)
-    _fwd(g.indptr, g.indices, X, E2, wide, _OP[op], mode, out, arg)
+    pf = distance_for(g, F * X.itemsize) if mode <= 1 else 0
+    _fwd(g.indptr, g.indices, X, E2, wide, _OP[op], mode, pf, out, arg)
     return out, (arg if mode >= 2 else None)
 
 
