@@ -20,6 +20,12 @@ cpu_serial_rows: int = 2048
 cpu_prefetch: bool | str = "auto"
 #: How many edges ahead the gather kernels prefetch.
 cpu_prefetch_distance: int = 16
+#: graph_conv's dense products are BLAS calls on row blocks inside Numba's
+#: threads; each call does at most this many multiply-adds (m*n*k).  The
+#: default is OpenBLAS's threshold below which a call stays on its calling
+#: thread (4 * 65536): larger calls wake OpenBLAS's own pool, which fights
+#: Numba's for the cores.
+cpu_gemm_call_mnk: int = 262144
 
 # --- GPU (CUDA through CuPy) ---------------------------------------------
 #: Threads per block for row-parallel kernels.

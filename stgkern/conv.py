@@ -33,8 +33,30 @@ def _check_out(out, g, X, backend):
     return out
 
 
+def _check_grad_out_buffer(out, g, X, grad_out, backend):
+    """``out=`` of a backward: C-contiguous (n_src, F), X's dtype and backend, overlapping neither input."""
+    want = (g.n_src, X.shape[1])
+    _dispatch.backend_of(X=X, out=out)
+    if tuple(out.shape) != want or out.dtype != X.dtype:
+        raise ValueError(f"out has shape {tuple(out.shape)} and dtype {out.dtype}; expected {want} {X.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous (the kernel writes whole rows)")
+    xp = _dispatch.array_module(backend)
+    for name, a in (("X", X), ("grad_out", grad_out)):
+        if xp.shares_memory(out, a) if backend == _dispatch.CPU else _overlap(out, a):
+            raise ValueError(f"out overlaps {name}; the backward reads {name} while it writes out: "
+                             f"pass a separate array")
+    return out
+
+
+def _address(a) -> int:
+    """Device pointer of a CuPy array (host pointer of anything with the array interface)."""
+    ptr = getattr(getattr(a, "data", None), "ptr", None)
+    return int(ptr) if ptr is not None else int(a.__array_interface__["data"][0])
+
+
 def _overlap(a, b) -> bool:
-    lo_a, lo_b = a.data.ptr, b.data.ptr
+    lo_a, lo_b = _address(a), _address(b)
     return lo_a < lo_b + b.nbytes and lo_b < lo_a + a.nbytes
 
 
@@ -74,13 +96,18 @@ def spmm(g, X, edge_weight=None, reduce="sum", return_arg=False, out=None):
     return (out, arg) if return_arg else out
 
 
-def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None):
+def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None, out=None, accumulate=False):
     """Gradients of :func:`spmm`: returns ``(grad_X, grad_edge_weight)``.
 
     sum: ``grad_X[j] = Σ_{k: indices[k]=j} w[k] grad_out[dst(k)]``,
     ``grad_w[k] = grad_out[dst(k)] · X[indices[k]]``; mean divides by the
     in-degree of dst(k); max/min route the gradient only to the winning edge
     given by ``arg``.  ``grad_edge_weight`` is None when ``edge_weight`` is None.
+
+    ``out`` ((n_src, F), C-contiguous, X's dtype, overlapping neither X nor
+    grad_out) receives ``grad_X`` instead of a new array; with
+    ``accumulate=True`` ``grad_X`` is added to what ``out`` holds (a layer's
+    ``grad_X = self term + spmm_backward(...)`` without a second array).
     """
     backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, grad_out=grad_out, X=X,
                                    edge_weight=edge_weight, arg=arg)
@@ -98,7 +125,12 @@ def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None):
         if arg.dtype != np.int64:
             raise TypeError(f"arg has dtype {arg.dtype}; expected int64 from spmm(..., return_arg=True)")
         arg = _validate._xp(arg).ascontiguousarray(arg)
-    return _dispatch.kernels("spmm", backend).backward(g, grad_out, X, edge_weight, reduce, arg)
+    if accumulate and out is None:
+        raise ValueError("accumulate=True adds grad_X to out; pass out=")
+    if out is not None:
+        out = _check_grad_out_buffer(out, g, X, grad_out, backend)
+    return _dispatch.kernels("spmm", backend).backward(g, grad_out, X, edge_weight, reduce, arg, out=out,
+                                                       accumulate=bool(accumulate))
 
 
 def _check_mp(g, X, E, op, reduce, name="X"):

@@ -83,8 +83,12 @@ def _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend):
         saved["H"] = H
     else:
         agg, arg = conv.spmm(g, X, w, reduce, return_arg=True)
-        Z = agg if W_neigh is None else ew.matmul(agg, W_neigh)
         saved["agg"], saved["arg"] = agg, arg
+        if W_neigh is not None:
+            # S = X·W_self, then S += agg·W_neigh block by block: no (n, F_out) Z
+            S = ew.matmul(agg, W_neigh, out=ew.matmul(X, W_self), accumulate=True)
+            return ew.epilogue(S, None, bias, activation), saved
+        Z = agg
     S = ew.matmul(X, W_self)
     out = ew.epilogue(S, Z, bias, activation)
     return out, saved
@@ -163,9 +167,9 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
     grad_out : (n_nodes, F_out), X's dtype
     out : (n_nodes, F_out) or None
         The forward result.  Given, σ' is taken from it and no forward
-        recomputation is needed for it (max/min and aggregate-first
-        ``W_neigh`` still recompute ``agg(X)``); None, the forward is
-        recomputed.
+        recomputation is needed for it (max/min still recompute
+        ``agg(X)``; sum/mean with ``W_neigh`` need no ``agg(X)``: they go
+        through ``AᵀG``); None, the forward is recomputed.
 
     Returns
     -------
@@ -198,16 +202,27 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
     if out is None:
         out, saved = _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend)
     ew = _elementwise(backend)
-    G, grad_bias = ew.activation_backward(grad_out, out, activation, bias is not None)
-
-    grad_W_self = ew.matmul_tn(X, G)
+    if activation is None:
+        # G is grad_out itself; the bias gradient is summed inside Xᵀ·G's pass over G
+        G = grad_out
+        grad_W_self, grad_bias = ew.matmul_tn(X, G, colsum=bias is not None)
+    else:
+        G, grad_bias = ew.activation_backward(grad_out, out, activation, bias is not None)
+        grad_W_self, _ = ew.matmul_tn(X, G)
     grad_X = ew.matmul(G, W_self.T)
     grad_W_neigh = None
-    if _transform_first(reduce, W_neigh):
-        H = saved["H"] if "H" in saved else ew.matmul(X, W_neigh)
-        AtG, grad_w = conv.spmm_backward(g, G, H, w, reduce)       # sparse step at width F_out
-        grad_W_neigh = ew.matmul_tn(X, AtG)
-        grad_X += ew.matmul(AtG, W_neigh.T)
+    linear = W_neigh is not None and reduce in ("sum", "mean")
+    if linear and (_transform_first(reduce, W_neigh) or "agg" not in saved):
+        # AᵀG once, at width F_out: grad_W_neigh = Xᵀ(AᵀG), grad_X += (AᵀG)·W_neighᵀ.  Without agg(X)
+        # at hand this skips recomputing it and forming G·W_neighᵀ (one sparse pass and one product fewer).
+        # spmm_backward reads its X argument only for grad_edge_weight (= G[i]·(X·W_neigh)[j]).
+        if w is None:
+            H = G            # any (n, F_out) array: unread without edge weights
+        else:
+            H = saved["H"] if "H" in saved else ew.matmul(X, W_neigh)
+        AtG, grad_w = conv.spmm_backward(g, G, H, w, reduce)
+        grad_W_neigh, _ = ew.matmul_tn(X, AtG)
+        ew.matmul(AtG, W_neigh.T, out=grad_X, accumulate=True)
     else:
         agg = arg = None
         if W_neigh is not None or reduce in ("max", "min"):
@@ -218,8 +233,8 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
         if W_neigh is None:
             G_agg = G
         else:
-            G_agg = ew.matmul(G, W_neigh.T)
-            grad_W_neigh = ew.matmul_tn(agg, G)
-        gX_neigh, grad_w = conv.spmm_backward(g, G_agg, X, w, reduce, arg)
-        grad_X += gX_neigh
+            grad_W_neigh, _ = ew.matmul_tn(agg, G)
+            # agg (n, F_in) is dead now and G·W_neighᵀ has its shape: reuse the memory
+            G_agg = ew.matmul(G, W_neigh.T, out=agg)
+        _, grad_w = conv.spmm_backward(g, G_agg, X, w, reduce, arg, out=grad_X, accumulate=True)
     return grad_X, grad_W_self, grad_W_neigh, grad_bias, grad_w

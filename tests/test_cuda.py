@@ -323,6 +323,13 @@ def test_emulated_spmm_and_message_passing(emu, rng, geom, types, reduce):
                 np.testing.assert_array_equal(arg, ref_arg)
             rX, rE = naive_gather_reduce_backward(g.indptr, g.indices, go, X, E, op, reduce, ref_arg, g.n_src)
             np.testing.assert_allclose(gX, rX, **_emu_tol(dtype), err_msg=f"{op_name} {op} grad_X")
+            if op_name == "spmm":  # grad_X into a given buffer, and added to it
+                buf = np.full_like(gX, np.nan)
+                assert emu["spmm"].backward(g, go, X, E, reduce, arg, out=buf)[0] is buf
+                np.testing.assert_array_equal(buf, gX)
+                acc = np.ones_like(gX)
+                assert emu["spmm"].backward(g, go, X, E, reduce, arg, out=acc, accumulate=True)[0] is acc
+                np.testing.assert_allclose(acc, 1 + rX, **_emu_tol(dtype))
             if rE is None:
                 assert gE is None
             else:

@@ -347,3 +347,56 @@ def test_matches_naive_on_backend(xp):
     refs = naive_graph_conv_backward(back(g.indptr), back(g.indices), G, *args, "mean", "relu")
     for name, a, r in zip(GRAD_NAMES, grads, refs):
         assert_close(back(a), r, np.float32, name)
+
+
+# ------------------------------------------------------ dense products (CPU)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mnk", [1, 300, 262144])          # 1 row per BLAS call .. the default
+@pytest.mark.parametrize("n,K,F", [(0, 3, 4), (1, 1, 1), (7, 5, 3), (1000, 64, 64), (513, 33, 17), (9, 0, 4),
+                                   (9, 4, 0)])
+def test_blocked_blas_products_match_numpy(dtype, mnk, n, K, F):
+    from stgkern import config
+    from stgkern._numba import graph_conv as ew
+    rng = np.random.default_rng(n + K + F)
+    A = rng.standard_normal((n, K)).astype(dtype)
+    B = rng.standard_normal((n, F)).astype(dtype)
+    W = rng.standard_normal((F, K)).astype(dtype).T            # F-ordered view, as the backward passes W.T
+    ref = A.astype(np.float64) @ W.astype(np.float64)
+    ref_tn = A.T.astype(np.float64) @ B.astype(np.float64)
+    atol = (1e-10 if dtype == np.float64 else 1e-4) * max(K, 1)
+    with config.override(cpu_gemm_call_mnk=mnk):
+        got = ew.matmul(A, W)
+        assert got.shape == (n, F) and got.dtype == dtype
+        np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+        start = rng.standard_normal((n, F)).astype(dtype)
+        acc = start.copy()
+        assert ew.matmul(A, W, out=acc, accumulate=True) is acc
+        np.testing.assert_allclose(acc, start + ref, rtol=0, atol=atol)
+        buf = np.full((n, F), np.nan, dtype)
+        assert ew.matmul(A, W, out=buf) is buf
+        np.testing.assert_array_equal(buf, got)                 # stale contents overwritten, same bits
+        tn, none = ew.matmul_tn(A, B)
+        assert none is None
+        assert tn.shape == (K, F) and tn.dtype == dtype
+        np.testing.assert_allclose(tn, ref_tn, rtol=0, atol=atol * max(n, 1) ** 0.5)
+        tn2, cs = ew.matmul_tn(A, B, colsum=True)
+        np.testing.assert_array_equal(tn2, tn)
+        assert cs.shape == (F,) and cs.dtype == dtype
+        np.testing.assert_allclose(cs, B.astype(np.float64).sum(axis=0), rtol=0, atol=1e-4 * max(n, 1) ** 0.5)
+
+
+def test_blocked_products_independent_of_threads():
+    from stgkern._numba import graph_conv as ew
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((5000, 64)).astype(np.float32)
+    B = rng.standard_normal((5000, 64)).astype(np.float32)
+    W = rng.standard_normal((64, 64)).astype(np.float32)
+    first = ew.matmul(A, W), *ew.matmul_tn(A, B, colsum=True)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = ew.matmul(A, W), *ew.matmul_tn(A, B, colsum=True)
+    finally:
+        numba.set_num_threads(old)
+    for a, b in zip(first, single):
+        np.testing.assert_array_equal(a, b)

@@ -164,3 +164,37 @@ def test_out_buffer_is_filled_and_checked(reduce):
         spmm(g, X, w, reduce=reduce, out=np.empty((F, n), np.float32).T)
     with pytest.raises(ValueError, match="overlaps X"):
         spmm(g, X, w, reduce=reduce, out=X)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_backward_into_out_and_accumulate(reduce, dt):
+    rng = np.random.default_rng(11)
+    g = rand_graph(rng, 50, 30, 400)          # rectangular: grad_X has n_src rows
+    F = 9
+    X = rng.standard_normal((30, F)).astype(dt)
+    w = rng.standard_normal(400).astype(dt)
+    _, arg = spmm(g, X, w, reduce, return_arg=True)
+    G = rng.standard_normal((50, F)).astype(dt)
+    ref_x, ref_w = spmm_backward(g, G, X, w, reduce, arg)
+    buf = np.full((30, F), np.nan, dt)
+    got_x, got_w = spmm_backward(g, G, X, w, reduce, arg, out=buf)
+    assert got_x is buf
+    np.testing.assert_array_equal(buf, ref_x)
+    np.testing.assert_array_equal(got_w, ref_w)
+    start = rng.standard_normal((30, F)).astype(dt)
+    acc = start.copy()
+    got_x, _ = spmm_backward(g, G, X, w, reduce, arg, out=acc, accumulate=True)
+    assert got_x is acc
+    np.testing.assert_allclose(acc, start + ref_x, **tol(dt))
+    with pytest.raises(ValueError, match="accumulate=True adds grad_X to out; pass out="):
+        spmm_backward(g, G, X, w, reduce, arg, accumulate=True)
+    with pytest.raises(ValueError, match=r"expected \(30, 9\)"):
+        spmm_backward(g, G, X, w, reduce, arg, out=np.empty((50, F), dt))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        spmm_backward(g, G, X, w, reduce, arg, out=np.empty((F, 30), dt).T)
+    with pytest.raises(ValueError, match="overlaps X"):
+        spmm_backward(g, G, X, w, reduce, arg, out=X)
+    G2 = np.zeros((60, F), dt)
+    with pytest.raises(ValueError, match="overlaps grad_out"):
+        spmm_backward(g, G2[:50], X, w, reduce, arg, out=G2[30:60])

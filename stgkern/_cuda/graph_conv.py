@@ -2,7 +2,7 @@
 
 Same four names and contracts as the CPU module (see its docstring):
 
-``matmul(A, W)`` / ``matmul_tn(A, B)``
+``matmul(A, W, out=None, accumulate=False)`` / ``matmul_tn(A, B, colsum=False)``
     cuBLAS through CuPy (``A @ W``, ``A.T @ B`` on the transposed view: no
     copy).  Tall-skinny products with small weights are what cuBLAS does
     well; nothing here is worth hand-writing.
@@ -28,19 +28,27 @@ _IDX = np.int32  # no index arrays; one instantiation per value type
 TILE_ROWS = 256
 
 
-def matmul(A, W):
-    return A @ W
+def matmul(A, W, out=None, accumulate=False):
+    import cupy as cp
+
+    if out is None:
+        return A @ W
+    if accumulate:
+        out += A @ W      # cuBLAS has beta=1, but CuPy's matmul does not expose it
+    else:
+        cp.matmul(A, W, out=out)
+    return out
 
 
-def matmul_tn(A, B):
-    return A.T @ B
+def matmul_tn(A, B, colsum=False):
+    return A.T @ B, (B.sum(axis=0) if colsum else None)
 
 
 def epilogue(S, Z, bias, act):
     import cupy as cp
 
     n, F = S.shape
-    if n * F:
+    if n * F and (Z is not None or bias is not None or ACT[act]):
         if bias is not None:
             bias = cp.ascontiguousarray(bias)
         if Z is not None:

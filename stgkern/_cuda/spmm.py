@@ -60,12 +60,12 @@ def forward(g, X, edge_weight, reduce, out=None):
     return out, arg
 
 
-def backward(g, grad_out, X, edge_weight, reduce, arg):
+def backward(g, grad_out, X, edge_weight, reduce, arg, out=None, accumulate=False):
     import cupy as cp
 
     t = g.transpose()
     F = grad_out.shape[1]
-    grad_X = cp.empty((g.n_src, F), dtype=grad_out.dtype)
+    grad_X = cp.empty((g.n_src, F), dtype=grad_out.dtype) if out is None or accumulate else out
     launch("spmm", "spmm_bwd_x", grad_out.dtype, t.indices.dtype, g.n_src,
            (g.indptr, t.indptr, t.indices, t.edata["eid"], grad_out, edge_weight, arg, grad_X, g.n_src, F,
             np.int32(REDUCE[reduce])))
@@ -74,4 +74,7 @@ def backward(g, grad_out, X, edge_weight, reduce, arg):
         grad_w = cp.empty(g.nnz, dtype=grad_out.dtype)
         launch("spmm", "spmm_bwd_w", grad_out.dtype, g.indices.dtype, g.n_nodes,
                (g.indptr, g.indices, X, grad_out, arg, grad_w, g.n_nodes, F, np.int32(REDUCE[reduce])))
+    if accumulate:
+        out += grad_X
+        grad_X = out
     return grad_X, grad_w

@@ -3,9 +3,10 @@
 ``graph_conv`` itself is a composition (``stgkern.layer``; the sparse step
 goes through ``spmm``).  This module gives it:
 
-``matmul(A, W)`` / ``matmul_tn(A, B)``
-    ``A @ W`` and ``A.T @ B`` for tall (n, K) operands and small weights,
-    row-parallel in Numba's pool (no second BLAS thread pool).
+``matmul(A, W, out=None, accumulate=False)`` / ``matmul_tn(A, B, colsum=False)``
+    ``A @ W`` (or ``out += A @ W``) and ``(A.T @ B, B's column sums or
+    None)`` for tall (n, K) operands and small weights: BLAS gemm on fixed row blocks, row-parallel in Numba's
+    pool (no second BLAS thread pool; see "dense products" below).
 
 ``epilogue(S, Z, bias, act) -> S``
     ``S[i, f] = σ(S[i, f] + Z[i, f] + bias[f])`` in place (``Z``/``bias``
@@ -27,6 +28,8 @@ exposes the same four names.
 import numba
 import numpy as np
 from numba import prange
+
+from .. import config
 
 #: Activation codes shared with ``stgkern.layer``.
 ACT = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
@@ -92,6 +95,8 @@ def _act_bwd(GO, out, act, G, write_g, partial):
 def epilogue(S, Z, bias, act):
     has_z = Z is not None
     has_b = bias is not None
+    if not (has_z or has_b or ACT[act]):
+        return S            # nothing to add or apply: no pass over S
     _epilogue(S, Z if has_z else S, has_z, bias if has_b else np.zeros(0, S.dtype), has_b, ACT[act])
     return S
 
@@ -112,80 +117,89 @@ def activation_backward(grad_out, out, act, want_bias):
 
 
 # ------------------------------------------------------------- dense products
-# Small dense products (F_in x F_out weights) run in the same Numba thread
-# pool as the sparse kernels: interleaving them with a second pool (OpenBLAS)
-# made the layer several times slower on a shared 2-core machine, where
-# idle-spinning BLAS workers and Numba workers fought for the cores
-# (see benchmarks/bench_graph_conv.py).
+# The products are BLAS gemm calls (scipy's BLAS, reached through Numba's
+# ``np.dot``) on fixed row blocks inside Numba's thread pool.  Each call is
+# kept at most ``config.cpu_gemm_call_mnk`` multiply-adds, which is below
+# OpenBLAS's threading threshold (m*n*k < 4 * 65536), so every call runs on the
+# Numba thread that made it: no second thread pool.  One whole-array NumPy
+# matmul (OpenBLAS's own threads) is as fast alone, but between Numba's
+# parallel kernels its idle-spinning workers and Numba's fought for the
+# cores and the layer got slower (benchmarks/bench_graph_conv.py).  A
+# hand-written Numba product (four rows per W load) reached 74 GFLOP/s on
+# 2M x 64 @ 64 x 64 float32; the blocked BLAS calls reach about 200 GFLOP/s
+# there, the machine's square-sgemm rate.  Fixed blocks also make the
+# results independent of the thread count.
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def _mm(A, W, out):
-    # four rows at a time: each W[k, f] load feeds four multiply-adds
+@numba.njit(cache=True, parallel=True)
+def _mm_blocks(A, W, out, rows):
     n = A.shape[0]
-    K = A.shape[1]
+    for b in prange((n + rows - 1) // rows):
+        s = b * rows
+        e = min(n, s + rows)
+        np.dot(A[s:e], W, out[s:e])
+
+
+@numba.njit(cache=True, parallel=True)
+def _mm_blocks_add(A, W, out, rows):
+    n = A.shape[0]
     F = W.shape[1]
-    n_blocks = (n + _BLOCK - 1) // _BLOCK
-    for c in prange(n_blocks):
-        acc = np.empty((4, F), dtype=out.dtype)
-        e = min(n, (c + 1) * _BLOCK)
-        for i in range(c * _BLOCK, e, 4):
-            r = min(4, e - i)
-            acc[:, :] = 0
-            if r == 4:
-                for k in range(K):
-                    a0 = A[i, k]
-                    a1 = A[i + 1, k]
-                    a2 = A[i + 2, k]
-                    a3 = A[i + 3, k]
-                    for f in range(F):
-                        w = W[k, f]
-                        acc[0, f] += a0 * w
-                        acc[1, f] += a1 * w
-                        acc[2, f] += a2 * w
-                        acc[3, f] += a3 * w
-            else:
-                for q in range(r):
-                    for k in range(K):
-                        a = A[i + q, k]
-                        for f in range(F):
-                            acc[q, f] += a * W[k, f]
-            for q in range(r):
-                for f in range(F):
-                    out[i + q, f] = acc[q, f]
+    for b in prange((n + rows - 1) // rows):
+        s = b * rows
+        e = min(n, s + rows)
+        tmp = np.empty((e - s, F), dtype=out.dtype)   # one L1/L2-sized block, added while hot
+        np.dot(A[s:e], W, tmp)
+        o = out[s:e]
+        for i in range(e - s):
+            for f in range(F):
+                o[i, f] += tmp[i, f]
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def _mm_tn(A, B, partial):
+@numba.njit(cache=True, parallel=True)
+def _mm_tn_blocks(A, B, partial, rows, colsum, want_colsum):
     n = A.shape[0]
-    K = A.shape[1]
     F = B.shape[1]
-    rows = (n + partial.shape[0] - 1) // max(partial.shape[0], 1)
-    for c in prange(partial.shape[0]):
+    n_blocks = partial.shape[0]
+    per = (n + n_blocks - 1) // n_blocks
+    for c in prange(n_blocks):
         P = partial[c]
         P[:, :] = 0
-        e = min(n, (c + 1) * rows)
-        for i in range(c * rows, e, 4):
-            if i + 4 <= e:
-                # four rows per pass over P: one load/store of P[k, f] per four products
-                for k in range(K):
-                    a0 = A[i, k]
-                    a1 = A[i + 1, k]
-                    a2 = A[i + 2, k]
-                    a3 = A[i + 3, k]
+        cs = colsum[c]
+        cs[:] = 0
+        tmp = np.empty_like(P)
+        e = min(n, (c + 1) * per)
+        for s in range(c * per, e, rows):
+            t = min(e, s + rows)
+            np.dot(A[s:t].T, B[s:t], tmp)
+            P += tmp
+            if want_colsum:          # B's rows are still in L1/L2 from the product
+                for i in range(s, t):
                     for f in range(F):
-                        P[k, f] += (a0 * B[i, f] + a1 * B[i + 1, f]) + (a2 * B[i + 2, f] + a3 * B[i + 3, f])
-            else:
-                for q in range(i, e):
-                    for k in range(K):
-                        a = A[q, k]
-                        for f in range(F):
-                            P[k, f] += a * B[q, f]
+                        cs[f] += B[i, f]
 
 
-def matmul(A, W):
-    """``A @ W`` for a tall A (n, K) and a small W (K, F); C-contiguous inputs."""
-    out = np.empty((A.shape[0], W.shape[1]), dtype=A.dtype)
-    _mm(A, np.ascontiguousarray(W), out)
+def _rows_per_call(m_or_k: int, F: int) -> int:
+    """Rows per gemm call: as many as keep m*n*k within ``config.cpu_gemm_call_mnk`` (at most 256)."""
+    return max(1, min(256, int(config.cpu_gemm_call_mnk) // max(m_or_k * F, 1)))
+
+
+def matmul(A, W, out=None, accumulate=False):
+    """``A @ W`` for a tall A (n, K) and a small W (K, F); C-contiguous A.
+
+    ``out`` (n, F) receives the product, or with ``accumulate=True`` has it
+    added (``out += A @ W`` without an (n, F) temporary).
+    """
+    n, K = A.shape
+    F = W.shape[1]
+    if out is None:
+        out = np.empty((n, F), dtype=A.dtype)
+    if n == 0 or F == 0:
+        return out
+    if K == 0:
+        if not accumulate:
+            out[...] = 0
+        return out
+    W = np.ascontiguousarray(W)
+    (_mm_blocks_add if accumulate else _mm_blocks)(A, W, out, _rows_per_call(K, F))
     return out
 
 
@@ -194,9 +208,20 @@ def matmul(A, W):
 TN_BLOCKS = 64
 
 
-def matmul_tn(A, B):
-    """``A.T @ B`` for tall A (n, K), B (n, F): fixed row blocks, partials added in block order."""
-    n_blocks = min(TN_BLOCKS, A.shape[0]) if A.shape[0] else 0
-    partial = np.empty((n_blocks, A.shape[1], B.shape[1]), dtype=A.dtype)
-    _mm_tn(A, B, partial)
-    return partial.sum(axis=0) if n_blocks else np.zeros((A.shape[1], B.shape[1]), dtype=A.dtype)
+def matmul_tn(A, B, colsum=False):
+    """``(A.T @ B, column sums of B or None)`` for tall A (n, K), B (n, F).
+
+    Fixed row blocks, partials added in block order.  ``colsum=True`` also
+    sums B's columns in the same pass (graph_conv's bias gradient).
+    """
+    n, K = A.shape
+    F = B.shape[1]
+    n_blocks = min(TN_BLOCKS, n)
+    if n_blocks == 0 or F == 0:
+        return np.zeros((K, F), dtype=A.dtype), (np.zeros(F, dtype=A.dtype) if colsum else None)
+    if K == 0:
+        return np.zeros((0, F), dtype=A.dtype), (B.sum(axis=0) if colsum else None)
+    partial = np.empty((n_blocks, K, F), dtype=A.dtype)
+    sums = np.empty((n_blocks, F), dtype=A.dtype)
+    _mm_tn_blocks(A, B, partial, _rows_per_call(K, F), sums, bool(colsum))
+    return partial.sum(axis=0), (sums.sum(axis=0) if colsum else None)

@@ -5,8 +5,9 @@ Backend contract (identical for ``stgkern._cuda.spmm``):
 ``forward(g, X, edge_weight, reduce, out=None) -> (out, arg)``
     ``out`` (n_nodes, F) in X's dtype; ``arg`` (n_nodes, F) int64 winning CSR
     edge id (-1 for empty rows) for max/min, else None.
-``backward(g, grad_out, X, edge_weight, reduce, arg) -> (grad_X, grad_edge_weight)``
-    ``grad_X`` (n_src, F); ``grad_edge_weight`` (nnz,) or None when
+``backward(g, grad_out, X, edge_weight, reduce, arg, out=None, accumulate=False) -> (grad_X, grad_edge_weight)``
+    ``grad_X`` (n_src, F), written into ``out`` when given (added to it with
+    ``accumulate``); ``grad_edge_weight`` (nnz,) or None when
     ``edge_weight`` is None.
 
 Inputs arrive validated and C-contiguous; ``edge_weight`` already has X's dtype.
@@ -164,35 +165,63 @@ def _fwd_sum(indptr, indices, X, w, has_w, mean, pf, out):
 
 
 @numba.njit(cache=True, parallel=True)
-def _bwd_x_sum(t_indptr, t_indices, eid, deg, G, w, has_w, mean, one, pf, gX):
+def _bwd_x_sum(t_indptr, t_indices, eid, deg, G, w, has_w, mean, one, pf, accumulate, gX):
+    """grad_X rows over the transpose, as ``_fwd_sum`` does the forward: edges
+    folded two at a time into an L1 scratch row, one store (or add, with
+    ``accumulate``) of the finished row."""
     n_src = t_indptr.shape[0] - 1
     F = G.shape[1]
     nnz = t_indices.shape[0]
-    for j in prange(n_src):
-        acc = gX[j]
-        for f in range(F):
-            acc[f] = 0
-        for t in range(t_indptr[j], t_indptr[j + 1]):
-            if pf:
-                prefetch_row(G, t_indices, t + pf, nnz)
-            i = t_indices[t]
-            k = eid[t]
-            c = w[k] if has_w else one[0]
-            if mean:
-                c = c / deg[i]
-            gi = G[i]
+    n_chunks = (n_src + _CHUNK - 1) // _CHUNK
+    for c in prange(n_chunks):
+        o = np.empty(F, dtype=gX.dtype)
+        for j in range(c * _CHUNK, min(n_src, (c + 1) * _CHUNK)):
             for f in range(F):
-                acc[f] += c * gi[f]
+                o[f] = 0
+            t = t_indptr[j]
+            e = t_indptr[j + 1]
+            while t + 1 < e:
+                if pf:
+                    prefetch_row(G, t_indices, t + pf, nnz)
+                    prefetch_row(G, t_indices, t + pf + 1, nnz)
+                i0 = t_indices[t]
+                i1 = t_indices[t + 1]
+                c0 = w[eid[t]] if has_w else one[0]
+                c1 = w[eid[t + 1]] if has_w else one[0]
+                if mean:
+                    c0 = c0 / deg[i0]
+                    c1 = c1 / deg[i1]
+                g0 = G[i0]
+                g1 = G[i1]
+                for f in range(F):
+                    o[f] += c0 * g0[f] + c1 * g1[f]
+                t += 2
+            if t < e:
+                i0 = t_indices[t]
+                c0 = w[eid[t]] if has_w else one[0]
+                if mean:
+                    c0 = c0 / deg[i0]
+                g0 = G[i0]
+                for f in range(F):
+                    o[f] += c0 * g0[f]
+            dst = gX[j]
+            if accumulate:
+                for f in range(F):
+                    dst[f] += o[f]
+            else:
+                for f in range(F):
+                    dst[f] = o[f]
 
 
 @numba.njit(cache=True, parallel=True)
-def _bwd_x_arg(t_indptr, t_indices, eid, G, w, has_w, arg, one, gX):
+def _bwd_x_arg(t_indptr, t_indices, eid, G, w, has_w, arg, one, accumulate, gX):
     n_src = t_indptr.shape[0] - 1
     F = G.shape[1]
     for j in prange(n_src):
         acc = gX[j]
-        for f in range(F):
-            acc[f] = 0
+        if not accumulate:
+            for f in range(F):
+                acc[f] = 0
         for t in range(t_indptr[j], t_indptr[j + 1]):
             i = t_indices[t]
             k = eid[t]
@@ -238,20 +267,20 @@ def forward(g, X, edge_weight, reduce, out=None):
     return out, (arg if mode >= 2 else None)
 
 
-def backward(g, grad_out, X, edge_weight, reduce, arg):
+def backward(g, grad_out, X, edge_weight, reduce, arg, out=None, accumulate=False):
     mode = _REDUCE[reduce]
     t = g.transpose()
     has_w = edge_weight is not None
     w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
-    gX = np.empty((g.n_src, X.shape[1]), dtype=X.dtype)
+    gX = np.empty((g.n_src, X.shape[1]), dtype=X.dtype) if out is None else out
     one = np.ones(1, dtype=X.dtype)  # typed 1: keeps float32 arithmetic in float32
     if mode <= 1:
         deg = np.diff(g.indptr).astype(X.dtype)
         _bwd_x_sum(t.indptr, t.indices, t.edata["eid"], deg, grad_out, w, has_w, mode == 1, one,
-                   distance_for(t, grad_out.shape[1] * grad_out.itemsize), gX)
+                   distance_for(t, grad_out.shape[1] * grad_out.itemsize), accumulate, gX)
         a = np.empty((1, 1), dtype=np.int64)
     else:
-        _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, w, has_w, arg, one, gX)
+        _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, w, has_w, arg, one, accumulate, gX)
         a = arg
     gw = None
     if has_w:
