@@ -68,7 +68,7 @@ def _transform_first(reduce, W_neigh):
 
 # ------------------------------------------------------- elementwise backends
 def _elementwise(backend):
-    """``matmul``, ``matmul_tn``, ``epilogue``, ``activation_backward`` of the backend."""
+    """``matmul``, ``matmul_tn``, ``matmul_epilogue``, ``epilogue``, ``activation_backward`` of the backend."""
     return _dispatch.kernels("graph_conv", backend)
 
 
@@ -85,9 +85,8 @@ def _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend):
         agg, arg = conv.spmm(g, X, w, reduce, return_arg=True)
         saved["agg"], saved["arg"] = agg, arg
         if W_neigh is not None:
-            # S = X·W_self, then S += agg·W_neigh block by block: no (n, F_out) Z
-            S = ew.matmul(agg, W_neigh, out=ew.matmul(X, W_self), accumulate=True)
-            return ew.epilogue(S, None, bias, activation), saved
+            # S = X·W_self, then σ(S + agg·W_neigh + b) block by block: no (n, F_out) Z, no extra pass
+            return ew.matmul_epilogue(agg, W_neigh, ew.matmul(X, W_self), bias, activation), saved
         Z = agg
     S = ew.matmul(X, W_self)
     out = ew.epilogue(S, Z, bias, activation)

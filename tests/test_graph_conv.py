@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from naive import naive_graph_conv, naive_graph_conv_backward
+from naive import naive_gc_activation, naive_graph_conv, naive_graph_conv_backward
 from stgkern import Graph, layer
 from stgkern.conv import spmm
 from stgkern.layer import graph_conv, graph_conv_backward
@@ -400,3 +400,26 @@ def test_blocked_products_independent_of_threads():
         numba.set_num_threads(old)
     for a, b in zip(first, single):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,K,F", [(0, 3, 4), (1, 2, 3), (700, 64, 64), (9, 0, 5)])
+def test_matmul_epilogue_matches_composition(act, dtype, n, K, F):
+    from stgkern import config
+    from stgkern._numba import graph_conv as ew
+    rng = np.random.default_rng(n * 7 + K)
+    A = rng.standard_normal((n, K)).astype(dtype)
+    W = rng.standard_normal((K, F)).astype(dtype)
+    S0 = rng.standard_normal((n, F)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    for bias in (b, None):
+        pre = S0.astype(np.float64) + A.astype(np.float64) @ W.astype(np.float64)
+        if bias is not None:
+            pre += bias
+        ref = naive_gc_activation(pre, act)
+        for mnk in (5, 262144):
+            with config.override(cpu_gemm_call_mnk=mnk):
+                S = S0.copy()
+                assert ew.matmul_epilogue(A, W, S, bias, act) is S
+            np.testing.assert_allclose(S, ref, rtol=0, atol=(1e-10 if dtype == np.float64 else 1e-4) * max(K, 1))

@@ -1,11 +1,14 @@
 """GPU twin of ``stgkern._numba.graph_conv``: the dense and elementwise parts of ``graph_conv``.
 
-Same four names and contracts as the CPU module (see its docstring):
+Same five names and contracts as the CPU module (see its docstring):
 
 ``matmul(A, W, out=None, accumulate=False)`` / ``matmul_tn(A, B, colsum=False)``
     cuBLAS through CuPy (``A @ W``, ``A.T @ B`` on the transposed view: no
     copy).  Tall-skinny products with small weights are what cuBLAS does
     well; nothing here is worth hand-writing.
+``matmul_epilogue(A, W, S, bias, act)``
+    ``S += A @ W`` then ``epilogue``: two passes here (the CPU module fuses
+    them; a cuBLAS gemm with beta=1 and a fused tail would be one).
 ``epilogue(S, Z, bias, act)``
     One fused pass (csrc/cuda/graph_conv.cu ``gc_epilogue``) instead of the
     two to five CuPy passes of add, add bias and activation.
@@ -38,6 +41,11 @@ def matmul(A, W, out=None, accumulate=False):
     else:
         cp.matmul(A, W, out=out)
     return out
+
+
+def matmul_epilogue(A, W, S, bias, act):
+    matmul(A, W, out=S, accumulate=True)
+    return epilogue(S, None, bias, act)
 
 
 def matmul_tn(A, B, colsum=False):

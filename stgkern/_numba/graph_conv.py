@@ -8,6 +8,9 @@ goes through ``spmm``).  This module gives it:
     None)`` for tall (n, K) operands and small weights: BLAS gemm on fixed row blocks, row-parallel in Numba's
     pool (no second BLAS thread pool; see "dense products" below).
 
+``matmul_epilogue(A, W, S, bias, act) -> S``
+    ``S = σ(S + A @ W + bias)`` in place, the product added block by block
+    while it is in cache (no (n, F_out) temporary, no separate pass).
 ``epilogue(S, Z, bias, act) -> S``
     ``S[i, f] = σ(S[i, f] + Z[i, f] + bias[f])`` in place (``Z``/``bias``
     may be None); returns ``S``.
@@ -23,7 +26,7 @@ do not depend on the thread count.
 
 The elementwise tail, several full NumPy passes over an (n_nodes, F_out)
 array, is one pass each way here.  The GPU twin, ``stgkern._cuda.graph_conv``,
-exposes the same four names.
+exposes the same five names.
 """
 import numba
 import numpy as np
@@ -39,6 +42,23 @@ ACT = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
 _BLOCK = 512
 
 
+@numba.njit(cache=True, inline="always")
+def _activate(v, act):
+    if act == 1:
+        if not v > 0:
+            v = v - v          # +0 in v's dtype; NaN stays NaN
+    elif act == 2:
+        # exp of a non-positive number only: no overflow warning, exact tails
+        if v >= 0:
+            v = 1 / (1 + np.exp(-v))
+        else:
+            ev = np.exp(v)
+            v = ev / (1 + ev)
+    elif act == 3:
+        v = np.tanh(v)
+    return v
+
+
 @numba.njit(cache=True, parallel=True)
 def _epilogue(S, Z, has_z, b, has_b, act):
     n = S.shape[0]
@@ -52,19 +72,7 @@ def _epilogue(S, Z, has_z, b, has_b, act):
                     v += Z[i, f]
                 if has_b:
                     v += b[f]
-                if act == 1:
-                    if not v > 0:
-                        v = v - v          # +0 in S's dtype; NaN stays NaN
-                elif act == 2:
-                    # exp of a non-positive number only: no overflow warning, exact tails
-                    if v >= 0:
-                        v = 1 / (1 + np.exp(-v))
-                    else:
-                        ev = np.exp(v)
-                        v = ev / (1 + ev)
-                elif act == 3:
-                    v = np.tanh(v)
-                S[i, f] = v
+                S[i, f] = _activate(v, act)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -139,19 +147,31 @@ def _mm_blocks(A, W, out, rows):
         np.dot(A[s:e], W, out[s:e])
 
 
+#: gemm calls per parallel task of ``_mm_blocks_add`` (one scratch block each).
+_ADD_GROUP = 8
+
+
 @numba.njit(cache=True, parallel=True)
-def _mm_blocks_add(A, W, out, rows):
+def _mm_blocks_add(A, W, out, rows, b, has_b, act):
+    """``out = σ(out + A @ W + b)`` block by block: each product block is
+    added (with bias and activation) while it is in L1/L2."""
     n = A.shape[0]
     F = W.shape[1]
-    for b in prange((n + rows - 1) // rows):
-        s = b * rows
-        e = min(n, s + rows)
-        tmp = np.empty((e - s, F), dtype=out.dtype)   # one L1/L2-sized block, added while hot
-        np.dot(A[s:e], W, tmp)
-        o = out[s:e]
-        for i in range(e - s):
-            for f in range(F):
-                o[i, f] += tmp[i, f]
+    n_calls = (n + rows - 1) // rows
+    for g in prange((n_calls + _ADD_GROUP - 1) // _ADD_GROUP):
+        tmp = np.empty((rows, F), dtype=out.dtype)
+        for b_ in range(g * _ADD_GROUP, min(n_calls, (g + 1) * _ADD_GROUP)):
+            s = b_ * rows
+            e = min(n, s + rows)
+            t = tmp[:e - s]
+            np.dot(A[s:e], W, t)
+            o = out[s:e]
+            for i in range(e - s):
+                for f in range(F):
+                    v = o[i, f] + t[i, f]
+                    if has_b:
+                        v += b[f]
+                    o[i, f] = _activate(v, act)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -199,8 +219,24 @@ def matmul(A, W, out=None, accumulate=False):
             out[...] = 0
         return out
     W = np.ascontiguousarray(W)
-    (_mm_blocks_add if accumulate else _mm_blocks)(A, W, out, _rows_per_call(K, F))
+    if accumulate:
+        _mm_blocks_add(A, W, out, _rows_per_call(K, F), np.zeros(0, out.dtype), False, 0)
+    else:
+        _mm_blocks(A, W, out, _rows_per_call(K, F))
     return out
+
+
+def matmul_epilogue(A, W, S, bias, act):
+    """``S = σ(S + A @ W + bias)`` in place, one pass (graph_conv's forward
+    tail after ``S = X @ W_self``); returns ``S``."""
+    n, K = A.shape
+    F = W.shape[1]
+    if K == 0 or n == 0 or F == 0:
+        return epilogue(S, None, bias, act)
+    has_b = bias is not None
+    _mm_blocks_add(A, np.ascontiguousarray(W), S, _rows_per_call(K, F),
+                   bias if has_b else np.zeros(0, S.dtype), has_b, ACT[act])
+    return S
 
 
 #: Row blocks of ``matmul_tn``; fixed (not the thread count) so the result
