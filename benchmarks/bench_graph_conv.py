@@ -15,10 +15,12 @@ Peers (same run, same threads):
 
 stgkern's step is ``graph_conv`` then ``graph_conv_backward(..., out=out)``
 (grad_X, grad_W_self, grad_W_neigh, grad_bias; no edge weights, as in the
-peers).  GFLOP/s counts the layer's dense and sparse flops once (our
-backward also recomputes agg(X), not counted); GB/s is the floor traffic of
-``floor_bytes`` over the measured time, as a fraction of a NumPy copy timed in
-the same run.
+peers); ``stgkern.torch.graph_conv`` under autograd is timed too (the
+drop-in layer: the same kernels plus torch's bookkeeping).  All are run in
+alternation, best of three rounds.  GFLOP/s counts the layer's dense and
+sparse flops once (the backward, given ``out``, goes through AᵀG and
+recomputes nothing); GB/s is the floor traffic of ``floor_bytes`` over the
+measured time, as a fraction of a NumPy copy timed in the same run.
 """
 import json
 import os
@@ -112,6 +114,39 @@ def best(f, reps=3):
     return t
 
 
+def best_interleaved(fns, rounds=3):
+    """Best time of each callable over ``rounds`` rounds that run them in turn.
+
+    The machine is shared: running peers in alternation (not one after the
+    other) keeps a slow spell from landing on one of them only.
+    """
+    for f in fns.values():
+        f()                                   # warm-up: JIT, caches, allocator
+    t = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            s = time.perf_counter()
+            f()
+            t[k] = min(t[k], time.perf_counter() - s)
+    return t
+
+
+def stg_torch_setup(c):
+    """stgkern's drop-in PyTorch layer: the same step through torch autograd."""
+    import torch
+    leaf = {k: torch.from_numpy(c[k]).requires_grad_() for k in ("X", "Ws", "Wn", "b")}
+    return leaf, torch.from_numpy(c["G"])
+
+
+def stg_torch_step(g, leaf, G):
+    from stgkern.torch import graph_conv as tgc
+    for t in leaf.values():
+        t.grad = None
+    out = tgc(g, leaf["X"], leaf["Ws"], leaf["Wn"], leaf["b"])
+    out.backward(G)
+    return out
+
+
 def flops(n, nnz, F_in, F_out):
     """Forward + backward of the layer (2 flops per multiply-add): 6 dense (n, F_in, F_out) matmuls, 2 sparse passes."""
     return 6 * 2 * n * F_in * F_out + 2 * 2 * nnz * F_in
@@ -163,13 +198,17 @@ def run(n_events=2_000_000, with_pyg=True):
     copy_bw = 2 * a.nbytes / t_copy
     del a, b
 
-    t_fwd = best(lambda: graph_conv(g, c["X"], c["Ws"], c["Wn"], c["b"]))
-    t_ours = best(lambda: stg_step(g, c))
-    t_torch = best(lambda: torch_step(A, leaf, Gt))
-    row.update(t_fwd=t_fwd, t_fwd_bwd=t_ours, t_torch_sparse=t_torch, x_torch_sparse=t_torch / t_ours)
+    s_leaf, s_G = stg_torch_setup(c)
+    fns = {"fwd": lambda: graph_conv(g, c["X"], c["Ws"], c["Wn"], c["b"]), "ours": lambda: stg_step(g, c),
+           "ours_torch": lambda: stg_torch_step(g, s_leaf, s_G), "torch": lambda: torch_step(A, leaf, Gt)}
     if with_pyg:
-        t_pyg = best(lambda: pyg_step(pconv, ei, pX, pG), reps=2)
-        row.update(t_pyg=t_pyg, x_pyg=t_pyg / t_ours)
+        fns["pyg"] = lambda: pyg_step(pconv, ei, pX, pG)
+    t = best_interleaved(fns)
+    t_ours, t_torch = t["ours"], t["torch"]
+    row.update(t_fwd=t["fwd"], t_fwd_bwd=t_ours, t_stgkern_torch_layer=t["ours_torch"], t_torch_sparse=t_torch,
+               x_torch_sparse=t_torch / t_ours, x_torch_sparse_via_stgkern_torch=t_torch / t["ours_torch"])
+    if with_pyg:
+        row.update(t_pyg=t["pyg"], x_pyg=t["pyg"] / t_ours, x_pyg_via_stgkern_torch=t["pyg"] / t["ours_torch"])
     gbs = floor_bytes(n, nnz, F, F) / t_ours
     row.update(gflops=flops(n, nnz, F, F) / t_ours / 1e9, gbs_floor=gbs / 1e9, copy_gbs=copy_bw / 1e9,
                pct_copy=100 * gbs / copy_bw)
@@ -224,6 +263,8 @@ if __name__ == "__main__":
     print(f"{r['graph']} n={r['n']} nnz={r['nnz']} F={F} float32 sum, threads={r['threads']}")
     print(f"{'layer':>22} {'fwd+bwd ms':>11} {'ratio':>7}")
     print(f"{'stgkern graph_conv':>22} {r['t_fwd_bwd'] * 1e3:11.1f} {1.0:7.2f}   (forward alone {r['t_fwd'] * 1e3:.1f} ms)")
+    print(f"{'stgkern.torch autograd':>22} {r['t_stgkern_torch_layer'] * 1e3:11.1f} "
+          f"{r['t_stgkern_torch_layer'] / r['t_fwd_bwd']:7.2f}")
     print(f"{'torch.sparse autograd':>22} {r['t_torch_sparse'] * 1e3:11.1f} {r['x_torch_sparse']:7.2f}")
     if "t_pyg" in r:
         print(f"{'PyG GraphConv':>22} {r['t_pyg'] * 1e3:11.1f} {r['x_pyg']:7.2f}")

@@ -159,7 +159,7 @@ def _check_arg(arg, reduce, want, producer):
     return _validate._xp(arg).ascontiguousarray(arg)
 
 
-def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False):
+def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False, out=None):
     """Fused gather-combine-reduce over the graph's in-edges.
 
     ``out[i, f] = ⊕_{k in row i} X[indices[k], f] ∘ E[k, f]`` with ∘ ∈ mul, add
@@ -181,6 +181,9 @@ def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False):
     return_arg : bool
         Also return ``arg`` ((n_nodes, F) int64 winning CSR edge id, lowest
         on ties, -1 for empty rows) for max/min, else None.
+    out : (n_nodes, F) array, optional
+        Write the result here (C-contiguous, X's dtype, not overlapping X)
+        instead of a new array, as :func:`spmm`'s ``out``.
 
     Returns
     -------
@@ -193,7 +196,12 @@ def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False):
     """
     backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, X=X, E=E)
     X, E = _check_mp(g, X, E, op, reduce)
-    out, arg = _dispatch.kernels("message_passing", backend).forward(g, X, E, op, reduce)
+    if out is not None:
+        out = _check_out(out, g, X, backend)
+        xp = _dispatch.array_module(backend)
+        if xp.shares_memory(out, E) if backend == _dispatch.CPU else _overlap(out, E):
+            raise ValueError("out overlaps E; the kernel reads E while it writes out: pass a separate array")
+    out, arg = _dispatch.kernels("message_passing", backend).forward(g, X, E, op, reduce, out=out)
     return (out, arg) if return_arg else out
 
 

@@ -208,3 +208,31 @@ sys.stdout.write(h.hexdigest())
 def test_deterministic_across_threads():
     res = outputs_by_thread_count(SCRIPT.format(tests=os.path.dirname(__file__)), ("1", "2", "2"))
     assert len(res[0]) == 64 and res[0] == res[1] == res[2]
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])
+@pytest.mark.parametrize("width", ["F", 1])
+def test_out_buffer_is_filled_and_checked(reduce, width):
+    rng = np.random.default_rng(21)
+    n, F, nnz = 40, 7, 150
+    dst = np.sort(rng.integers(0, n - 5, nnz))          # the last rows have no in-edges
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(dst, minlength=n), out=indptr[1:])
+    g = Graph(indptr, rng.integers(0, n, nnz).astype(np.int32), n)
+    X = rng.standard_normal((n, F)).astype(np.float32)
+    E = rng.standard_normal((nnz, F) if width == "F" else nnz).astype(np.float32)
+    ref, ref_arg = message_passing(g, X, E, "mul", reduce, return_arg=True)
+    buf = np.full((n, F), np.nan, np.float32)           # stale contents must be overwritten, empty rows too
+    got, arg = message_passing(g, X, E, "mul", reduce, return_arg=True, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(buf, ref)
+    if ref_arg is not None:
+        np.testing.assert_array_equal(arg, ref_arg)
+    with pytest.raises(ValueError, match="shape"):
+        message_passing(g, X, E, "mul", reduce, out=np.empty((n, F + 1), np.float32))
+    with pytest.raises(ValueError, match="overlaps X"):
+        message_passing(g, X, E, "mul", reduce, out=X)
+    if width == "F":
+        big = np.zeros((nnz, F), np.float32)
+        with pytest.raises(ValueError, match="overlaps E"):
+            message_passing(g, X, big, "mul", reduce, out=big[:n])

@@ -17,11 +17,11 @@ def _e_width(E, F):
     return 1 if E.ndim == 1 or E.shape[1] == 1 else F
 
 
-def forward(g, X, E, op, reduce):
+def forward(g, X, E, op, reduce, out=None):
     import cupy as cp
 
     n, F = g.n_nodes, X.shape[1]
-    out = cp.empty((n, F), dtype=X.dtype)
+    out = cp.empty((n, F), dtype=X.dtype) if out is None else out
     arg = cp.empty((n, F), dtype=np.int64) if reduce in ("max", "min") else None
     width, code, opc = np.int32(_e_width(E, F)), np.int32(REDUCE[reduce]), np.int32(OP[op])
     threshold, rows = long_rows(g)

@@ -7,8 +7,8 @@ folded into an L1-resident scratch row, stored to the output once per row.
 
 Backend contract (identical for ``stgkern._cuda.message_passing``):
 
-``forward(g, X, E, op, reduce) -> (out, arg)``
-    ``out`` (n_nodes, F) in X's dtype; ``arg`` (n_nodes, F) int64 winning CSR
+``forward(g, X, E, op, reduce, out=None) -> (out, arg)``
+    ``out`` (n_nodes, F) in X's dtype (written into ``out`` when given); ``arg`` (n_nodes, F) int64 winning CSR
     edge id (lowest on ties, -1 for empty rows) for max/min, else None.
 ``backward(g, grad_out, X, E, op, reduce, arg) -> (grad_X, grad_E)``
     ``grad_X`` (n_src, F) pulled over the cached ``g.transpose()`` (its
@@ -232,12 +232,12 @@ def _as2d(E):
     return E.reshape(E.shape[0], 1) if E.ndim == 1 else E
 
 
-def forward(g, X, E, op, reduce):
+def forward(g, X, E, op, reduce, out=None):
     mode = _REDUCE[reduce]
     n, F = g.n_nodes, X.shape[1]
     E2 = _as2d(E)
     wide = E2.shape[1] != 1 or F == 1
-    out = np.empty((n, F), dtype=X.dtype)
+    out = np.empty((n, F), dtype=X.dtype) if out is None else out
     arg = np.empty((n, F) if mode >= 2 else (1, 1), dtype=np.int64)
     pf = distance_for(g, F * X.itemsize) if mode <= 1 else 0
     _fwd(g.indptr, g.indices, X, E2, wide, _OP[op], mode, pf, out, arg)
