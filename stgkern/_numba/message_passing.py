@@ -64,7 +64,7 @@ def _fwd(indptr, indices, X, E, wide, op, mode, pf, out, arg):
                 if wide:
                     if op == 0:
                         while k + 1 < e:
-                            if pf:
+                            if pf is not None:
                                 prefetch_row(X, indices, k + pf, nnz)
                                 prefetch_row(X, indices, k + pf + 1, nnz)
                             x0 = X[indices[k]]
@@ -81,7 +81,7 @@ def _fwd(indptr, indices, X, E, wide, op, mode, pf, out, arg):
                                 o[f] += x0[f] * e0[f]
                     else:
                         while k + 1 < e:
-                            if pf:
+                            if pf is not None:
                                 prefetch_row(X, indices, k + pf, nnz)
                                 prefetch_row(X, indices, k + pf + 1, nnz)
                             x0 = X[indices[k]]
@@ -99,7 +99,7 @@ def _fwd(indptr, indices, X, E, wide, op, mode, pf, out, arg):
                 else:
                     if op == 0:
                         while k + 1 < e:
-                            if pf:
+                            if pf is not None:
                                 prefetch_row(X, indices, k + pf, nnz)
                                 prefetch_row(X, indices, k + pf + 1, nnz)
                             x0 = X[indices[k]]
@@ -116,7 +116,7 @@ def _fwd(indptr, indices, X, E, wide, op, mode, pf, out, arg):
                                 o[f] += x0[f] * a0
                     else:
                         while k + 1 < e:
-                            if pf:
+                            if pf is not None:
                                 prefetch_row(X, indices, k + pf, nnz)
                                 prefetch_row(X, indices, k + pf + 1, nnz)
                             x0 = X[indices[k]]
@@ -239,7 +239,7 @@ def forward(g, X, E, op, reduce, out=None):
     wide = E2.shape[1] != 1 or F == 1
     out = np.empty((n, F), dtype=X.dtype) if out is None else out
     arg = np.empty((n, F) if mode >= 2 else (1, 1), dtype=np.int64)
-    pf = distance_for(g, F * X.itemsize) if mode <= 1 else 0
+    pf = (distance_for(g, F * X.itemsize) if mode <= 1 else 0) or None  # None: no prefetch code
     _fwd(g.indptr, g.indices, X, E2, wide, _OP[op], mode, pf, out, arg)
     return out, (arg if mode >= 2 else None)
 
