@@ -16,11 +16,12 @@ Peers (same run, same threads):
 stgkern's step is ``graph_conv`` then ``graph_conv_backward(..., out=out)``
 (grad_X, grad_W_self, grad_W_neigh, grad_bias; no edge weights, as in the
 peers); ``stgkern.torch.graph_conv`` under autograd is timed too (the
-drop-in layer: the same kernels plus torch's bookkeeping).  All are run in
-alternation, best of three rounds.  GFLOP/s counts the layer's dense and
-sparse flops once (the backward, given ``out``, goes through AᵀG and
-recomputes nothing); GB/s is the floor traffic of ``floor_bytes`` over the
-measured time, as a fraction of a NumPy copy timed in the same run.
+drop-in layer: the same kernels plus torch's bookkeeping).  Each is timed
+best-of-2 back to back, in two passes in opposite orders
+(``best_alternating``).  GFLOP/s counts the layer's dense and sparse flops
+once (the backward, given ``out``, goes through AᵀG and recomputes
+nothing); GB/s is the floor traffic of ``floor_bytes`` over the measured
+time, as a fraction of a NumPy copy timed in the same run.
 """
 import json
 import os
@@ -114,20 +115,20 @@ def best(f, reps=3):
     return t
 
 
-def best_interleaved(fns, rounds=3):
-    """Best time of each callable over ``rounds`` rounds that run them in turn.
+def best_alternating(fns, reps=2):
+    """Best time of each callable over two passes, the second in reverse order.
 
-    The machine is shared: running peers in alternation (not one after the
-    other) keeps a slow spell from landing on one of them only.
+    Each pass runs every callable ``reps`` times back to back (after a
+    warm-up call), so each is timed once its own allocations have settled;
+    the reversed second pass keeps a slow spell of the shared machine from
+    landing on one of them only.  (Strict round-robin, one call each in
+    turn, slowed whatever ran after PyG's multi-GB allocations by up to 60%,
+    the torch-based steps most.)
     """
-    for f in fns.values():
-        f()                                   # warm-up: JIT, caches, allocator
     t = {k: float("inf") for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            s = time.perf_counter()
-            f()
-            t[k] = min(t[k], time.perf_counter() - s)
+    for order in (list(fns), list(fns)[::-1]):
+        for k in order:
+            t[k] = min(t[k], best(fns[k], reps))
     return t
 
 
@@ -203,7 +204,7 @@ def run(n_events=2_000_000, with_pyg=True):
            "ours_torch": lambda: stg_torch_step(g, s_leaf, s_G), "torch": lambda: torch_step(A, leaf, Gt)}
     if with_pyg:
         fns["pyg"] = lambda: pyg_step(pconv, ei, pX, pG)
-    t = best_interleaved(fns)
+    t = best_alternating(fns)
     t_ours, t_torch = t["ours"], t["torch"]
     row.update(t_fwd=t["fwd"], t_fwd_bwd=t_ours, t_stgkern_torch_layer=t["ours_torch"], t_torch_sparse=t_torch,
                x_torch_sparse=t_torch / t_ours, x_torch_sparse_via_stgkern_torch=t_torch / t["ours_torch"])

@@ -68,7 +68,7 @@ def _transform_first(reduce, W_neigh):
 
 # ------------------------------------------------------- elementwise backends
 def _elementwise(backend):
-    """``matmul``, ``matmul_tn``, ``matmul_epilogue``, ``epilogue``, ``activation_backward`` of the backend."""
+    """``matmul``, ``matmul_tn``, ``linear2``, ``epilogue``, ``activation_backward`` of the backend."""
     return _dispatch.kernels("graph_conv", backend)
 
 
@@ -85,8 +85,8 @@ def _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend):
         agg, arg = conv.spmm(g, X, w, reduce, return_arg=True)
         saved["agg"], saved["arg"] = agg, arg
         if W_neigh is not None:
-            # S = X·W_self, then σ(S + agg·W_neigh + b) block by block: no (n, F_out) Z, no extra pass
-            return ew.matmul_epilogue(agg, W_neigh, ew.matmul(X, W_self), bias, activation), saved
+            # σ(X·W_self + agg·W_neigh + b) in one pass: neither product stored on its own
+            return ew.linear2(X, W_self, agg, W_neigh, bias, activation), saved
         Z = agg
     S = ew.matmul(X, W_self)
     out = ew.epilogue(S, Z, bias, activation)
@@ -208,7 +208,6 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
     else:
         G, grad_bias = ew.activation_backward(grad_out, out, activation, bias is not None)
         grad_W_self, _ = ew.matmul_tn(X, G)
-    grad_X = ew.matmul(G, W_self.T)
     grad_W_neigh = None
     linear = W_neigh is not None and reduce in ("sum", "mean")
     if linear and (_transform_first(reduce, W_neigh) or "agg" not in saved):
@@ -221,8 +220,9 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
             H = saved["H"] if "H" in saved else ew.matmul(X, W_neigh)
         AtG, grad_w = conv.spmm_backward(g, G, H, w, reduce)
         grad_W_neigh, _ = ew.matmul_tn(X, AtG)
-        ew.matmul(AtG, W_neigh.T, out=grad_X, accumulate=True)
+        grad_X = ew.linear2(G, W_self.T, AtG, W_neigh.T)
     else:
+        grad_X = ew.matmul(G, W_self.T)
         agg = arg = None
         if W_neigh is not None or reduce in ("max", "min"):
             if "agg" in saved:

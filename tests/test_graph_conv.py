@@ -368,10 +368,6 @@ def test_blocked_blas_products_match_numpy(dtype, mnk, n, K, F):
         got = ew.matmul(A, W)
         assert got.shape == (n, F) and got.dtype == dtype
         np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
-        start = rng.standard_normal((n, F)).astype(dtype)
-        acc = start.copy()
-        assert ew.matmul(A, W, out=acc, accumulate=True) is acc
-        np.testing.assert_allclose(acc, start + ref, rtol=0, atol=atol)
         buf = np.full((n, F), np.nan, dtype)
         assert ew.matmul(A, W, out=buf) is buf
         np.testing.assert_array_equal(buf, got)                 # stale contents overwritten, same bits
@@ -404,22 +400,25 @@ def test_blocked_products_independent_of_threads():
 
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n,K,F", [(0, 3, 4), (1, 2, 3), (700, 64, 64), (9, 0, 5)])
-def test_matmul_epilogue_matches_composition(act, dtype, n, K, F):
+@pytest.mark.parametrize("n,K1,K2,F", [(0, 3, 3, 4), (1, 2, 5, 3), (700, 64, 64, 64), (513, 17, 40, 9),
+                                       (9, 0, 4, 5), (9, 4, 0, 5), (9, 4, 4, 0)])
+def test_linear2_matches_composition(act, dtype, n, K1, K2, F):
     from stgkern import config
     from stgkern._numba import graph_conv as ew
-    rng = np.random.default_rng(n * 7 + K)
-    A = rng.standard_normal((n, K)).astype(dtype)
-    W = rng.standard_normal((K, F)).astype(dtype)
-    S0 = rng.standard_normal((n, F)).astype(dtype)
+    rng = np.random.default_rng(n * 7 + K1 + 3 * K2)
+    A1 = rng.standard_normal((n, K1)).astype(dtype)
+    A2 = rng.standard_normal((n, K2)).astype(dtype)
+    W1 = rng.standard_normal((F, K1)).astype(dtype).T      # F-ordered, as the backward passes W.T
+    W2 = rng.standard_normal((K2, F)).astype(dtype)
     b = rng.standard_normal(F).astype(dtype)
     for bias in (b, None):
-        pre = S0.astype(np.float64) + A.astype(np.float64) @ W.astype(np.float64)
+        pre = A1.astype(np.float64) @ W1.astype(np.float64) + A2.astype(np.float64) @ W2.astype(np.float64)
         if bias is not None:
-            pre += bias
+            pre = pre + bias
         ref = naive_gc_activation(pre, act)
-        for mnk in (5, 262144):
+        for mnk in (5, 262144):                              # 1 row per gemm call .. the default
             with config.override(cpu_gemm_call_mnk=mnk):
-                S = S0.copy()
-                assert ew.matmul_epilogue(A, W, S, bias, act) is S
-            np.testing.assert_allclose(S, ref, rtol=0, atol=(1e-10 if dtype == np.float64 else 1e-4) * max(K, 1))
+                got = ew.linear2(A1, W1, A2, W2, bias, act)
+            assert got.shape == (n, F) and got.dtype == dtype
+            np.testing.assert_allclose(got, ref, rtol=0,
+                                       atol=(1e-10 if dtype == np.float64 else 1e-4) * max(K1 + K2, 1))

@@ -2,13 +2,13 @@
 
 Same five names and contracts as the CPU module (see its docstring):
 
-``matmul(A, W, out=None, accumulate=False)`` / ``matmul_tn(A, B, colsum=False)``
+``matmul(A, W, out=None)`` / ``matmul_tn(A, B, colsum=False)``
     cuBLAS through CuPy (``A @ W``, ``A.T @ B`` on the transposed view: no
     copy).  Tall-skinny products with small weights are what cuBLAS does
     well; nothing here is worth hand-writing.
-``matmul_epilogue(A, W, S, bias, act)``
-    ``S += A @ W`` then ``epilogue``: two passes here (the CPU module fuses
-    them; a cuBLAS gemm with beta=1 and a fused tail would be one).
+``linear2(A1, W1, A2, W2, bias=None, act=None)``
+    ``A1 @ W1``, ``+= A2 @ W2``, then ``epilogue``: the CPU module does it in
+    one pass; a cuBLAS gemm with beta=1 and a fused tail would here.
 ``epilogue(S, Z, bias, act)``
     One fused pass (csrc/cuda/graph_conv.cu ``gc_epilogue``) instead of the
     two to five CuPy passes of add, add bias and activation.
@@ -31,21 +31,18 @@ _IDX = np.int32  # no index arrays; one instantiation per value type
 TILE_ROWS = 256
 
 
-def matmul(A, W, out=None, accumulate=False):
+def matmul(A, W, out=None):
     import cupy as cp
 
     if out is None:
         return A @ W
-    if accumulate:
-        out += A @ W      # cuBLAS has beta=1, but CuPy's matmul does not expose it
-    else:
-        cp.matmul(A, W, out=out)
-    return out
+    return cp.matmul(A, W, out=out)
 
 
-def matmul_epilogue(A, W, S, bias, act):
-    matmul(A, W, out=S, accumulate=True)
-    return epilogue(S, None, bias, act)
+def linear2(A1, W1, A2, W2, bias=None, act=None):
+    out = A1 @ W1
+    out += A2 @ W2    # cuBLAS has beta=1, but CuPy's matmul does not expose it
+    return epilogue(out, None, bias, act)
 
 
 def matmul_tn(A, B, colsum=False):

@@ -3,14 +3,15 @@
 ``graph_conv`` itself is a composition (``stgkern.layer``; the sparse step
 goes through ``spmm``).  This module gives it:
 
-``matmul(A, W, out=None, accumulate=False)`` / ``matmul_tn(A, B, colsum=False)``
-    ``A @ W`` (or ``out += A @ W``) and ``(A.T @ B, B's column sums or
-    None)`` for tall (n, K) operands and small weights: BLAS gemm on fixed row blocks, row-parallel in Numba's
+``matmul(A, W, out=None)`` / ``matmul_tn(A, B, colsum=False)``
+    ``A @ W`` and ``(A.T @ B, B's column sums or None)`` for tall (n, K)
+    operands and small weights: BLAS gemm on fixed row blocks, row-parallel in Numba's
     pool (no second BLAS thread pool; see "dense products" below).
 
-``matmul_epilogue(A, W, S, bias, act) -> S``
-    ``S = σ(S + A @ W + bias)`` in place, the product added block by block
-    while it is in cache (no (n, F_out) temporary, no separate pass).
+``linear2(A1, W1, A2, W2, bias=None, act=None) -> out``
+    ``σ(A1 @ W1 + A2 @ W2 + bias)`` in one pass: the second product is added
+    block by block while it is in cache (no (n, F) temporary, out written
+    once).
 ``epilogue(S, Z, bias, act) -> S``
     ``S[i, f] = σ(S[i, f] + Z[i, f] + bias[f])`` in place (``Z``/``bias``
     may be None); returns ``S``.
@@ -147,25 +148,27 @@ def _mm_blocks(A, W, out, rows):
         np.dot(A[s:e], W, out[s:e])
 
 
-#: gemm calls per parallel task of ``_mm_blocks_add`` (one scratch block each).
-_ADD_GROUP = 8
+#: gemm call pairs per parallel task of ``_linear2_blocks`` (one scratch block each).
+_GROUP = 8
 
 
 @numba.njit(cache=True, parallel=True)
-def _mm_blocks_add(A, W, out, rows, b, has_b, act):
-    """``out = σ(out + A @ W + b)`` block by block: each product block is
-    added (with bias and activation) while it is in L1/L2."""
-    n = A.shape[0]
-    F = W.shape[1]
+def _linear2_blocks(A1, W1, A2, W2, out, rows, b, has_b, act):
+    """``out = σ(A1 @ W1 + A2 @ W2 + b)`` block by block: the second product
+    goes to an L1/L2-sized scratch block and is added, with bias and
+    activation, while both are in cache; ``out`` is written once."""
+    n = A1.shape[0]
+    F = W1.shape[1]
     n_calls = (n + rows - 1) // rows
-    for g in prange((n_calls + _ADD_GROUP - 1) // _ADD_GROUP):
+    for g in prange((n_calls + _GROUP - 1) // _GROUP):
         tmp = np.empty((rows, F), dtype=out.dtype)
-        for b_ in range(g * _ADD_GROUP, min(n_calls, (g + 1) * _ADD_GROUP)):
-            s = b_ * rows
+        for c in range(g * _GROUP, min(n_calls, (g + 1) * _GROUP)):
+            s = c * rows
             e = min(n, s + rows)
-            t = tmp[:e - s]
-            np.dot(A[s:e], W, t)
             o = out[s:e]
+            t = tmp[:e - s]
+            np.dot(A1[s:e], W1, o)
+            np.dot(A2[s:e], W2, t)
             for i in range(e - s):
                 for f in range(F):
                     v = o[i, f] + t[i, f]
@@ -202,12 +205,9 @@ def _rows_per_call(m_or_k: int, F: int) -> int:
     return max(1, min(256, int(config.cpu_gemm_call_mnk) // max(m_or_k * F, 1)))
 
 
-def matmul(A, W, out=None, accumulate=False):
+def matmul(A, W, out=None):
     """``A @ W`` for a tall A (n, K) and a small W (K, F); C-contiguous A.
-
-    ``out`` (n, F) receives the product, or with ``accumulate=True`` has it
-    added (``out += A @ W`` without an (n, F) temporary).
-    """
+    ``out`` (n, F), when given, receives the product."""
     n, K = A.shape
     F = W.shape[1]
     if out is None:
@@ -215,28 +215,30 @@ def matmul(A, W, out=None, accumulate=False):
     if n == 0 or F == 0:
         return out
     if K == 0:
-        if not accumulate:
-            out[...] = 0
+        out[...] = 0
         return out
-    W = np.ascontiguousarray(W)
-    if accumulate:
-        _mm_blocks_add(A, W, out, _rows_per_call(K, F), np.zeros(0, out.dtype), False, 0)
-    else:
-        _mm_blocks(A, W, out, _rows_per_call(K, F))
+    _mm_blocks(A, np.ascontiguousarray(W), out, _rows_per_call(K, F))
     return out
 
 
-def matmul_epilogue(A, W, S, bias, act):
-    """``S = σ(S + A @ W + bias)`` in place, one pass (graph_conv's forward
-    tail after ``S = X @ W_self``); returns ``S``."""
-    n, K = A.shape
-    F = W.shape[1]
-    if K == 0 or n == 0 or F == 0:
-        return epilogue(S, None, bias, act)
+def linear2(A1, W1, A2, W2, bias=None, act=None):
+    """``σ(A1 @ W1 + A2 @ W2 + bias)`` as a new (n, F) array, in one pass.
+
+    graph_conv's forward (``X·W_self + agg·W_neigh``) and its input gradient
+    (``G·W_selfᵀ + (AᵀG)·W_neighᵀ``): neither product is stored on its own.
+    """
+    n, K1 = A1.shape
+    K2 = A2.shape[1]
+    F = W1.shape[1]
+    if min(n, F, K1, K2) == 0:      # an empty product: compose (zeros where K is 0)
+        out = matmul(A1, W1)
+        out += matmul(A2, W2)
+        return epilogue(out, None, bias, act)
+    out = np.empty((n, F), dtype=A1.dtype)
     has_b = bias is not None
-    _mm_blocks_add(A, np.ascontiguousarray(W), S, _rows_per_call(K, F),
-                   bias if has_b else np.zeros(0, S.dtype), has_b, ACT[act])
-    return S
+    _linear2_blocks(A1, np.ascontiguousarray(W1), A2, np.ascontiguousarray(W2), out,
+                    _rows_per_call(max(K1, K2), F), bias if has_b else np.zeros(0, out.dtype), has_b, ACT[act])
+    return out
 
 
 #: Row blocks of ``matmul_tn``; fixed (not the thread count) so the result
