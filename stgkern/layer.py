@@ -68,7 +68,8 @@ def _transform_first(reduce, W_neigh):
 
 # ------------------------------------------------------- elementwise backends
 def _elementwise(backend):
-    """``matmul``, ``matmul_tn``, ``linear2``, ``epilogue``, ``activation_backward`` of the backend."""
+    """``matmul``, ``matmul_tn``, ``linear2``, ``fused_forward``, ``fused_backward``, ``epilogue``,
+    ``activation_backward`` of the backend."""
     return _dispatch.kernels("graph_conv", backend)
 
 
@@ -82,6 +83,9 @@ def _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend):
         Z = conv.spmm(g, H, w, reduce)
         saved["H"] = H
     else:
+        if W_neigh is not None and reduce in ("sum", "mean"):
+            # σ(X·W_self + agg(X)·W_neigh + b) in one pass over row blocks: agg(X) is never stored
+            return ew.fused_forward(g, X, W_self, W_neigh, bias, w, reduce == "mean", activation), saved
         agg, arg = conv.spmm(g, X, w, reduce, return_arg=True)
         saved["agg"], saved["arg"] = agg, arg
         if W_neigh is not None:
@@ -198,9 +202,17 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
         _validate.same_dtype(X=X, out=out)
 
     saved = {}
-    if out is None:
+    if out is None and activation is not None:     # without an activation the output is not needed
         out, saved = _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend)
     ew = _elementwise(backend)
+    linear = W_neigh is not None and reduce in ("sum", "mean")
+    if linear and w is None and (_transform_first(reduce, W_neigh) or "agg" not in saved):
+        # the whole backward in one pass over row blocks of the transpose; AᵀG is never stored
+        G, grad_bias = (grad_out, None) if activation is None else \
+            ew.activation_backward(grad_out, out, activation, bias is not None)
+        grad_X, grad_W_self, grad_W_neigh, gb = ew.fused_backward(
+            g, G, X, W_self, W_neigh, activation is None and bias is not None, reduce == "mean")
+        return grad_X, grad_W_self, grad_W_neigh, (gb if activation is None else grad_bias), None
     if activation is None:
         # G is grad_out itself; the bias gradient is summed inside Xᵀ·G's pass over G
         G = grad_out
@@ -209,15 +221,10 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
         G, grad_bias = ew.activation_backward(grad_out, out, activation, bias is not None)
         grad_W_self, _ = ew.matmul_tn(X, G)
     grad_W_neigh = None
-    linear = W_neigh is not None and reduce in ("sum", "mean")
     if linear and (_transform_first(reduce, W_neigh) or "agg" not in saved):
-        # AᵀG once, at width F_out: grad_W_neigh = Xᵀ(AᵀG), grad_X += (AᵀG)·W_neighᵀ.  Without agg(X)
-        # at hand this skips recomputing it and forming G·W_neighᵀ (one sparse pass and one product fewer).
-        # spmm_backward reads its X argument only for grad_edge_weight (= G[i]·(X·W_neigh)[j]).
-        if w is None:
-            H = G            # any (n, F_out) array: unread without edge weights
-        else:
-            H = saved["H"] if "H" in saved else ew.matmul(X, W_neigh)
+        # with edge weights: AᵀG once, at width F_out: grad_W_neigh = Xᵀ(AᵀG), grad_X = G·W_selfᵀ +
+        # (AᵀG)·W_neighᵀ, grad_edge_weight[k] = G[i]·(X·W_neigh)[j] (spmm_backward with X·W_neigh).
+        H = saved["H"] if "H" in saved else ew.matmul(X, W_neigh)
         AtG, grad_w = conv.spmm_backward(g, G, H, w, reduce)
         grad_W_neigh, _ = ew.matmul_tn(X, AtG)
         grad_X = ew.linear2(G, W_self.T, AtG, W_neigh.T)

@@ -422,3 +422,46 @@ def test_linear2_matches_composition(act, dtype, n, K1, K2, F):
             assert got.shape == (n, F) and got.dtype == dtype
             np.testing.assert_allclose(got, ref, rtol=0,
                                        atol=(1e-10 if dtype == np.float64 else 1e-4) * max(K1 + K2, 1))
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("act", [None, "relu"])
+@pytest.mark.parametrize("mnk", [7, 262144])          # 1 row per block .. the default block
+@pytest.mark.parametrize("weight", [False, True])
+def test_fused_layer_many_blocks(reduce, act, mnk, weight):
+    """The one-pass forward/backward (sum/mean with W_neigh) over many row blocks and tasks, F_in != F_out."""
+    from stgkern import config
+    rng = np.random.default_rng(12)
+    g = random_graph(rng, 2500, max_deg=9)
+    X, Ws, Wn, b, w = make_inputs(rng, g, 12, 7, np.float64, weight=weight)
+    G = rng.standard_normal((g.n_nodes, 7))
+    with config.override(cpu_gemm_call_mnk=mnk):
+        out = graph_conv(g, X, Ws, Wn, b, w, reduce, act)
+        grads = graph_conv_backward(g, G, X, Ws, Wn, b, w, reduce, act, out=out)
+        again = graph_conv_backward(g, G, X, Ws, Wn, b, w, reduce, act)      # out recomputed (or not needed)
+    assert_close(out, naive_graph_conv(g.indptr, g.indices, X, Ws, Wn, b, w, reduce, act), np.float64, "out")
+    refs = naive_graph_conv_backward(g.indptr, g.indices, G, X, Ws, Wn, b, w, reduce, act)
+    for name, got, got2, r in zip(GRAD_NAMES, grads, again, refs):
+        assert_close(got, r, np.float64, name)
+        assert_close(got2, r, np.float64, name + " (out=None)")
+
+
+def test_fused_backward_independent_of_threads():
+    rng = np.random.default_rng(13)
+    g = random_graph(rng, 5000, max_deg=8)
+    X, Ws, Wn, b, _ = make_inputs(rng, g, 16, 16, np.float32, weight=False)
+    G = rng.standard_normal((g.n_nodes, 16)).astype(np.float32)
+
+    def run():
+        out = graph_conv(g, X, Ws, Wn, b, None, "mean", None)
+        return (out, *graph_conv_backward(g, G, X, Ws, Wn, b, None, "mean", None, out=out)[:4])
+
+    first = run()
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = run()
+    finally:
+        numba.set_num_threads(old)
+    for a, c in zip(first, single):
+        np.testing.assert_array_equal(a, c)

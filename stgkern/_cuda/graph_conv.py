@@ -45,6 +45,24 @@ def linear2(A1, W1, A2, W2, bias=None, act=None):
     return epilogue(out, None, bias, act)
 
 
+def fused_forward(g, X, W_self, W_neigh, bias, w, mean, act):
+    """Composition here (spmm, then ``linear2``); the CPU module fuses it."""
+    from . import spmm
+
+    agg, _ = spmm.forward(g, X, w, "mean" if mean else "sum")
+    return linear2(X, W_self, agg, W_neigh, bias, act)
+
+
+def fused_backward(g, G, X, W_self, W_neigh, want_bias, mean):
+    """Composition here (AᵀG by spmm's backward, two ``matmul_tn``, ``linear2``)."""
+    from . import spmm
+
+    AtG, _ = spmm.backward(g, G, G, None, "mean" if mean else "sum", None)
+    grad_W_self, grad_bias = matmul_tn(X, G, colsum=want_bias)
+    grad_W_neigh, _ = matmul_tn(X, AtG)
+    return linear2(G, W_self.T, AtG, W_neigh.T), grad_W_self, grad_W_neigh, grad_bias
+
+
 def matmul_tn(A, B, colsum=False):
     return A.T @ B, (B.sum(axis=0) if colsum else None)
 

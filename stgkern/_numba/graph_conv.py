@@ -34,6 +34,8 @@ import numpy as np
 from numba import prange
 
 from .. import config
+from ._prefetch import distance_for
+from .spmm import row_sum, row_sum_t
 
 #: Activation codes shared with ``stgkern.layer``.
 ACT = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
@@ -263,3 +265,125 @@ def matmul_tn(A, B, colsum=False):
     sums = np.empty((n_blocks, F), dtype=A.dtype)
     _mm_tn_blocks(A, B, partial, _rows_per_call(K, F), sums, bool(colsum))
     return partial.sum(axis=0), (sums.sum(axis=0) if colsum else None)
+
+
+# ------------------------------------------------- fused layer (sum / mean)
+# graph_conv with W_neigh and a linear aggregation, each direction in one
+# pass over row blocks: the block's aggregation (AX in the forward, AᵀG in
+# the backward) is formed in a scratch block that stays in cache and goes
+# straight into the block's gemm calls, so neither (n, F) aggregate is ever
+# stored.  On the 2M-event window graph (64 -> 64, float32) that is 1 GB of
+# writes and 1 GB of reads fewer per training step than the composition.
+
+@numba.njit(cache=True, parallel=True)
+def _fused_fwd(indptr, indices, X, Ws, Wn, w, has_w, mean, pf, b, has_b, act, rows, out):
+    n = out.shape[0]
+    F_in = X.shape[1]
+    F_out = Ws.shape[1]
+    nnz = indices.shape[0]
+    n_calls = (n + rows - 1) // rows
+    for g in prange((n_calls + _GROUP - 1) // _GROUP):
+        agg = np.empty((rows, F_in), dtype=out.dtype)
+        tmp = np.empty((rows, F_out), dtype=out.dtype)
+        for c in range(g * _GROUP, min(n_calls, (g + 1) * _GROUP)):
+            s = c * rows
+            e = min(n, s + rows)
+            a = agg[:e - s]
+            for r in range(e - s):
+                row_sum(indptr, indices, X, w, has_w, mean, pf, nnz, s + r, a[r])
+            o = out[s:e]
+            t = tmp[:e - s]
+            np.dot(X[s:e], Ws, o)
+            np.dot(a, Wn, t)
+            for i in range(e - s):
+                for f in range(F_out):
+                    v = o[i, f] + t[i, f]
+                    if has_b:
+                        v += b[f]
+                    o[i, f] = _activate(v, act)
+
+
+@numba.njit(cache=True, parallel=True)
+def _fused_bwd(t_indptr, t_indices, eid, deg, G, X, WsT, WnT, w, mean, one, pf, rows, want_b,
+               gX, p_ws, p_wn, p_b):
+    n = X.shape[0]
+    F_in = X.shape[1]
+    F_out = G.shape[1]
+    nnz = t_indices.shape[0]
+    n_tasks = p_ws.shape[0]
+    per = (n + n_tasks - 1) // n_tasks
+    for task in prange(n_tasks):
+        atg = np.empty((rows, F_out), dtype=gX.dtype)
+        tmp = np.empty((rows, F_in), dtype=gX.dtype)
+        prod = np.empty((F_in, F_out), dtype=gX.dtype)
+        Pws = p_ws[task]
+        Pwn = p_wn[task]
+        Pb = p_b[task]
+        Pws[:, :] = 0
+        Pwn[:, :] = 0
+        Pb[:] = 0
+        end = min(n, (task + 1) * per)
+        for s in range(task * per, end, rows):
+            e = min(end, s + rows)
+            a = atg[:e - s]
+            for r in range(e - s):
+                row_sum_t(t_indptr, t_indices, eid, deg, G, w, False, mean, one, pf, nnz, s + r, a[r])
+            o = gX[s:e]
+            t = tmp[:e - s]
+            np.dot(G[s:e], WsT, o)               # grad_X = G·W_selfᵀ + (AᵀG)·W_neighᵀ
+            np.dot(a, WnT, t)
+            for i in range(e - s):
+                for f in range(F_in):
+                    o[i, f] += t[i, f]
+            np.dot(X[s:e].T, G[s:e], prod)       # grad_W_self += Xᵀ·G
+            Pws += prod
+            np.dot(X[s:e].T, a, prod)            # grad_W_neigh += Xᵀ·(AᵀG)
+            Pwn += prod
+            if want_b:
+                for i in range(s, e):
+                    for f in range(F_out):
+                        Pb[f] += G[i, f]
+
+
+def fused_forward(g, X, W_self, W_neigh, bias, w, mean, act):
+    """``σ(X·W_self + agg(X)·W_neigh + bias)`` for sum/mean aggregation, one pass (see above)."""
+    n, F_in = X.shape
+    F_out = W_self.shape[1]
+    out = np.empty((n, F_out), dtype=X.dtype)
+    if n == 0 or F_out == 0:
+        return out
+    if F_in == 0:
+        out[...] = 0
+        return epilogue(out, None, bias, act)
+    has_w = w is not None
+    has_b = bias is not None
+    pf = distance_for(g, F_in * X.itemsize) or None
+    _fused_fwd(g.indptr, g.indices, X, np.ascontiguousarray(W_self), np.ascontiguousarray(W_neigh),
+               w if has_w else np.empty(1, X.dtype), has_w, bool(mean), pf,
+               bias if has_b else np.zeros(0, X.dtype), has_b, ACT[act], _rows_per_call(max(F_in, F_out), F_out), out)
+    return out
+
+
+def fused_backward(g, G, X, W_self, W_neigh, want_bias, mean):
+    """``(grad_X, grad_W_self, grad_W_neigh, grad_bias or None)`` of the layer
+    without edge weights, given ``G`` = the gradient at the pre-activation;
+    one pass over row blocks of the transpose (see above)."""
+    n, F_in = X.shape
+    F_out = G.shape[1]
+    gX = np.empty((n, F_in), dtype=X.dtype)
+    n_tasks = min(TN_BLOCKS, n)
+    if n_tasks == 0 or F_in == 0 or F_out == 0:
+        gX[...] = 0
+        z = np.zeros((F_in, F_out), dtype=X.dtype)
+        return gX, z, z.copy(), (G.sum(axis=0) if want_bias else None)
+    t = g.transpose()
+    p_ws = np.empty((n_tasks, F_in, F_out), dtype=X.dtype)
+    p_wn = np.empty_like(p_ws)
+    p_b = np.empty((n_tasks, F_out), dtype=X.dtype)
+    deg = np.diff(g.indptr).astype(X.dtype)
+    pf = distance_for(t, F_out * G.itemsize) or None
+    _fused_bwd(t.indptr, t.indices, t.edata["eid"], deg, G, X, np.ascontiguousarray(W_self.T),
+               np.ascontiguousarray(W_neigh.T), np.empty(1, X.dtype), bool(mean), np.ones(1, X.dtype), pf,
+               _rows_per_call(max(F_in, F_out), F_in), bool(want_bias), gX, p_ws, p_wn, p_b)
+    # partials per fixed row range, added in range order: independent of the thread count
+    return gX, p_ws.sum(axis=0), p_wn.sum(axis=0), (p_b.sum(axis=0) if want_bias else None)

@@ -74,6 +74,117 @@ def _fwd(indptr, indices, X, w, has_w, mode, out, arg):
                 out[i, f] = acc[f]
 
 
+@numba.njit(cache=True, inline="always")
+def row_sum(indptr, indices, X, w, has_w, mean, pf, nnz, i, o):
+    """``o[:] = Σ_{k in row i} w[k]·X[indices[k]]`` (/ in-degree with ``mean``).
+
+    Edges folded two at a time (``o += w0*x0 + w1*x1``) in CSR order, so the
+    bits do not depend on who calls it; ``pf`` as in ``_fwd_sum``.  Shared by
+    spmm and the fused graph_conv forward.
+    """
+    F = X.shape[1]
+    s = indptr[i]
+    e = indptr[i + 1]
+    k = s
+    if has_w:
+        if e - s >= 2:
+            if pf is not None:
+                prefetch_row(X, indices, k + pf, nnz)
+                prefetch_row(X, indices, k + pf + 1, nnz)
+            x0 = X[indices[k]]
+            x1 = X[indices[k + 1]]
+            w0 = w[k]
+            w1 = w[k + 1]
+            for f in range(F):
+                o[f] = w0 * x0[f] + w1 * x1[f]
+            k += 2
+        else:
+            for f in range(F):
+                o[f] = 0
+        while k + 1 < e:
+            if pf is not None:
+                prefetch_row(X, indices, k + pf, nnz)
+                prefetch_row(X, indices, k + pf + 1, nnz)
+            x0 = X[indices[k]]
+            x1 = X[indices[k + 1]]
+            w0 = w[k]
+            w1 = w[k + 1]
+            for f in range(F):
+                o[f] += w0 * x0[f] + w1 * x1[f]
+            k += 2
+        if k < e:
+            x0 = X[indices[k]]
+            w0 = w[k]
+            for f in range(F):
+                o[f] += w0 * x0[f]
+    else:
+        if e - s >= 2:
+            if pf is not None:
+                prefetch_row(X, indices, k + pf, nnz)
+                prefetch_row(X, indices, k + pf + 1, nnz)
+            x0 = X[indices[k]]
+            x1 = X[indices[k + 1]]
+            for f in range(F):
+                o[f] = x0[f] + x1[f]
+            k += 2
+        else:
+            for f in range(F):
+                o[f] = 0
+        while k + 1 < e:
+            if pf is not None:
+                prefetch_row(X, indices, k + pf, nnz)
+                prefetch_row(X, indices, k + pf + 1, nnz)
+            x0 = X[indices[k]]
+            x1 = X[indices[k + 1]]
+            for f in range(F):
+                o[f] += x0[f] + x1[f]
+            k += 2
+        if k < e:
+            x0 = X[indices[k]]
+            for f in range(F):
+                o[f] += x0[f]
+    if mean and e > s:
+        for f in range(F):
+            o[f] = o[f] / (e - s)  # float64 divide of the sum: correctly rounded
+
+
+@numba.njit(cache=True, inline="always")
+def row_sum_t(t_indptr, t_indices, eid, deg, G, w, has_w, mean, one, pf, nnz, j, o):
+    """``o[:] = Σ_{edges k = j -> i} c_k·G[i]`` over the transpose's row j,
+    ``c_k = w[k]`` (1 without weights, / in-degree of i with ``mean``);
+    edges folded two at a time.  Shared by spmm's backward and the fused
+    graph_conv backward."""
+    F = G.shape[1]
+    for f in range(F):
+        o[f] = 0
+    t = t_indptr[j]
+    e = t_indptr[j + 1]
+    while t + 1 < e:
+        if pf is not None:
+            prefetch_row(G, t_indices, t + pf, nnz)
+            prefetch_row(G, t_indices, t + pf + 1, nnz)
+        i0 = t_indices[t]
+        i1 = t_indices[t + 1]
+        c0 = w[eid[t]] if has_w else one[0]
+        c1 = w[eid[t + 1]] if has_w else one[0]
+        if mean:
+            c0 = c0 / deg[i0]
+            c1 = c1 / deg[i1]
+        g0 = G[i0]
+        g1 = G[i1]
+        for f in range(F):
+            o[f] += c0 * g0[f] + c1 * g1[f]
+        t += 2
+    if t < e:
+        i0 = t_indices[t]
+        c0 = w[eid[t]] if has_w else one[0]
+        if mean:
+            c0 = c0 / deg[i0]
+        g0 = G[i0]
+        for f in range(F):
+            o[f] += c0 * g0[f]
+
+
 @numba.njit(cache=True, parallel=True)
 def _fwd_sum(indptr, indices, X, w, has_w, mean, pf, out):
     """sum/mean: edges folded two at a time into a scratch row, then one store of the row.
@@ -97,73 +208,10 @@ def _fwd_sum(indptr, indices, X, w, has_w, mean, pf, out):
     for c in prange(n_chunks):
         o = np.empty(F, dtype=out.dtype)
         for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            s = indptr[i]
-            e = indptr[i + 1]
-            k = s
-            if has_w:
-                if e - s >= 2:
-                    if pf is not None:
-                        prefetch_row(X, indices, k + pf, nnz)
-                        prefetch_row(X, indices, k + pf + 1, nnz)
-                    x0 = X[indices[k]]
-                    x1 = X[indices[k + 1]]
-                    w0 = w[k]
-                    w1 = w[k + 1]
-                    for f in range(F):
-                        o[f] = w0 * x0[f] + w1 * x1[f]
-                    k += 2
-                else:
-                    for f in range(F):
-                        o[f] = 0
-                while k + 1 < e:
-                    if pf is not None:
-                        prefetch_row(X, indices, k + pf, nnz)
-                        prefetch_row(X, indices, k + pf + 1, nnz)
-                    x0 = X[indices[k]]
-                    x1 = X[indices[k + 1]]
-                    w0 = w[k]
-                    w1 = w[k + 1]
-                    for f in range(F):
-                        o[f] += w0 * x0[f] + w1 * x1[f]
-                    k += 2
-                if k < e:
-                    x0 = X[indices[k]]
-                    w0 = w[k]
-                    for f in range(F):
-                        o[f] += w0 * x0[f]
-            else:
-                if e - s >= 2:
-                    if pf is not None:
-                        prefetch_row(X, indices, k + pf, nnz)
-                        prefetch_row(X, indices, k + pf + 1, nnz)
-                    x0 = X[indices[k]]
-                    x1 = X[indices[k + 1]]
-                    for f in range(F):
-                        o[f] = x0[f] + x1[f]
-                    k += 2
-                else:
-                    for f in range(F):
-                        o[f] = 0
-                while k + 1 < e:
-                    if pf is not None:
-                        prefetch_row(X, indices, k + pf, nnz)
-                        prefetch_row(X, indices, k + pf + 1, nnz)
-                    x0 = X[indices[k]]
-                    x1 = X[indices[k + 1]]
-                    for f in range(F):
-                        o[f] += x0[f] + x1[f]
-                    k += 2
-                if k < e:
-                    x0 = X[indices[k]]
-                    for f in range(F):
-                        o[f] += x0[f]
+            row_sum(indptr, indices, X, w, has_w, mean, pf, nnz, i, o)
             dst = out[i]
-            if mean and e > s:
-                for f in range(F):
-                    dst[f] = o[f] / (e - s)  # float64 divide of the float32 sum: correctly rounded
-            else:
-                for f in range(F):
-                    dst[f] = o[f]
+            for f in range(F):
+                dst[f] = o[f]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -178,34 +226,7 @@ def _bwd_x_sum(t_indptr, t_indices, eid, deg, G, w, has_w, mean, one, pf, accumu
     for c in prange(n_chunks):
         o = np.empty(F, dtype=gX.dtype)
         for j in range(c * _CHUNK, min(n_src, (c + 1) * _CHUNK)):
-            for f in range(F):
-                o[f] = 0
-            t = t_indptr[j]
-            e = t_indptr[j + 1]
-            while t + 1 < e:
-                if pf is not None:
-                    prefetch_row(G, t_indices, t + pf, nnz)
-                    prefetch_row(G, t_indices, t + pf + 1, nnz)
-                i0 = t_indices[t]
-                i1 = t_indices[t + 1]
-                c0 = w[eid[t]] if has_w else one[0]
-                c1 = w[eid[t + 1]] if has_w else one[0]
-                if mean:
-                    c0 = c0 / deg[i0]
-                    c1 = c1 / deg[i1]
-                g0 = G[i0]
-                g1 = G[i1]
-                for f in range(F):
-                    o[f] += c0 * g0[f] + c1 * g1[f]
-                t += 2
-            if t < e:
-                i0 = t_indices[t]
-                c0 = w[eid[t]] if has_w else one[0]
-                if mean:
-                    c0 = c0 / deg[i0]
-                g0 = G[i0]
-                for f in range(F):
-                    o[f] += c0 * g0[f]
+            row_sum_t(t_indptr, t_indices, eid, deg, G, w, has_w, mean, one, pf, nnz, j, o)
             dst = gX[j]
             if accumulate:
                 for f in range(F):
