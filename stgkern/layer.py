@@ -172,7 +172,8 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
         The forward result.  Given, σ' is taken from it and no forward
         recomputation is needed for it (max/min still recompute
         ``agg(X)``; sum/mean with ``W_neigh`` need no ``agg(X)``: they go
-        through ``AᵀG``); None, the forward is recomputed.
+        through ``AᵀG``); None, the forward is recomputed when an
+        activation needs it.
 
     Returns
     -------
@@ -206,7 +207,7 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
         out, saved = _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend)
     ew = _elementwise(backend)
     linear = W_neigh is not None and reduce in ("sum", "mean")
-    if linear and w is None and (_transform_first(reduce, W_neigh) or "agg" not in saved):
+    if linear and w is None:
         # the whole backward in one pass over row blocks of the transpose; AᵀG is never stored
         G, grad_bias = (grad_out, None) if activation is None else \
             ew.activation_backward(grad_out, out, activation, bias is not None)
@@ -221,7 +222,7 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
         G, grad_bias = ew.activation_backward(grad_out, out, activation, bias is not None)
         grad_W_self, _ = ew.matmul_tn(X, G)
     grad_W_neigh = None
-    if linear and (_transform_first(reduce, W_neigh) or "agg" not in saved):
+    if linear:
         # with edge weights: AᵀG once, at width F_out: grad_W_neigh = Xᵀ(AᵀG), grad_X = G·W_selfᵀ +
         # (AᵀG)·W_neighᵀ, grad_edge_weight[k] = G[i]·(X·W_neigh)[j] (spmm_backward with X·W_neigh).
         H = saved["H"] if "H" in saved else ew.matmul(X, W_neigh)

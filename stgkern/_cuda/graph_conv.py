@@ -57,6 +57,7 @@ def fused_backward(g, G, X, W_self, W_neigh, want_bias, mean):
     """Composition here (AᵀG by spmm's backward, two ``matmul_tn``, ``linear2``)."""
     from . import spmm
 
+    # spmm's backward reads its X argument only for edge-weight gradients: none here, G stands in
     AtG, _ = spmm.backward(g, G, G, None, "mean" if mean else "sum", None)
     grad_W_self, grad_bias = matmul_tn(X, G, colsum=want_bias)
     grad_W_neigh, _ = matmul_tn(X, AtG)
