@@ -19,32 +19,19 @@ def _check(g, X, edge_weight, reduce, name="X"):
     return X, edge_weight
 
 
-def _check_out(out, g, X, backend):
-    """``out=`` must be a C-contiguous (n_nodes, F) array of X's dtype on X's backend, not overlapping X."""
-    want = (g.n_nodes, X.shape[1])
-    _dispatch.backend_of(X=X, out=out)
-    if tuple(out.shape) != want or out.dtype != X.dtype:
-        raise ValueError(f"out has shape {tuple(out.shape)} and dtype {out.dtype}; expected {want} {X.dtype}")
+def _check_out(out, rows, like, backend, **reads):
+    """``out=``: a C-contiguous (rows, F) array of ``like``'s width, dtype and backend,
+    overlapping none of ``reads`` (the arrays the kernel reads while it writes out)."""
+    want = (rows, like.shape[1])
+    _dispatch.backend_of(X=like, out=out)
+    if tuple(out.shape) != want or out.dtype != like.dtype:
+        raise ValueError(f"out has shape {tuple(out.shape)} and dtype {out.dtype}; expected {want} {like.dtype}")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous (the kernel writes whole rows)")
     xp = _dispatch.array_module(backend)
-    if xp.shares_memory(out, X) if backend == _dispatch.CPU else _overlap(out, X):
-        raise ValueError("out overlaps X; the aggregation reads X while it writes out: pass a separate array")
-    return out
-
-
-def _check_grad_out_buffer(out, g, X, grad_out, backend):
-    """``out=`` of a backward: C-contiguous (n_src, F), X's dtype and backend, overlapping neither input."""
-    want = (g.n_src, X.shape[1])
-    _dispatch.backend_of(X=X, out=out)
-    if tuple(out.shape) != want or out.dtype != X.dtype:
-        raise ValueError(f"out has shape {tuple(out.shape)} and dtype {out.dtype}; expected {want} {X.dtype}")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous (the kernel writes whole rows)")
-    xp = _dispatch.array_module(backend)
-    for name, a in (("X", X), ("grad_out", grad_out)):
+    for name, a in reads.items():
         if xp.shares_memory(out, a) if backend == _dispatch.CPU else _overlap(out, a):
-            raise ValueError(f"out overlaps {name}; the backward reads {name} while it writes out: "
+            raise ValueError(f"out overlaps {name}; the kernel reads {name} while it writes out: "
                              f"pass a separate array")
     return out
 
@@ -91,7 +78,7 @@ def spmm(g, X, edge_weight=None, reduce="sum", return_arg=False, out=None):
     backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, X=X, edge_weight=edge_weight)
     X, edge_weight = _check(g, X, edge_weight, reduce)
     if out is not None:
-        out = _check_out(out, g, X, backend)
+        out = _check_out(out, g.n_nodes, X, backend, X=X)
     out, arg = _dispatch.kernels("spmm", backend).forward(g, X, edge_weight, reduce, out=out)
     return (out, arg) if return_arg else out
 
@@ -128,7 +115,7 @@ def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None, out=
     if accumulate and out is None:
         raise ValueError("accumulate=True adds grad_X to out; pass out=")
     if out is not None:
-        out = _check_grad_out_buffer(out, g, X, grad_out, backend)
+        out = _check_out(out, g.n_src, X, backend, X=X, grad_out=grad_out)
     return _dispatch.kernels("spmm", backend).backward(g, grad_out, X, edge_weight, reduce, arg, out=out,
                                                        accumulate=bool(accumulate))
 
@@ -197,10 +184,7 @@ def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False, out=None)
     backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, X=X, E=E)
     X, E = _check_mp(g, X, E, op, reduce)
     if out is not None:
-        out = _check_out(out, g, X, backend)
-        xp = _dispatch.array_module(backend)
-        if xp.shares_memory(out, E) if backend == _dispatch.CPU else _overlap(out, E):
-            raise ValueError("out overlaps E; the kernel reads E while it writes out: pass a separate array")
+        out = _check_out(out, g.n_nodes, X, backend, X=X, E=E)
     out, arg = _dispatch.kernels("message_passing", backend).forward(g, X, E, op, reduce, out=out)
     return (out, arg) if return_arg else out
 

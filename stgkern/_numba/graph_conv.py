@@ -150,6 +150,20 @@ def _mm_blocks(A, W, out, rows):
         np.dot(A[s:e], W, out[s:e])
 
 
+@numba.njit(cache=True, inline="always")
+def _linear2_block(A1, W1, A2, W2, o, t, b, has_b, act):
+    """One row block of ``linear2``: ``o = σ(A1 @ W1 + A2 @ W2 + b)``, the
+    second product in the scratch block ``t`` (same shape as ``o``)."""
+    np.dot(A1, W1, o)
+    np.dot(A2, W2, t)
+    for i in range(o.shape[0]):
+        for f in range(o.shape[1]):
+            v = o[i, f] + t[i, f]
+            if has_b:
+                v += b[f]
+            o[i, f] = _activate(v, act)
+
+
 #: gemm call pairs per parallel task of ``_linear2_blocks`` (one scratch block each).
 _GROUP = 8
 
@@ -167,16 +181,7 @@ def _linear2_blocks(A1, W1, A2, W2, out, rows, b, has_b, act):
         for c in range(g * _GROUP, min(n_calls, (g + 1) * _GROUP)):
             s = c * rows
             e = min(n, s + rows)
-            o = out[s:e]
-            t = tmp[:e - s]
-            np.dot(A1[s:e], W1, o)
-            np.dot(A2[s:e], W2, t)
-            for i in range(e - s):
-                for f in range(F):
-                    v = o[i, f] + t[i, f]
-                    if has_b:
-                        v += b[f]
-                    o[i, f] = _activate(v, act)
+            _linear2_block(A1[s:e], W1, A2[s:e], W2, out[s:e], tmp[:e - s], b, has_b, act)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -291,16 +296,7 @@ def _fused_fwd(indptr, indices, X, Ws, Wn, w, has_w, mean, pf, b, has_b, act, ro
             a = agg[:e - s]
             for r in range(e - s):
                 row_sum(indptr, indices, X, w, has_w, mean, pf, nnz, s + r, a[r])
-            o = out[s:e]
-            t = tmp[:e - s]
-            np.dot(X[s:e], Ws, o)
-            np.dot(a, Wn, t)
-            for i in range(e - s):
-                for f in range(F_out):
-                    v = o[i, f] + t[i, f]
-                    if has_b:
-                        v += b[f]
-                    o[i, f] = _activate(v, act)
+            _linear2_block(X[s:e], Ws, a, Wn, out[s:e], tmp[:e - s], b, has_b, act)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -316,6 +312,7 @@ def _fused_bwd(t_indptr, t_indices, eid, deg, G, X, WsT, WnT, w, mean, one, pf, 
         atg = np.empty((rows, F_out), dtype=gX.dtype)
         tmp = np.empty((rows, F_in), dtype=gX.dtype)
         prod = np.empty((F_in, F_out), dtype=gX.dtype)
+        no_bias = np.zeros(0, dtype=gX.dtype)
         Pws = p_ws[task]
         Pwn = p_wn[task]
         Pb = p_b[task]
@@ -328,13 +325,8 @@ def _fused_bwd(t_indptr, t_indices, eid, deg, G, X, WsT, WnT, w, mean, one, pf, 
             a = atg[:e - s]
             for r in range(e - s):
                 row_sum_t(t_indptr, t_indices, eid, deg, G, w, False, mean, one, pf, nnz, s + r, a[r])
-            o = gX[s:e]
-            t = tmp[:e - s]
-            np.dot(G[s:e], WsT, o)               # grad_X = G·W_selfᵀ + (AᵀG)·W_neighᵀ
-            np.dot(a, WnT, t)
-            for i in range(e - s):
-                for f in range(F_in):
-                    o[i, f] += t[i, f]
+            # grad_X = G·W_selfᵀ + (AᵀG)·W_neighᵀ
+            _linear2_block(G[s:e], WsT, a, WnT, gX[s:e], tmp[:e - s], no_bias, False, 0)
             np.dot(X[s:e].T, G[s:e], prod)       # grad_W_self += Xᵀ·G
             Pws += prod
             np.dot(X[s:e].T, a, prod)            # grad_W_neigh += Xᵀ·(AᵀG)
