@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import stgkern  # noqa: E402
+from stgkern.bench import memcopy  # noqa: E402
 from stgkern.layer import graph_conv, graph_conv_backward  # noqa: E402
 
 F = 64
@@ -193,10 +194,11 @@ def run(n_events=2_000_000, with_pyg=True):
         check_agreement(g, c, torch_out, leaf)
     del torch_out
 
-    a = np.ones(floor_bytes(n, nnz, F, F) // 8, np.float32)
-    b = np.zeros_like(a)
-    t_copy = best(lambda: np.copyto(b, a))
-    copy_bw = 2 * a.nbytes / t_copy
+    a, b = memcopy.copy_pair(floor_bytes(n, nnz, F, F))
+    t_copy = memcopy.best_copy_time(b, a)  # the faster of numpy's one-thread copy and the threaded one
+    copy_bw = 2 * a.nbytes / t_copy["best"]
+    row.update(copy_gbs_numpy=2 * a.nbytes / t_copy["copy_numpy"] / 1e9,
+               copy_gbs_threaded=2 * a.nbytes / t_copy["copy_threaded"] / 1e9)
     del a, b
 
     s_leaf, s_G = stg_torch_setup(c)

@@ -12,7 +12,7 @@ from stgkern import bench
 from stgkern.bench import compare as C
 from stgkern.bench import ops as O
 from stgkern.bench import peers as P
-from stgkern.bench import report, runner, workloads
+from stgkern.bench import memcopy, report, runner, workloads
 
 ENTRY_FIELDS = {"op", "variant", "workload", "impl", "status", "reason", "flops", "floor_bytes",
                 "intensity_flop_per_byte", "times_s", "median_s", "spread", "GFLOP_s", "GB_s", "pct_of_copy"}
@@ -486,3 +486,36 @@ def test_check_function():
     assert not check(np.array([np.inf, 1.0]), np.array([-np.inf, 1.0]))[0]
     assert check(np.array([-np.inf, np.nan, 1.0]), np.array([-np.inf, np.nan, 1.0]))[0]
     assert check((a, np.array([1, 2])), (a, np.array([1, 2])))[0]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("n", [0, 1, 7, memcopy.CHUNK_BYTES // 4 + 3, 3 * memcopy.CHUNK_BYTES // 8 + 1])
+def test_threaded_copy_copies_every_byte(dtype, n):
+    rng = np.random.default_rng(n)
+    src = (rng.integers(0, 250, size=n)).astype(dtype)
+    dst = np.full_like(src, 255)
+    memcopy.threaded_copy(dst, src)
+    assert np.array_equal(dst, src)
+    src2 = rng.standard_normal((n, 3)) if n else np.zeros((0, 3))   # 2-D, same bytes either way
+    dst2 = np.empty_like(src2)
+    memcopy.threaded_copy(dst2, src2)
+    assert np.array_equal(dst2, src2)
+
+
+def test_threaded_copy_rejects_mismatched_or_strided():
+    a = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match="one dtype and size"):
+        memcopy.threaded_copy(np.zeros(9, np.float32), a)
+    with pytest.raises(ValueError, match="one dtype and size"):
+        memcopy.threaded_copy(np.zeros(10, np.float64), a)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        memcopy.threaded_copy(np.zeros(5, np.float32), a[::2])
+
+
+def test_copy_yardstick_is_the_faster_copy(tiny_record):
+    c = tiny_record["copy"]
+    by = c["median_GB_s_by_method"]
+    assert set(by) == {"numpy.copyto", "threaded copy"}
+    assert c["GB_s"] == pytest.approx(max(by.values()))
+    t = memcopy.best_copy_time(*memcopy.copy_pair(1 << 20), reps=2)
+    assert t["best"] == min(t["copy_numpy"], t["copy_threaded"]) > 0
