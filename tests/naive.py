@@ -892,3 +892,34 @@ def naive_markov_ranking(sequences, last_item, n_items, seen, k):
     order = sorted(range(n_items), key=lambda i: (-succ[i], -counts[i], i))
     out = [i for i in order if i not in seen][:k]
     return out + [-1] * (k - len(out))
+
+
+def naive_pair_fold_row(X, idx, coef, s, e, op="mul"):
+    """``Σ_{k in [s, e)} t_k`` with ``t_k = c_k·X[idx[k]]`` (op "mul") or
+    ``X[idx[k]] + c_k`` (op "add"), ``c_k`` = ``coef[k]`` or ``coef[k, :]``,
+    in the kernels' fixed order, one scalar at a time in X's dtype:
+    ``o = t0 + t1`` for the first pair, ``o = o + (t0 + t1)`` for each next
+    pair, ``o = o + t`` for a lone last edge (added to zero when it is the
+    only one); without ``coef`` the terms are the plain rows.  Bit-exact
+    target for the vector code."""
+    dt = X.dtype.type
+    F = X.shape[1]
+    o = [dt(0)] * F
+
+    def term(k, f):
+        x = dt(X[idx[k], f])
+        if coef is None:
+            return x
+        c = dt(coef[k] if coef.ndim == 1 else coef[k, f])
+        return dt(c * x) if op == "mul" else dt(x + c)
+
+    k = s
+    if e - s >= 2:
+        o = [dt(term(k, f) + term(k + 1, f)) for f in range(F)]
+        k += 2
+    while k + 1 < e:
+        o = [dt(o[f] + dt(term(k, f) + term(k + 1, f))) for f in range(F)]
+        k += 2
+    if k < e:
+        o = [dt(o[f] + term(k, f)) for f in range(F)]
+    return np.array(o, dtype=X.dtype)

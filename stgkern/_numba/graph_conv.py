@@ -35,7 +35,7 @@ from numba import prange
 
 from .. import config
 from ._prefetch import distance_for
-from .spmm import row_sum, row_sum_t
+from .spmm import row_sum, transposed_coef
 
 #: Activation codes shared with ``stgkern.layer``.
 ACT = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
@@ -281,11 +281,10 @@ def matmul_tn(A, B, colsum=False):
 # writes and 1 GB of reads fewer per training step than the composition.
 
 @numba.njit(cache=True, parallel=True)
-def _fused_fwd(indptr, indices, X, Ws, Wn, w, has_w, mean, pf, b, has_b, act, rows, out):
+def _fused_fwd(indptr, indices, X, Ws, Wn, w, mean, pf, b, has_b, act, rows, out):
     n = out.shape[0]
     F_in = X.shape[1]
     F_out = Ws.shape[1]
-    nnz = indices.shape[0]
     n_calls = (n + rows - 1) // rows
     for g in prange((n_calls + _GROUP - 1) // _GROUP):
         agg = np.empty((rows, F_in), dtype=out.dtype)
@@ -295,17 +294,15 @@ def _fused_fwd(indptr, indices, X, Ws, Wn, w, has_w, mean, pf, b, has_b, act, ro
             e = min(n, s + rows)
             a = agg[:e - s]
             for r in range(e - s):
-                row_sum(indptr, indices, X, w, has_w, mean, pf, nnz, s + r, a[r])
+                row_sum(indptr, indices, X, w, mean, pf, s + r, a[r])
             _linear2_block(X[s:e], Ws, a, Wn, out[s:e], tmp[:e - s], b, has_b, act)
 
 
 @numba.njit(cache=True, parallel=True)
-def _fused_bwd(t_indptr, t_indices, eid, deg, G, X, WsT, WnT, w, mean, one, pf, rows, want_b,
-               gX, p_ws, p_wn, p_b):
+def _fused_bwd(t_indptr, t_indices, coef, G, X, WsT, WnT, pf, rows, want_b, gX, p_ws, p_wn, p_b):
     n = X.shape[0]
     F_in = X.shape[1]
     F_out = G.shape[1]
-    nnz = t_indices.shape[0]
     n_tasks = p_ws.shape[0]
     per = (n + n_tasks - 1) // n_tasks
     for task in prange(n_tasks):
@@ -324,7 +321,7 @@ def _fused_bwd(t_indptr, t_indices, eid, deg, G, X, WsT, WnT, w, mean, one, pf, 
             e = min(end, s + rows)
             a = atg[:e - s]
             for r in range(e - s):
-                row_sum_t(t_indptr, t_indices, eid, deg, G, w, False, mean, one, pf, nnz, s + r, a[r])
+                row_sum(t_indptr, t_indices, G, coef, False, pf, s + r, a[r])
             # grad_X = G·W_selfᵀ + (AᵀG)·W_neighᵀ
             _linear2_block(G[s:e], WsT, a, WnT, gX[s:e], tmp[:e - s], no_bias, False, 0)
             np.dot(X[s:e].T, G[s:e], prod)       # grad_W_self += Xᵀ·G
@@ -347,11 +344,9 @@ def fused_forward(g, X, W_self, W_neigh, bias, w, mean, act):
     if F_in == 0:
         out[...] = 0
         return epilogue(out, None, bias, act)
-    has_w = w is not None
     has_b = bias is not None
     pf = distance_for(g, F_in * X.itemsize) or None
-    _fused_fwd(g.indptr, g.indices, X, np.ascontiguousarray(W_self), np.ascontiguousarray(W_neigh),
-               w if has_w else np.empty(1, X.dtype), has_w, bool(mean), pf,
+    _fused_fwd(g.indptr, g.indices, X, np.ascontiguousarray(W_self), np.ascontiguousarray(W_neigh), w, bool(mean), pf,
                bias if has_b else np.zeros(0, X.dtype), has_b, ACT[act], _rows_per_call(max(F_in, F_out), F_out), out)
     return out
 
@@ -372,10 +367,9 @@ def fused_backward(g, G, X, W_self, W_neigh, want_bias, mean):
     p_ws = np.empty((n_tasks, F_in, F_out), dtype=X.dtype)
     p_wn = np.empty_like(p_ws)
     p_b = np.empty((n_tasks, F_out), dtype=X.dtype)
-    deg = np.diff(g.indptr).astype(X.dtype)
     pf = distance_for(t, F_out * G.itemsize) or None
-    _fused_bwd(t.indptr, t.indices, t.edata["eid"], deg, G, X, np.ascontiguousarray(W_self.T),
-               np.ascontiguousarray(W_neigh.T), np.empty(1, X.dtype), bool(mean), np.ones(1, X.dtype), pf,
-               _rows_per_call(max(F_in, F_out), F_in), bool(want_bias), gX, p_ws, p_wn, p_b)
+    _fused_bwd(t.indptr, t.indices, transposed_coef(g, t, None, mean, X.dtype), G, X, np.ascontiguousarray(W_self.T),
+               np.ascontiguousarray(W_neigh.T), pf, _rows_per_call(max(F_in, F_out), F_in), bool(want_bias),
+               gX, p_ws, p_wn, p_b)
     # partials per fixed row range, added in range order: independent of the thread count
     return gX, p_ws.sum(axis=0), p_wn.sum(axis=0), (p_b.sum(axis=0) if want_bias else None)

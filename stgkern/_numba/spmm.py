@@ -18,12 +18,13 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._prefetch import distance_for, prefetch_row
+from ._prefetch import distance_for
+from ._simd import gather_wsum
 
 _REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 
 
-_CHUNK = 256  # rows per parallel task: contiguous ranges, one scratch row each
+_CHUNK = 256  # rows per parallel task: contiguous ranges
 
 
 @numba.njit(cache=True, parallel=True)
@@ -75,165 +76,86 @@ def _fwd(indptr, indices, X, w, has_w, mode, out, arg):
 
 
 @numba.njit(cache=True, inline="always")
-def row_sum(indptr, indices, X, w, has_w, mean, pf, nnz, i, o):
-    """``o[:] = Σ_{k in row i} w[k]·X[indices[k]]`` (/ in-degree with ``mean``).
+def row_sum(indptr, indices, X, w, mean, pf, i, o):
+    """``o[:] = Σ_{k in row i} w[k]·X[indices[k]]`` (``w`` None: plain sum;
+    / in-degree with ``mean``).
 
-    Edges folded two at a time (``o += w0*x0 + w1*x1``) in CSR order, so the
-    bits do not depend on who calls it; ``pf`` as in ``_fwd_sum``.  Shared by
-    spmm and the fused graph_conv forward.
+    Edges folded two at a time in CSR order (``_simd.gather_wsum``: the
+    partial sums stay in vector registers), so the bits do not depend on who
+    calls it or on the thread count; ``pf`` as in ``_fwd_sum``.  Shared by
+    spmm's forward and backward and the fused graph_conv forward and
+    backward (the backward passes the transpose with ``transposed_coef``).
     """
-    F = X.shape[1]
     s = indptr[i]
     e = indptr[i + 1]
-    k = s
-    if has_w:
-        if e - s >= 2:
-            if pf is not None:
-                prefetch_row(X, indices, k + pf, nnz)
-                prefetch_row(X, indices, k + pf + 1, nnz)
-            x0 = X[indices[k]]
-            x1 = X[indices[k + 1]]
-            w0 = w[k]
-            w1 = w[k + 1]
-            for f in range(F):
-                o[f] = w0 * x0[f] + w1 * x1[f]
-            k += 2
-        else:
-            for f in range(F):
-                o[f] = 0
-        while k + 1 < e:
-            if pf is not None:
-                prefetch_row(X, indices, k + pf, nnz)
-                prefetch_row(X, indices, k + pf + 1, nnz)
-            x0 = X[indices[k]]
-            x1 = X[indices[k + 1]]
-            w0 = w[k]
-            w1 = w[k + 1]
-            for f in range(F):
-                o[f] += w0 * x0[f] + w1 * x1[f]
-            k += 2
-        if k < e:
-            x0 = X[indices[k]]
-            w0 = w[k]
-            for f in range(F):
-                o[f] += w0 * x0[f]
-    else:
-        if e - s >= 2:
-            if pf is not None:
-                prefetch_row(X, indices, k + pf, nnz)
-                prefetch_row(X, indices, k + pf + 1, nnz)
-            x0 = X[indices[k]]
-            x1 = X[indices[k + 1]]
-            for f in range(F):
-                o[f] = x0[f] + x1[f]
-            k += 2
-        else:
-            for f in range(F):
-                o[f] = 0
-        while k + 1 < e:
-            if pf is not None:
-                prefetch_row(X, indices, k + pf, nnz)
-                prefetch_row(X, indices, k + pf + 1, nnz)
-            x0 = X[indices[k]]
-            x1 = X[indices[k + 1]]
-            for f in range(F):
-                o[f] += x0[f] + x1[f]
-            k += 2
-        if k < e:
-            x0 = X[indices[k]]
-            for f in range(F):
-                o[f] += x0[f]
+    gather_wsum(o, X, indices, w, s, e, pf)
     if mean and e > s:
-        for f in range(F):
+        for f in range(o.shape[0]):
             o[f] = o[f] / (e - s)  # float64 divide of the sum: correctly rounded
 
 
-@numba.njit(cache=True, inline="always")
-def row_sum_t(t_indptr, t_indices, eid, deg, G, w, has_w, mean, one, pf, nnz, j, o):
-    """``o[:] = Σ_{edges k = j -> i} c_k·G[i]`` over the transpose's row j,
-    ``c_k = w[k]`` (1 without weights, / in-degree of i with ``mean``);
-    edges folded two at a time.  Shared by spmm's backward and the fused
-    graph_conv backward."""
-    F = G.shape[1]
-    for f in range(F):
-        o[f] = 0
-    t = t_indptr[j]
-    e = t_indptr[j + 1]
-    while t + 1 < e:
-        if pf is not None:
-            prefetch_row(G, t_indices, t + pf, nnz)
-            prefetch_row(G, t_indices, t + pf + 1, nnz)
-        i0 = t_indices[t]
-        i1 = t_indices[t + 1]
-        c0 = w[eid[t]] if has_w else one[0]
-        c1 = w[eid[t + 1]] if has_w else one[0]
+@numba.njit(cache=True, parallel=True)
+def _t_coef(t_indices, eid, w, has_w, deg, mean, one, out):
+    for t in prange(out.shape[0]):
+        c = w[eid[t]] if has_w else one[0]
         if mean:
-            c0 = c0 / deg[i0]
-            c1 = c1 / deg[i1]
-        g0 = G[i0]
-        g1 = G[i1]
-        for f in range(F):
-            o[f] += c0 * g0[f] + c1 * g1[f]
-        t += 2
-    if t < e:
-        i0 = t_indices[t]
-        c0 = w[eid[t]] if has_w else one[0]
-        if mean:
-            c0 = c0 / deg[i0]
-        g0 = G[i0]
-        for f in range(F):
-            o[f] += c0 * g0[f]
+            c = c / deg[t_indices[t]]
+        out[t] = c
+
+
+def transposed_coef(g, t, w, mean, dtype):
+    """What each edge of the transpose ``t`` of ``g`` multiplies its row by
+    in a backward pull: ``w[eid]`` (1 without weights), divided by the
+    in-degree of the edge's destination in ``g`` with ``mean``, in ``dtype``
+    (float32 arithmetic stays float32); None when every coefficient is 1."""
+    if w is None and not mean:
+        return None
+    c = np.empty(t.nnz, dtype=dtype)
+    deg = np.diff(g.indptr).astype(dtype)
+    _t_coef(t.indices, t.edata["eid"], w if w is not None else np.empty(1, dtype), w is not None, deg, bool(mean),
+            np.ones(1, dtype), c)
+    return c
 
 
 @numba.njit(cache=True, parallel=True)
-def _fwd_sum(indptr, indices, X, w, has_w, mean, pf, out):
-    """sum/mean: edges folded two at a time into a scratch row, then one store of the row.
+def _fwd_sum(indptr, indices, X, w, mean, pf, out):
+    """sum/mean: each output row formed in vector registers and stored once.
 
-    ``o += w0*x0 + w1*x1`` halves the read-modify-write traffic on the
-    accumulator (the bottleneck once the loop is vectorised); the pairing is
-    fixed by the CSR order, so every run and thread count gives the same
-    bits.  The accumulator is a per-task scratch row that stays in L1, and
-    the output row is written once: accumulating in place measured 83% of a
-    copy's bandwidth against 93% this way on the 2M-event window graph
-    (non-temporal stores of the finished row measured 88%: the output's
-    read-for-ownership is not what limits it).  ``pf`` (an int) prefetches
-    the rows that edges ``pf`` ahead will read (``_prefetch.distance_for``);
-    None compiles a separate version without the prefetch branch (a runtime
-    flag in the loop measured 25% slower on the window graph).
+    ``row_sum`` folds the row's edges two at a time (``o += w0*x0 + w1*x1``)
+    with the partial sums in registers (``_simd``); the pairing is fixed by
+    the CSR order, so every run and thread count gives the same bits.  Before,
+    the partial sums lived in an L1 scratch row: 44 against 32 ms on the
+    2M-event window graph, 131 against 104 ms on the 500k/8M power-law graph
+    (F = 64 float32, two threads, same process, bit-identical output).
+    ``pf`` (an int) prefetches the rows that edges ``pf`` ahead will read
+    (``_prefetch.distance_for``); None compiles a version without the
+    prefetch.
     """
     n = indptr.shape[0] - 1
-    F = X.shape[1]
-    nnz = indices.shape[0]
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for c in prange(n_chunks):
-        o = np.empty(F, dtype=out.dtype)
         for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            row_sum(indptr, indices, X, w, has_w, mean, pf, nnz, i, o)
-            dst = out[i]
-            for f in range(F):
-                dst[f] = o[f]
+            row_sum(indptr, indices, X, w, mean, pf, i, out[i])
 
 
 @numba.njit(cache=True, parallel=True)
-def _bwd_x_sum(t_indptr, t_indices, eid, deg, G, w, has_w, mean, one, pf, accumulate, gX):
-    """grad_X rows over the transpose, as ``_fwd_sum`` does the forward: edges
-    folded two at a time into an L1 scratch row, one store (or add, with
-    ``accumulate``) of the finished row."""
+def _bwd_x_sum(t_indptr, t_indices, coef, G, pf, accumulate, gX):
+    """grad_X rows over the transpose, as ``_fwd_sum`` does the forward, with
+    ``coef = transposed_coef(...)``; with ``accumulate`` the row is formed in
+    a scratch row and added."""
     n_src = t_indptr.shape[0] - 1
     F = G.shape[1]
-    nnz = t_indices.shape[0]
     n_chunks = (n_src + _CHUNK - 1) // _CHUNK
     for c in prange(n_chunks):
         o = np.empty(F, dtype=gX.dtype)
         for j in range(c * _CHUNK, min(n_src, (c + 1) * _CHUNK)):
-            row_sum_t(t_indptr, t_indices, eid, deg, G, w, has_w, mean, one, pf, nnz, j, o)
-            dst = gX[j]
             if accumulate:
+                row_sum(t_indptr, t_indices, G, coef, False, pf, j, o)
+                dst = gX[j]
                 for f in range(F):
                     dst[f] += o[f]
             else:
-                for f in range(F):
-                    dst[f] = o[f]
+                row_sum(t_indptr, t_indices, G, coef, False, pf, j, gX[j])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -283,7 +205,7 @@ def forward(g, X, edge_weight, reduce, out=None):
     has_w = edge_weight is not None
     w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
     if mode <= 1:
-        _fwd_sum(g.indptr, g.indices, X, w, has_w, mode == 1, distance_for(g, X.shape[1] * X.itemsize) or None, out)
+        _fwd_sum(g.indptr, g.indices, X, edge_weight, mode == 1, distance_for(g, X.shape[1] * X.itemsize) or None, out)
         return out, None
     arg = np.empty((n, F), dtype=np.int64)
     _fwd(g.indptr, g.indices, X, w, has_w, mode, out, arg)
@@ -296,13 +218,12 @@ def backward(g, grad_out, X, edge_weight, reduce, arg, out=None, accumulate=Fals
     has_w = edge_weight is not None
     w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
     gX = np.empty((g.n_src, X.shape[1]), dtype=X.dtype) if out is None else out
-    one = np.ones(1, dtype=X.dtype)  # typed 1: keeps float32 arithmetic in float32
     if mode <= 1:
-        deg = np.diff(g.indptr).astype(X.dtype)
-        _bwd_x_sum(t.indptr, t.indices, t.edata["eid"], deg, grad_out, w, has_w, mode == 1, one,
+        _bwd_x_sum(t.indptr, t.indices, transposed_coef(g, t, edge_weight, mode == 1, X.dtype), grad_out,
                    distance_for(t, grad_out.shape[1] * grad_out.itemsize) or None, accumulate, gX)
         a = np.empty((1, 1), dtype=np.int64)
     else:
+        one = np.ones(1, dtype=X.dtype)  # typed 1: keeps float32 arithmetic in float32
         _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, w, has_w, arg, one, accumulate, gX)
         a = arg
     gw = None
