@@ -2,8 +2,8 @@
 
 ``out[i, f] = REDUCE_{k in row i} X[indices[k], f] (op) E(k, f)`` with op mul/add
 and ``E(k, f) = E[k, f]`` (E of width F) or ``E[k]`` (width 1, broadcast).
-The nnz x F messages are never stored: each message is formed in registers and
-folded into an L1-resident scratch row, stored to the output once per row.
+The nnz x F messages are never stored: each message is formed and folded in
+vector registers (``_simd``), and the output row is stored once.
 
 Backend contract (identical for ``stgkern._cuda.message_passing``):
 
@@ -24,7 +24,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._prefetch import distance_for, prefetch_row
+from ._prefetch import distance_for
+from ._simd import gather_add, gather_wsum
 
 _REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 _OP = {"mul": 0, "add": 1}
@@ -34,113 +35,44 @@ MP_CHUNK = 256
 
 
 @numba.njit(cache=True, parallel=True)
-def _fwd(indptr, indices, X, E, wide, op, mode, pf, out, arg):
+def _fwd_sum(indptr, indices, X, E, op, mean, pf, out):
+    """sum/mean: each row's messages formed and folded two at a time in vector
+    registers (``_simd``: ``o += m0 + m1`` in CSR order, so the bits are the
+    same for every run and thread count) and the row stored once.  ``E`` is
+    (nnz, F) or, for one value per edge, (nnz,)."""
     n = indptr.shape[0] - 1
-    F = X.shape[1]
-    nnz = indices.shape[0]
     n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK
     for c in prange(n_chunks):
-        acc = np.empty(F, dtype=out.dtype)
         for i in range(c * MP_CHUNK, min(n, (c + 1) * MP_CHUNK)):
             s = indptr[i]
             e = indptr[i + 1]
-            if mode <= 1 or e == s:
-                if mode >= 2:
-                    o = out[i]
-                    a = arg[i]
-                    for f in range(F):
-                        o[f] = 0
-                        a[f] = -1
-                    continue
-                # edges are folded two at a time (o += m0 + m1) into a scratch
-                # row that stays in L1: half the read-modify-write traffic on
-                # the accumulator, and the output row is stored once (as in
-                # spmm); the pairing is fixed by CSR order, so every run gives
-                # the same bits.
-                o = acc
-                for f in range(F):
-                    o[f] = 0
-                k = s
-                if wide:
-                    if op == 0:
-                        while k + 1 < e:
-                            if pf is not None:
-                                prefetch_row(X, indices, k + pf, nnz)
-                                prefetch_row(X, indices, k + pf + 1, nnz)
-                            x0 = X[indices[k]]
-                            x1 = X[indices[k + 1]]
-                            e0 = E[k]
-                            e1 = E[k + 1]
-                            for f in range(F):
-                                o[f] += x0[f] * e0[f] + x1[f] * e1[f]
-                            k += 2
-                        if k < e:
-                            x0 = X[indices[k]]
-                            e0 = E[k]
-                            for f in range(F):
-                                o[f] += x0[f] * e0[f]
-                    else:
-                        while k + 1 < e:
-                            if pf is not None:
-                                prefetch_row(X, indices, k + pf, nnz)
-                                prefetch_row(X, indices, k + pf + 1, nnz)
-                            x0 = X[indices[k]]
-                            x1 = X[indices[k + 1]]
-                            e0 = E[k]
-                            e1 = E[k + 1]
-                            for f in range(F):
-                                o[f] += (x0[f] + e0[f]) + (x1[f] + e1[f])
-                            k += 2
-                        if k < e:
-                            x0 = X[indices[k]]
-                            e0 = E[k]
-                            for f in range(F):
-                                o[f] += x0[f] + e0[f]
-                else:
-                    if op == 0:
-                        while k + 1 < e:
-                            if pf is not None:
-                                prefetch_row(X, indices, k + pf, nnz)
-                                prefetch_row(X, indices, k + pf + 1, nnz)
-                            x0 = X[indices[k]]
-                            x1 = X[indices[k + 1]]
-                            a0 = E[k, 0]
-                            a1 = E[k + 1, 0]
-                            for f in range(F):
-                                o[f] += x0[f] * a0 + x1[f] * a1
-                            k += 2
-                        if k < e:
-                            x0 = X[indices[k]]
-                            a0 = E[k, 0]
-                            for f in range(F):
-                                o[f] += x0[f] * a0
-                    else:
-                        while k + 1 < e:
-                            if pf is not None:
-                                prefetch_row(X, indices, k + pf, nnz)
-                                prefetch_row(X, indices, k + pf + 1, nnz)
-                            x0 = X[indices[k]]
-                            x1 = X[indices[k + 1]]
-                            a0 = E[k, 0]
-                            a1 = E[k + 1, 0]
-                            for f in range(F):
-                                o[f] += (x0[f] + a0) + (x1[f] + a1)
-                            k += 2
-                        if k < e:
-                            x0 = X[indices[k]]
-                            a0 = E[k, 0]
-                            for f in range(F):
-                                o[f] += x0[f] + a0
-                dst = out[i]
-                if mode == 1 and e > s:
-                    for f in range(F):
-                        dst[f] = o[f] / (e - s)  # exact-rounded: float64 divide of a float32
-                else:
-                    for f in range(F):
-                        dst[f] = o[f]
-                continue
+            o = out[i]
+            if op == 0:
+                gather_wsum(o, X, indices, E, s, e, pf)
+            else:
+                gather_add(o, X, indices, E, s, e, pf)
+            if mean and e > s:
+                for f in range(o.shape[0]):
+                    o[f] = o[f] / (e - s)  # exact-rounded: float64 divide of a float32
+
+
+@numba.njit(cache=True, parallel=True)
+def _fwd_arg(indptr, indices, X, E, wide, op, mode, out, arg):
+    """max/min: the winning message per feature and its edge id (lowest on ties)."""
+    n = indptr.shape[0] - 1
+    F = X.shape[1]
+    n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK
+    for c in prange(n_chunks):
+        for i in range(c * MP_CHUNK, min(n, (c + 1) * MP_CHUNK)):
+            s = indptr[i]
+            e = indptr[i + 1]
             o = out[i]
             a = arg[i]
+            if e == s:
+                for f in range(F):
+                    o[f] = 0
+                    a[f] = -1
+                continue
             for k in range(s, e):
                 xr = X[indices[k]]
                 for f in range(F):
@@ -238,10 +170,13 @@ def forward(g, X, E, op, reduce, out=None):
     E2 = _as2d(E)
     wide = E2.shape[1] != 1 or F == 1
     out = np.empty((n, F), dtype=X.dtype) if out is None else out
-    arg = np.empty((n, F) if mode >= 2 else (1, 1), dtype=np.int64)
-    pf = (distance_for(g, F * X.itemsize) if mode <= 1 else 0) or None  # None: no prefetch code
-    _fwd(g.indptr, g.indices, X, E2, wide, _OP[op], mode, pf, out, arg)
-    return out, (arg if mode >= 2 else None)
+    if mode <= 1:
+        pf = distance_for(g, F * X.itemsize) or None  # None: no prefetch code
+        _fwd_sum(g.indptr, g.indices, X, E2 if wide else E2.reshape(-1), _OP[op], mode == 1, pf, out)
+        return out, None
+    arg = np.empty((n, F), dtype=np.int64)
+    _fwd_arg(g.indptr, g.indices, X, E2, wide, _OP[op], mode, out, arg)
+    return out, arg
 
 
 def backward(g, grad_out, X, E, op, reduce, arg):
