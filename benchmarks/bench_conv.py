@@ -14,9 +14,11 @@ Streaming floors (bytes that must cross memory at least once):
   message_passing (mul, E width F) 8·nnz + 4·nnz·F + 8·n·F
 ``t_kernel_prealloc`` times ``spmm(g, X, w, out=buf)`` (``message_passing(...,
 out=buf)``) writing into a reused
-(already faulted-in) output, like the copy's destination: a fresh
-2M x 64 float32 output costs ~55 ms of page faults/zeroing on this machine,
-which a call without ``out=`` pays, as do the peers (they have no ``out=``).
+(already faulted-in) output, like the copy's destination: the kernel
+zeroing the pages of a fresh 2M x 64 float32 output costs ~20 ms on this
+machine when both threads fault them in (~50 ms for a one-thread writer such
+as scipy's), which a call without ``out=`` pays, as do the peers (they have
+no ``out=``).
 ``x_scipy_at_floor`` is scipy's time over the streaming floor's time: the
 largest ratio to scipy any kernel could reach on this machine.
 Peak memory: extra bytes over the loaded inputs (VmHWM after resetting it

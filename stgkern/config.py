@@ -21,11 +21,16 @@ cpu_prefetch: bool | str = "auto"
 #: How many edges ahead the gather kernels prefetch.
 cpu_prefetch_distance: int = 16
 #: graph_conv's dense products are BLAS calls on row blocks inside Numba's
-#: threads; each call does at most this many multiply-adds (m*n*k).  The
-#: default is OpenBLAS's threshold below which a call stays on its calling
-#: thread (4 * 65536): larger calls wake OpenBLAS's own pool, which fights
-#: Numba's for the cores.
-cpu_gemm_call_mnk: int = 262144
+#: threads; each call does at most this many multiply-adds (m*n*k).  Calls
+#: that are too large wake OpenBLAS's own thread pool, which fights Numba's
+#: for the cores, and stop fitting in L1/L2.  Measured with scipy's OpenBLAS
+#: 0.3.30 on the 2-core benchmark machine (2M x 64 float32 rows, 64 -> 64):
+#: calls of 64, 128 and 192 rows (up to 786432 multiply-adds) ran at 213-216
+#: GFLOP/s, the same as with OPENBLAS_NUM_THREADS=1; 256 rows ran at 100
+#: (136 with OPENBLAS_NUM_THREADS=1).  The transposed products of the
+#: backward (Xᵀ·G) gain most from longer calls: the fused backward took 442
+#: ms at 64 rows and 406 ms at 192.
+cpu_gemm_call_mnk: int = 786432
 
 # --- GPU (CUDA through CuPy) ---------------------------------------------
 #: Threads per block for row-parallel kernels.

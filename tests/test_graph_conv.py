@@ -351,7 +351,7 @@ def test_matches_naive_on_backend(xp):
 
 # ------------------------------------------------------ dense products (CPU)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("mnk", [1, 300, 262144])          # 1 row per BLAS call .. the default
+@pytest.mark.parametrize("mnk", [1, 300, 262144, 786432])  # 1 row per BLAS call .. 64 rows .. the default
 @pytest.mark.parametrize("n,K,F", [(0, 3, 4), (1, 1, 1), (7, 5, 3), (1000, 64, 64), (513, 33, 17), (9, 0, 4),
                                    (9, 4, 0)])
 def test_blocked_blas_products_match_numpy(dtype, mnk, n, K, F):
@@ -416,7 +416,7 @@ def test_linear2_matches_composition(act, dtype, n, K1, K2, F):
         if bias is not None:
             pre = pre + bias
         ref = naive_gc_activation(pre, act)
-        for mnk in (5, 262144):                              # 1 row per gemm call .. the default
+        for mnk in (5, 786432):                              # 1 row per gemm call .. the default
             with config.override(cpu_gemm_call_mnk=mnk):
                 got = ew.linear2(A1, W1, A2, W2, bias, act)
             assert got.shape == (n, F) and got.dtype == dtype
@@ -426,7 +426,7 @@ def test_linear2_matches_composition(act, dtype, n, K1, K2, F):
 
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
 @pytest.mark.parametrize("act", [None, "relu"])
-@pytest.mark.parametrize("mnk", [7, 262144])          # 1 row per block .. the default block
+@pytest.mark.parametrize("mnk", [7, 786432])          # 1 row per block .. the default block
 @pytest.mark.parametrize("weight", [False, True])
 def test_fused_layer_many_blocks(reduce, act, mnk, weight):
     """The one-pass forward/backward (sum/mean with W_neigh) over many row blocks and tasks, F_in != F_out."""

@@ -11,11 +11,12 @@ distance, or none.
 On a graph whose sources sit next to their destination (the window graph:
 each event's sources are the few events just before it) the rows are already
 in L1 and the extra instructions only cost time, so ``distance_for`` turns it
-off there.  Measured on this project's 2-core benchmark machine: spmm,
-F=64 float32, power-law graph of 500k nodes / 8M edges, 1.2-1.3x faster with
-a distance of 16 edges (8 to 24 were within noise of each other, 32 and more
-slower); on the 2M-event window graph 10-15% slower with it.  The figures of
-the last run are in benchmarks/results/conv_cpu.json
+off there.  Measured on this project's 2-core benchmark machine with the
+register gathers of ``_simd``: spmm, F=64 float32, power-law graph of 500k
+nodes / 8M edges, 103 ms without prefetch, 93-94 ms at a distance of 8 or 16
+edges, 97 at 32, 102 at 64, 105 at 4; on the 2M-event window graph 2%
+slower with it (10-15% with the older scratch-row loop).  The figures of the
+last run are in benchmarks/results/conv_cpu.json
 (``t_kernel_prefetch_flipped`` is the same call with the choice reversed).
 
 Prefetching never changes a result: the arithmetic and its order are the

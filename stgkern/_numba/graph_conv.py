@@ -130,14 +130,14 @@ def activation_backward(grad_out, out, act, want_bias):
 # ------------------------------------------------------------- dense products
 # The products are BLAS gemm calls (scipy's BLAS, reached through Numba's
 # ``np.dot``) on fixed row blocks inside Numba's thread pool.  Each call is
-# kept at most ``config.cpu_gemm_call_mnk`` multiply-adds, which is below
-# OpenBLAS's threading threshold (m*n*k < 4 * 65536), so every call runs on the
-# Numba thread that made it: no second thread pool.  One whole-array NumPy
+# kept at most ``config.cpu_gemm_call_mnk`` multiply-adds, small enough that
+# it runs on the Numba thread that made it (no second thread pool; see the
+# measurements with that setting) and its blocks stay in L1/L2.  One whole-array NumPy
 # matmul (OpenBLAS's own threads) is as fast alone, but between Numba's
 # parallel kernels its idle-spinning workers and Numba's fought for the
 # cores and the layer got slower (benchmarks/bench_graph_conv.py).  A
 # hand-written Numba product (four rows per W load) reached 74 GFLOP/s on
-# 2M x 64 @ 64 x 64 float32; the blocked BLAS calls reach about 200 GFLOP/s
+# 2M x 64 @ 64 x 64 float32; the blocked BLAS calls reach 213-216 GFLOP/s
 # there, the machine's square-sgemm rate.  Fixed blocks also make the
 # results independent of the thread count.
 
