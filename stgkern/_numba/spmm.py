@@ -18,6 +18,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import sddmm as _sddmm
 from ._prefetch import distance_for
 from ._simd import gather_wsum
 
@@ -177,25 +178,29 @@ def _bwd_x_arg(t_indptr, t_indices, eid, G, w, has_w, arg, one, accumulate, gX):
 
 
 @numba.njit(cache=True, parallel=True)
-def _bwd_w(indptr, indices, G, X, mode, arg, gw):
+def _bwd_w_arg(indptr, indices, G, X, arg, gw):
+    """max/min: ``gw[k] = Σ_{f won by edge k} G[i, f]·X[j, f]``."""
     n = indptr.shape[0] - 1
     F = X.shape[1]
+    for i in prange(n):
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            acc = 0.0
+            for f in range(F):
+                if arg[i, f] == k:
+                    acc += G[i, f] * X[j, f]
+            gw[k] = acc
+
+
+@numba.njit(cache=True, parallel=True)
+def _per_in_degree(indptr, gw):
+    """``gw[k] /= in-degree of edge k's destination`` (mean)."""
+    n = indptr.shape[0] - 1
     for i in prange(n):
         s = indptr[i]
         e = indptr[i + 1]
         for k in range(s, e):
-            j = indices[k]
-            acc = 0.0
-            if mode <= 1:
-                for f in range(F):
-                    acc += G[i, f] * X[j, f]
-                if mode == 1:
-                    acc = acc / (e - s)
-            else:
-                for f in range(F):
-                    if arg[i, f] == k:
-                        acc += G[i, f] * X[j, f]
-            gw[k] = acc
+            gw[k] = gw[k] / (e - s)
 
 
 def forward(g, X, edge_weight, reduce, out=None):
@@ -216,18 +221,23 @@ def backward(g, grad_out, X, edge_weight, reduce, arg, out=None, accumulate=Fals
     mode = _REDUCE[reduce]
     t = g.transpose()
     has_w = edge_weight is not None
-    w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
     gX = np.empty((g.n_src, X.shape[1]), dtype=X.dtype) if out is None else out
     if mode <= 1:
         _bwd_x_sum(t.indptr, t.indices, transposed_coef(g, t, edge_weight, mode == 1, X.dtype), grad_out,
                    distance_for(t, grad_out.shape[1] * grad_out.itemsize) or None, accumulate, gX)
-        a = np.empty((1, 1), dtype=np.int64)
     else:
+        w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
         one = np.ones(1, dtype=X.dtype)  # typed 1: keeps float32 arithmetic in float32
         _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, w, has_w, arg, one, accumulate, gX)
-        a = arg
     gw = None
     if has_w:
         gw = np.empty(g.nnz, dtype=X.dtype)
-        _bwd_w(g.indptr, g.indices, grad_out, X, mode, a, gw)
+        if mode <= 1:
+            # grad_w[k] = grad_out[i]·X[j]: sddmm's dot, vectorised in a fixed order
+            none = np.empty(0, dtype=X.dtype)
+            _sddmm._dot_fwd(g.indptr, g.indices, grad_out, X, none, none, False, gw)
+            if mode == 1:
+                _per_in_degree(g.indptr, gw)
+        else:
+            _bwd_w_arg(g.indptr, g.indices, grad_out, X, arg, gw)
     return gX, gw
