@@ -25,6 +25,19 @@ seq_lists = st.lists(st.lists(st.integers(1, 6), min_size=0, max_size=9), min_si
 
 @given(seq_lists, st.sampled_from([np.float32, np.float64]))
 def test_session_graph_matches_srgnn(seqs, dtype):
+    _check_against_srgnn(seqs, dtype)
+
+
+@pytest.mark.parametrize("length", [47, 48, 49, 50, 300])
+def test_long_sessions_match_srgnn(length):
+    """Sessions past the in-place insertion sort's length (either side of it), many repeats."""
+    rng = np.random.default_rng(length)
+    seqs = [rng.integers(1, 30, size=length).tolist(), rng.integers(1, 500, size=length).tolist(),
+            [], [5], rng.integers(1, 4, size=length + 1).tolist()]
+    _check_against_srgnn(seqs, np.float32)
+
+
+def _check_against_srgnn(seqs, dtype):
     ptr, items = to_csr(seqs)
     g, node_item, alias = session_graph(ptr, items, dtype=dtype)
     ref = naive_srgnn_session_graph(seqs)

@@ -9,16 +9,34 @@ import numpy as np
 from .. import config
 
 
+#: Up to this many values are sorted by insertion in place; longer runs use
+#: np.sort (whose allocation and call cost more than a short session's sort).
+_INSERTION_MAX = 48
+
+
 @nb.njit(cache=True)
 def _sort_unique(vals, out):
-    """Sorted distinct values of ``vals`` written to ``out``; returns the count."""
+    """Sorted distinct values of ``vals`` written to ``out``; returns the count.
+
+    ``out`` may be ``vals`` itself (sorted in place).
+    """
     n = vals.shape[0]
     if n == 0:
         return 0
-    srt = np.sort(vals)
+    if n <= _INSERTION_MAX:
+        for i in range(n):
+            x = vals[i]
+            j = i
+            while j > 0 and out[j - 1] > x:
+                out[j] = out[j - 1]
+                j -= 1
+            out[j] = x
+        srt = out
+    else:
+        srt = np.sort(vals)
     m = 0
     for i in range(n):
-        if i == 0 or srt[i] != srt[i - 1]:
+        if i == 0 or srt[i] != out[m - 1]:
             out[m] = srt[i]
             m += 1
     return m
@@ -65,32 +83,35 @@ def _analyse_one(s, ptr, items, nodes_ws, alias_local, pairs_ws, n_nodes, n_edge
     if L < 2:
         n_edges[s] = 0
         return
-    codes = np.empty(L - 1, dtype=np.int64)
+    codes = pairs_ws[p0:p1 - 1]
     for p in range(p0, p1 - 1):
         u = alias_local[p]
         v = alias_local[p + 1]
         codes[p - p0] = v * m + u  # row (destination) major, then source
-    e = _sort_unique(codes, pairs_ws[p0:p1])
-    n_edges[s] = e
+    n_edges[s] = _sort_unique(codes, codes)
 
 
 @nb.njit(cache=True, parallel=True)
 def _fill(ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_ptr, edge_ptr,
           node_item, alias, indptr, indices, w_in, w_out, parallel):
     n_seq = ptr.shape[0] - 1
+    # degree counters at each session's own offset (a session has at most
+    # as many nodes as positions): no allocation per session
+    indeg_ws = np.empty(ptr[n_seq], dtype=np.int64)
+    outdeg_ws = np.empty(ptr[n_seq], dtype=np.int64)
     if parallel:
         for s in nb.prange(n_seq):
             _fill_one(s, ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_ptr, edge_ptr,
-                      node_item, alias, indptr, indices, w_in, w_out)
+                      node_item, alias, indptr, indices, w_in, w_out, indeg_ws, outdeg_ws)
     else:
         for s in range(n_seq):
             _fill_one(s, ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_ptr, edge_ptr,
-                      node_item, alias, indptr, indices, w_in, w_out)
+                      node_item, alias, indptr, indices, w_in, w_out, indeg_ws, outdeg_ws)
 
 
 @nb.njit(cache=True)
 def _fill_one(s, ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_ptr, edge_ptr,
-              node_item, alias, indptr, indices, w_in, w_out):
+              node_item, alias, indptr, indices, w_in, w_out, indeg_ws, outdeg_ws):
     p0 = ptr[s]
     p1 = ptr[s + 1]
     m = n_nodes[s]
@@ -101,8 +122,10 @@ def _fill_one(s, ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_pt
         node_item[b + i] = nodes_ws[p0 + i]
     for p in range(p0, p1):
         alias[p] = b + alias_local[p]
-    indeg = np.zeros(m, dtype=np.int64)
-    outdeg = np.zeros(m, dtype=np.int64)
+    indeg = indeg_ws[p0:p0 + m]
+    outdeg = outdeg_ws[p0:p0 + m]
+    indeg[:] = 0
+    outdeg[:] = 0
     for k in range(ne):
         c = pairs_ws[p0 + k]
         v = c // m
