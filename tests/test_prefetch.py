@@ -101,3 +101,12 @@ def test_message_passing_bits_do_not_depend_on_prefetch(op, width):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(runs[True][0], naive_message_passing(g.indptr, g.indices, X, E, op, "sum")[0],
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "16"])
+def test_prefetch_distance_must_be_a_positive_int(bad):
+    g = random_graph(np.random.default_rng(0), 20_000, 200_000)
+    X = np.ones((g.n_src, 4), np.float32)
+    with config.override(cpu_prefetch=True, cpu_prefetch_distance=bad):
+        with pytest.raises(ValueError, match="cpu_prefetch_distance must be a positive int"):
+            spmm(g, X)

@@ -40,7 +40,7 @@ def _graph(rng, n, n_src, max_deg):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("idx_dtype", [np.int32, np.int64, np.uint32])
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("pf", [None, 1, 16])
+@pytest.mark.parametrize("pf", [None, 1, 16, 10**6, -4])  # far past the end or negative: clamped
 def test_gather_wsum_is_bit_exact_against_the_pair_fold(dtype, idx_dtype, weighted, pf):
     rng = np.random.default_rng(7)
     for F in _widths(dtype):

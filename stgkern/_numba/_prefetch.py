@@ -67,4 +67,7 @@ def distance_for(g, row_bytes: int) -> int:
             return 0
     elif mode is not True:
         raise ValueError(f"config.cpu_prefetch must be 'auto', True or False, got {mode!r}")
-    return int(config.cpu_prefetch_distance)
+    dist = config.cpu_prefetch_distance
+    if isinstance(dist, bool) or not isinstance(dist, (int, np.integer)) or dist < 1:
+        raise ValueError(f"config.cpu_prefetch_distance must be a positive int (edges ahead), got {dist!r}")
+    return int(dist)

@@ -25,8 +25,8 @@ one vector at a time, then scalars for what is left, so any F works and
 every feature sees the same fold.
 
 ``pf`` (an int, or None to compile without it) prefetches the block's lines
-of the row that edge ``k + pf`` will read (clamped to the last edge, so
-nothing past the end of ``idx`` is touched); see ``_prefetch``.
+of the row that edge ``k + pf`` will read (clamped into ``idx``, so no index
+outside it is read); see ``_prefetch``.
 
 Nothing is bounds-checked: callers pass ``o`` of length ``X.shape[1]``,
 ``0 <= s <= e <= len(idx)`` (and ``len(coef)``), a 2-D ``coef`` of
@@ -129,6 +129,7 @@ def _term(builder, r, k, fb, nvec, vty, lanes, op):
 def _prefetch(builder, r, k, fb, nvec, lanes):
     kk = builder.add(k, r.pf)
     kk = builder.select(builder.icmp_signed(">", kk, r.idx_last), r.idx_last, kk)
+    kk = builder.select(builder.icmp_signed("<", kk, _I64(0)), _I64(0), kk)   # pf < 0 from a direct caller
     p = builder.bitcast(_row_ptr(builder, r, kk, fb), _I8P)
     fn = builder.module.declare_intrinsic("llvm.prefetch", [_I8P],
                                           ir.FunctionType(ir.VoidType(), [_I8P, _I32, _I32, _I32]))
