@@ -12,13 +12,13 @@ from stgkern._numba._simd import BLOCK_VECTORS, VECTOR_BYTES, gather_add, gather
 @numba.njit
 def _rows(indptr, idx, X, coef, pf, out):
     for i in range(indptr.shape[0] - 1):
-        gather_wsum(out[i], X, idx, coef, indptr[i], indptr[i + 1], pf)
+        gather_wsum(out[i], X, idx, coef, None, indptr[i], indptr[i + 1], pf)
 
 
 @numba.njit
 def _rows_add(indptr, idx, X, coef, pf, out):
     for i in range(indptr.shape[0] - 1):
-        gather_add(out[i], X, idx, coef, indptr[i], indptr[i + 1], pf)
+        gather_add(out[i], X, idx, coef, None, indptr[i], indptr[i + 1], pf)
 
 
 def _widths(dtype):
@@ -69,6 +69,34 @@ def test_message_forms_are_bit_exact_against_the_pair_fold(dtype, op, coef_kind,
         (_rows if op == "mul" else _rows_add)(indptr, idx, X, coef, pf, out)
         want = np.stack([naive_pair_fold_row(X, idx, coef, indptr[i], indptr[i + 1], op) for i in range(19)])
         assert out.tobytes() == want.tobytes(), F
+
+
+@numba.njit
+def _rows_at(indptr, idx, X, coef, cidx, add, out):
+    for i in range(indptr.shape[0] - 1):
+        if add:
+            gather_add(out[i], X, idx, coef, cidx, indptr[i], indptr[i + 1], None)
+        else:
+            gather_wsum(out[i], X, idx, coef, cidx, indptr[i], indptr[i + 1], None)
+
+
+@pytest.mark.parametrize("cidx_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("coef_kind", ["edge", "row"])
+@pytest.mark.parametrize("add", [False, True])
+def test_indirect_coefficients_equal_the_gathered_ones(cidx_dtype, coef_kind, add):
+    """coef read at cidx[k] gives the bits of coef[cidx] passed directly."""
+    rng = np.random.default_rng(11)
+    F = 70
+    indptr, idx = _graph(rng, 31, 29, 8)
+    nnz = idx.shape[0]
+    X = rng.standard_normal((29, F)).astype(np.float32)
+    coef = rng.standard_normal(nnz if coef_kind == "edge" else (nnz, F)).astype(np.float32)
+    cidx = rng.permutation(nnz).astype(cidx_dtype)
+    got = np.full((31, F), np.nan, np.float32)
+    want = np.full((31, F), np.nan, np.float32)
+    _rows_at(indptr, idx, X, coef, cidx, add, got)
+    _rows_at(indptr, idx, X, np.ascontiguousarray(coef[cidx]), None, add, want)
+    assert got.tobytes() == want.tobytes()
 
 
 def test_gather_wsum_reads_unaligned_rows_and_writes_only_its_row():

@@ -1,13 +1,15 @@
 """Register-resident row gathers for the pull kernels, written as LLVM vector IR.
 
-``gather_wsum(o, X, idx, coef, s, e, pf)`` computes
+``gather_wsum(o, X, idx, coef, cidx, s, e, pf)`` computes
 
     o[:] = Σ_{k in [s, e)} coef(k) · X[idx[k], :]
 
 and ``gather_add`` the same sum of ``X[idx[k], :] + coef(k)``, where
-``coef(k)`` is ``coef[k]`` (one value per edge), ``coef[k, :]`` (one row per
-edge, a message_passing E of width F) or, for ``gather_wsum`` only, absent
-(None: a plain sum of rows).  The edges are folded two at a time in CSR
+``coef(k)`` is ``coef[c]`` (one value per edge) or ``coef[c, :]`` (one row
+per edge, a message_passing E of width F) with ``c = k``, or ``c =
+cidx[k]`` when ``cidx`` is given (a transpose's edges reading the forward
+edges' values), or, for ``gather_wsum`` only, absent (None: a plain sum of
+rows).  The edges are folded two at a time in CSR
 order, exactly as the plain Numba loop ``o = t0 + t1; o += t0 + t1; ...;
 o += t0`` does (the first pair is assigned, a lone edge is added to zero), so
 the bits are those of that loop; only where the partial sums live changes.
@@ -29,9 +31,9 @@ of the row that edge ``k + pf`` will read (clamped into ``idx``, so no index
 outside it is read); see ``_prefetch``.
 
 Nothing is bounds-checked: callers pass ``o`` of length ``X.shape[1]``,
-``0 <= s <= e <= len(idx)`` (and ``len(coef)``), a 2-D ``coef`` of
-``X.shape[1]`` columns, and in-range indices, as the validated public
-functions guarantee.
+``0 <= s <= e <= len(idx)`` (and ``len(coef)`` or ``len(cidx)``), a 2-D
+``coef`` of ``X.shape[1]`` columns, and in-range indices, as the validated
+public functions guarantee.
 """
 from __future__ import annotations
 
@@ -80,11 +82,15 @@ class _Row:
             if coef_ty.ndim == 2:                      # one row of values per edge
                 self.coef = builder.bitcast(c.data, _I8P)
                 self.coef_stride = cgutils.unpack_tuple(builder, c.strides, 2)[0]
-        self.s = context.cast(builder, args[4], sig.args[4], types.int64)
-        self.e = context.cast(builder, args[5], sig.args[5], types.int64)
+        self.cidx = None
+        if isinstance(sig.args[4], types.Array):          # coef of edge k at coef[cidx[k]]
+            self.cidx = context.make_array(sig.args[4])(context, builder, args[4]).data
+            self.cidx_signed = sig.args[4].dtype.signed
+        self.s = context.cast(builder, args[5], sig.args[5], types.int64)
+        self.e = context.cast(builder, args[6], sig.args[6], types.int64)
         self.pf = None
-        if isinstance(sig.args[6], types.Integer):
-            self.pf = context.cast(builder, args[6], sig.args[6], types.int64)
+        if isinstance(sig.args[7], types.Integer):
+            self.pf = context.cast(builder, args[7], sig.args[7], types.int64)
 
 
 def _splat(builder, v, vty):
@@ -117,6 +123,9 @@ def _term(builder, r, k, fb, nvec, vty, lanes, op):
     xs = [builder.load(_vec_ptr(builder, p, q, vty, lanes), align=r.size) for q in range(nvec)]
     if r.coef is None:
         return xs
+    if r.cidx is not None:
+        k = builder.load(builder.gep(r.cidx, [k]))
+        k = builder.sext(k, _I64) if r.cidx_signed else builder.zext(k, _I64)
     if r.coef_stride is None:
         cs = [_splat(builder, builder.load(builder.gep(r.coef, [k])), vty)] * nvec
     else:
@@ -203,7 +212,7 @@ def _emit_blocks(builder, r, fbp, nvec, vty, lanes, op):
     builder.position_at_end(b_exit)
 
 
-def _typed(o, X, idx, coef, s, e, pf, coef_required):
+def _typed(o, X, idx, coef, cidx, s, e, pf, coef_required):
     """The signature when the argument types are ones the codegen handles, else None."""
     if not (_is_c_array(o, 1) and _is_c_array(X, 2) and isinstance(X.dtype, types.Float) and o.dtype == X.dtype):
         return None
@@ -213,11 +222,14 @@ def _typed(o, X, idx, coef, s, e, pf, coef_required):
                and (_is_c_array(coef, 1) or _is_c_array(coef, 2)))
     if not (coef_ok or (coef is types.none and not coef_required)):
         return None
+    if not (cidx is types.none or (isinstance(cidx, types.Array) and cidx.ndim == 1
+                                   and isinstance(cidx.dtype, types.Integer))):
+        return None
     if not (isinstance(s, types.Integer) and isinstance(e, types.Integer)):
         return None
     if not (pf is types.none or isinstance(pf, types.Integer)):
         return None
-    return types.void(o, X, idx, coef, s, e, pf)
+    return types.void(o, X, idx, coef, cidx, s, e, pf)
 
 
 def _codegen(op):
@@ -236,17 +248,18 @@ def _codegen(op):
 
 
 @intrinsic
-def gather_wsum(typingctx, o, X, idx, coef, s, e, pf):
+def gather_wsum(typingctx, o, X, idx, coef, cidx, s, e, pf):
     """``o[:] = Σ_{k in [s, e)} coef(k) · X[idx[k]]`` in pair-fold order
     (module docstring); ``coef`` None (plain sum), one value per edge (nnz,)
-    or one row per edge (nnz, F)."""
-    sig = _typed(o, X, idx, coef, s, e, pf, coef_required=False)
+    or one row per edge (nnz, F), read at ``cidx[k]`` when ``cidx`` is not None."""
+    sig = _typed(o, X, idx, coef, cidx, s, e, pf, coef_required=False)
     return None if sig is None else (sig, _codegen("mul"))
 
 
 @intrinsic
-def gather_add(typingctx, o, X, idx, coef, s, e, pf):
+def gather_add(typingctx, o, X, idx, coef, cidx, s, e, pf):
     """``o[:] = Σ_{k in [s, e)} (X[idx[k]] + coef(k))`` in pair-fold order;
-    ``coef`` one value per edge (nnz,) or one row per edge (nnz, F)."""
-    sig = _typed(o, X, idx, coef, s, e, pf, coef_required=True)
+    ``coef`` one value per edge (nnz,) or one row per edge (nnz, F), read at
+    ``cidx[k]`` when ``cidx`` is not None."""
+    sig = _typed(o, X, idx, coef, cidx, s, e, pf, coef_required=True)
     return None if sig is None else (sig, _codegen("add"))

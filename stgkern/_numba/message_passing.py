@@ -24,6 +24,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import sddmm as _sddmm
 from ._prefetch import distance_for
 from ._simd import gather_add, gather_wsum
 
@@ -48,9 +49,9 @@ def _fwd_sum(indptr, indices, X, E, op, mean, pf, out):
             e = indptr[i + 1]
             o = out[i]
             if op == 0:
-                gather_wsum(o, X, indices, E, s, e, pf)
+                gather_wsum(o, X, indices, E, None, s, e, pf)
             else:
-                gather_add(o, X, indices, E, s, e, pf)
+                gather_add(o, X, indices, E, None, s, e, pf)
             if mean and e > s:
                 for f in range(o.shape[0]):
                     o[f] = o[f] / (e - s)  # exact-rounded: float64 divide of a float32
@@ -84,7 +85,20 @@ def _fwd_arg(indptr, indices, X, E, wide, op, mode, out, arg):
 
 
 @numba.njit(cache=True, parallel=True)
-def _bwd_x(t_indptr, t_indices, eid, deg, G, E, wide, op, mode, arg, unit, gX):
+def _bwd_x_sum(t_indptr, t_indices, Gs, E, eid, pf, gX):
+    """sum/mean grad_X over the transpose: ``gX[j] = Σ_{t in row j} Gs[i_t] ∘ E(eid[t])``
+    (``E`` None: the plain sum of the rows, op add), ``Gs`` being grad_out
+    already divided by the in-degree for mean; register gathers (``_simd``)."""
+    n_src = t_indptr.shape[0] - 1
+    n_chunks = (n_src + MP_CHUNK - 1) // MP_CHUNK
+    for c in prange(n_chunks):
+        for j in range(c * MP_CHUNK, min(n_src, (c + 1) * MP_CHUNK)):
+            gather_wsum(gX[j], Gs, t_indices, E, eid, t_indptr[j], t_indptr[j + 1], pf)
+
+
+@numba.njit(cache=True, parallel=True)
+def _bwd_x_arg(t_indptr, t_indices, eid, G, E, wide, op, arg, unit, gX):
+    """max/min grad_X: each edge passes on the features it won."""
     n_src = t_indptr.shape[0] - 1
     F = G.shape[1]
     n_chunks = (n_src + MP_CHUNK - 1) // MP_CHUNK
@@ -97,67 +111,53 @@ def _bwd_x(t_indptr, t_indices, eid, deg, G, E, wide, op, mode, arg, unit, gX):
                 i = t_indices[t]
                 k = eid[t]
                 sc = E[k, 0] if (op == 0 and not wide) else unit[0]
-                if mode == 1:
-                    sc = sc / deg[i]
                 gi = G[i]
-                if mode <= 1:
-                    if op == 0 and wide:
-                        er = E[k]
-                        for f in range(F):
-                            gx[f] += gi[f] * (sc * er[f])
-                    else:
-                        for f in range(F):
-                            gx[f] += gi[f] * sc
-                else:
-                    ai = arg[i]
-                    for f in range(F):
-                        if ai[f] == k:
-                            d = sc * E[k, f] if (op == 0 and wide) else sc
-                            gx[f] += gi[f] * d
+                ai = arg[i]
+                for f in range(F):
+                    if ai[f] == k:
+                        d = sc * E[k, f] if (op == 0 and wide) else sc
+                        gx[f] += gi[f] * d
 
 
 @numba.njit(cache=True, parallel=True)
-def _bwd_e(indptr, indices, X, G, wide, op, mode, arg, scale, unit, gE):
+def _bwd_e_arg(indptr, indices, X, G, wide, op, arg, unit, gE):
+    """max/min grad_E: the gradient of the features each edge won."""
     n = indptr.shape[0] - 1
     F = G.shape[1]
     n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK
     for c in prange(n_chunks):
         for i in range(c * MP_CHUNK, min(n, (c + 1) * MP_CHUNK)):
             gi = G[i]
-            sc = scale[i]
+            ai = arg[i]
             for k in range(indptr[i], indptr[i + 1]):
                 xr = X[indices[k]]
                 ge = gE[k]
-                if mode <= 1:
+                part = unit[1]
+                for f in range(F):
+                    cf = gi[f] if ai[f] == k else unit[1]
+                    if op == 0:
+                        cf = cf * xr[f]
                     if wide:
-                        if op == 0:
-                            for f in range(F):
-                                ge[f] = (gi[f] * sc) * xr[f]
-                        else:
-                            for f in range(F):
-                                ge[f] = gi[f] * sc
+                        ge[f] = cf
                     else:
-                        part = unit[1]
-                        if op == 0:
-                            for f in range(F):
-                                part += (gi[f] * sc) * xr[f]
-                        else:
-                            for f in range(F):
-                                part += gi[f] * sc
-                        ge[0] = part
-                else:
-                    ai = arg[i]
-                    part = unit[1]
-                    for f in range(F):
-                        cf = gi[f] * sc if ai[f] == k else unit[1]
-                        if op == 0:
-                            cf = cf * xr[f]
-                        if wide:
-                            ge[f] = cf
-                        else:
-                            part += cf
-                    if not wide:
-                        ge[0] = part
+                        part += cf
+                if not wide:
+                    ge[0] = part
+
+
+@numba.njit(cache=True, parallel=True)
+def _rows_per_edge(indptr, G, out):
+    """``out[k] = G[i]`` for every edge k of row i."""
+    n = indptr.shape[0] - 1
+    F = G.shape[1]
+    n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK
+    for c in prange(n_chunks):
+        for i in range(c * MP_CHUNK, min(n, (c + 1) * MP_CHUNK)):
+            gi = G[i]
+            for k in range(indptr[i], indptr[i + 1]):
+                o = out[k]
+                for f in range(F):
+                    o[f] = gi[f]
 
 
 def _as2d(E):
@@ -186,16 +186,36 @@ def backward(g, grad_out, X, E, op, reduce, arg):
     wide = E2.shape[1] != 1 or F == 1
     t = g.transpose()
     dt = grad_out.dtype
-    deg_i = np.diff(g.indptr)
-    deg = deg_i.astype(dt) if mode == 1 else np.ones(max(g.n_nodes, 1), dtype=dt)
-    a = arg if mode >= 2 else np.empty((1, 1), dtype=np.int64)
-    unit = np.array([1, 0], dtype=dt)  # typed one/zero: keeps float32 arithmetic in float32
-    gX = np.empty((g.n_src, F), dtype=dt)
-    _bwd_x(t.indptr, t.indices, t.edata["eid"], deg, grad_out, E2, wide, _OP[op], mode, a, unit, gX)
-    scale = np.ones(g.n_nodes, dtype=dt)
+    if mode >= 2:
+        unit = np.array([1, 0], dtype=dt)  # typed one/zero: keeps float32 arithmetic in float32
+        gX = np.empty((g.n_src, F), dtype=dt)
+        _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, E2, wide, _OP[op], arg, unit, gX)
+        gE = np.empty(E2.shape, dtype=dt)
+        _bwd_e_arg(g.indptr, g.indices, X, grad_out, wide, _OP[op], arg, unit, gE)
+        return gX, gE.reshape(E.shape)
+    # sum/mean.  Gs = grad_out / in-degree (mean), the same bits as scaling each
+    # product by 1/deg: then every gradient is a plain pull or a per-edge product.
+    deg = np.diff(g.indptr)
+    Gs = grad_out
     if mode == 1:
-        nz = deg_i > 0
-        scale[nz] = dt.type(1) / deg_i[nz].astype(dt)
-    gE = np.empty(E2.shape, dtype=dt)
-    _bwd_e(g.indptr, g.indices, X, grad_out, wide, _OP[op], mode, a, scale, unit, gE)
+        scale = np.ones(g.n_nodes, dtype=dt)
+        nz = deg > 0
+        scale[nz] = dt.type(1) / deg[nz].astype(dt)
+        Gs = grad_out * scale[:, None]
+    Ec = (E2 if wide else E2.reshape(-1)) if op == "mul" else None
+    gX = np.empty((g.n_src, F), dtype=dt)
+    _bwd_x_sum(t.indptr, t.indices, Gs, Ec, t.edata["eid"], distance_for(t, F * grad_out.itemsize) or None, gX)
+    if op == "add":                 # d(x + e)/de = 1: each edge gets its destination's gradient
+        if wide:
+            gE = np.empty(E2.shape, dtype=dt)
+            _rows_per_edge(g.indptr, Gs, gE)
+        else:
+            gE = np.repeat(Gs.sum(axis=1), deg)
+    elif wide:                      # gE[k] = Gs[i] ∘ X[j]
+        gE = np.empty(E2.shape, dtype=dt)
+        _sddmm._elementwise_fwd(g.indptr, g.indices, Gs, X, 2, gE)
+    else:                           # gE[k] = Gs[i] · X[j]: sddmm's fixed-order vectorised dot
+        gE = np.empty(g.nnz, dtype=dt)
+        none = np.empty(0, dtype=dt)
+        _sddmm._dot_fwd(g.indptr, g.indices, Gs, X, none, none, False, gE)
     return gX, gE.reshape(E.shape)

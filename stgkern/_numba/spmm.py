@@ -89,7 +89,7 @@ def row_sum(indptr, indices, X, w, mean, pf, i, o):
     """
     s = indptr[i]
     e = indptr[i + 1]
-    gather_wsum(o, X, indices, w, s, e, pf)
+    gather_wsum(o, X, indices, w, None, s, e, pf)
     if mean and e > s:
         for f in range(o.shape[0]):
             o[f] = o[f] / (e - s)  # float64 divide of the sum: correctly rounded
