@@ -923,3 +923,30 @@ def naive_pair_fold_row(X, idx, coef, s, e, op="mul"):
     if k < e:
         o = [dt(o[f] + term(k, f)) for f in range(F)]
     return np.array(o, dtype=X.dtype)
+
+
+def naive_arg_fold_row(X, idx, coef, s, e, pick="max", op="mul"):
+    """Row winner per feature and its CSR position, one scalar at a time: the
+    first edge's term, replaced only by a strictly larger (smaller) one (so
+    the lowest position wins ties and NaN replaces nothing); 0 and -1 for an
+    empty row.  Terms as in :func:`naive_pair_fold_row`."""
+    dt = X.dtype.type
+    F = X.shape[1]
+    if e == s:
+        return np.zeros(F, X.dtype), np.full(F, -1, np.int64)
+
+    def term(k, f):
+        x = dt(X[idx[k], f])
+        if coef is None:
+            return x
+        c = dt(coef[k] if coef.ndim == 1 else coef[k, f])
+        return dt(c * x) if op == "mul" else dt(x + c)
+
+    o = [term(s, f) for f in range(F)]
+    a = [s] * F
+    for k in range(s + 1, e):
+        for f in range(F):
+            v = term(k, f)
+            if (v > o[f]) if pick == "max" else (v < o[f]):
+                o[f], a[f] = v, k
+    return np.array(o, X.dtype), np.array(a, np.int64)

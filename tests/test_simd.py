@@ -4,9 +4,18 @@ including rows that are not vector-aligned, and with or without prefetch."""
 import numba
 import numpy as np
 import pytest
-from naive import naive_pair_fold_row
+from naive import naive_arg_fold_row, naive_pair_fold_row
 
-from stgkern._numba._simd import BLOCK_VECTORS, VECTOR_BYTES, gather_add, gather_wsum
+from stgkern._numba._simd import (
+    BLOCK_VECTORS,
+    VECTOR_BYTES,
+    gather_add,
+    gather_max,
+    gather_max_add,
+    gather_min,
+    gather_min_add,
+    gather_wsum,
+)
 
 
 @numba.njit
@@ -136,3 +145,44 @@ def test_gather_wsum_rejects_what_it_cannot_address():
         _rows(np.array([0, 2], np.int64), idx, X, None, None, np.empty((1, 3), np.float64))  # dtype mismatch
     with pytest.raises(numba.TypingError):
         _rows_add(np.array([0, 2], np.int64), idx, X, None, None, np.empty((1, 3), np.float32))  # add needs E
+
+
+@numba.njit
+def _rows_arg_mul(indptr, idx, X, coef, pf, is_max, out, arg):
+    for i in range(indptr.shape[0] - 1):
+        if is_max:
+            gather_max(out[i], X, idx, coef, None, indptr[i], indptr[i + 1], pf, arg[i])
+        else:
+            gather_min(out[i], X, idx, coef, None, indptr[i], indptr[i + 1], pf, arg[i])
+
+
+@numba.njit
+def _rows_arg_add(indptr, idx, X, coef, pf, is_max, out, arg):
+    for i in range(indptr.shape[0] - 1):
+        if is_max:
+            gather_max_add(out[i], X, idx, coef, None, indptr[i], indptr[i + 1], pf, arg[i])
+        else:
+            gather_min_add(out[i], X, idx, coef, None, indptr[i], indptr[i + 1], pf, arg[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pick", ["max", "min"])
+@pytest.mark.parametrize("op,coef_kind", [("mul", None), ("mul", "edge"), ("mul", "row"), ("add", "edge"),
+                                          ("add", "row")])                  # add always has E
+@pytest.mark.parametrize("pf", [None, 3])
+def test_arg_extremes_are_bit_exact_against_the_first_wins_fold(dtype, pick, op, coef_kind, pf):
+    rng = np.random.default_rng(5)
+    for F in _widths(dtype):
+        indptr, idx = _graph(rng, 21, 11, 9)
+        nnz = idx.shape[0]
+        # few distinct values: many ties; some NaN, infinities and signed zeros
+        X = rng.choice(np.array([-2, -1, -0.0, 0.0, 1, 2, np.inf, -np.inf, np.nan]), size=(11, F)).astype(dtype)
+        coef = None if coef_kind is None else \
+            rng.choice(np.array([-1.0, 0.5, 1.0, 2.0]), size=nnz if coef_kind == "edge" else (nnz, F)).astype(dtype)
+        out = np.full((21, F), 7, dtype)
+        arg = np.full((21, F), 7, np.int64)
+        with np.errstate(invalid="ignore"):
+            (_rows_arg_mul if op == "mul" else _rows_arg_add)(indptr, idx, X, coef, pf, pick == "max", out, arg)
+            want = [naive_arg_fold_row(X, idx, coef, indptr[i], indptr[i + 1], pick, op) for i in range(21)]
+        assert out.tobytes() == np.stack([w[0] for w in want]).tobytes(), F
+        assert np.array_equal(arg, np.stack([w[1] for w in want])), F

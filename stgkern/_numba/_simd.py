@@ -26,6 +26,15 @@ float64) whose partial sums stay in registers across the row's edges, then
 one vector at a time, then scalars for what is left, so any F works and
 every feature sees the same fold.
 
+``gather_max`` / ``gather_min`` (and ``gather_max_add`` / ``gather_min_add``
+for ``X[idx[k]] + coef(k)``) take one more argument, an int64 row ``arg``,
+and give each feature's largest (smallest) term and the position k holding
+it: the first edge's term, replaced only by a strictly greater (smaller)
+one, so the lowest position wins ties and NaN never replaces a number;
+an empty row gives 0 and -1, as the plain loop does.  spmm and
+message_passing max/min through them: 235 -> 110 ms on the window graph,
+351 -> 170 ms on the power-law graph (F = 64, float32, with the arg output).
+
 ``pf`` (an int, or None to compile without it) prefetches the block's lines
 of the row that edge ``k + pf`` will read (clamped into ``idx``, so no index
 outside it is read); see ``_prefetch``.
@@ -196,8 +205,8 @@ def _emit_pass(builder, r, fb, nvec, vty, lanes, op):
         builder.store(builder.load(a), _vec_ptr(builder, out, q, vty, lanes), align=r.size)
 
 
-def _emit_blocks(builder, r, fbp, nvec, vty, lanes, op):
-    """``while fb + nvec·lanes <= F: pass(fb); fb += nvec·lanes``."""
+def _emit_blocks(builder, r, fbp, nvec, vty, lanes, emit):
+    """``while fb + nvec·lanes <= F: emit(fb); fb += nvec·lanes``."""
     width = nvec * lanes
     fn = builder.function
     b_head, b_body, b_exit = (fn.append_basic_block(n) for n in ("gw.fhead", "gw.fbody", "gw.fexit"))
@@ -206,10 +215,61 @@ def _emit_blocks(builder, r, fbp, nvec, vty, lanes, op):
     fb = builder.load(fbp)
     builder.cbranch(builder.icmp_signed("<=", builder.add(fb, _I64(width)), r.F), b_body, b_exit)
     builder.position_at_end(b_body)
-    _emit_pass(builder, r, fb, nvec, vty, lanes, op)
+    emit(fb)
     builder.store(builder.add(fb, _I64(width)), fbp)
     builder.branch(b_head)
     builder.position_at_end(b_exit)
+
+
+def _emit_arg_pass(builder, r, fb, nvec, vty, lanes, op, pred):
+    """max (``pred`` ">") or min ("<") of the row's terms for features
+    ``[fb, fb + nvec·lanes)`` and the CSR position that holds it: the first
+    edge's term, replaced only by a strictly greater (smaller) one, so the
+    lowest position wins ties and NaN never replaces a number (it wins only
+    as the first term).  Empty rows give 0 and -1."""
+    ity = ir.VectorType(_I64, lanes) if isinstance(vty, ir.VectorType) else _I64
+    accs = [cgutils.alloca_once(builder, vty) for _ in range(nvec)]
+    args = [cgutils.alloca_once(builder, ity) for _ in range(nvec)]
+    kp = cgutils.alloca_once(builder, _I64)
+    fn = builder.function
+    b_empty, b_first, b_head, b_body, b_done = (
+        fn.append_basic_block(n) for n in ("ga.empty", "ga.first", "ga.head", "ga.body", "ga.done"))
+    builder.cbranch(builder.icmp_signed(">", r.e, r.s), b_first, b_empty)
+
+    builder.position_at_end(b_empty)
+    for a, g in zip(accs, args):
+        builder.store(ir.Constant(vty, None), a)
+        builder.store(_splat(builder, _I64(-1), ity), g)
+    builder.branch(b_done)
+
+    builder.position_at_end(b_first)
+    for a, g, t in zip(accs, args, _term(builder, r, r.s, fb, nvec, vty, lanes, op)):
+        builder.store(t, a)
+        builder.store(_splat(builder, r.s, ity), g)
+    builder.store(builder.add(r.s, _I64(1)), kp)
+    builder.branch(b_head)
+
+    builder.position_at_end(b_head)
+    k = builder.load(kp)
+    builder.cbranch(builder.icmp_signed("<", k, r.e), b_body, b_done)
+    builder.position_at_end(b_body)
+    if r.pf is not None:
+        _prefetch(builder, r, k, fb, nvec, lanes)
+    ks = _splat(builder, k, ity)
+    for a, g, t in zip(accs, args, _term(builder, r, k, fb, nvec, vty, lanes, op)):
+        cur = builder.load(a)
+        win = builder.fcmp_ordered(pred, t, cur)
+        builder.store(builder.select(win, t, cur), a)
+        builder.store(builder.select(win, ks, builder.load(g)), g)
+    builder.store(builder.add(k, _I64(1)), kp)
+    builder.branch(b_head)
+
+    builder.position_at_end(b_done)
+    out = builder.gep(r.o, [fb])
+    arg = builder.gep(r.arg, [fb])
+    for q, (a, g) in enumerate(zip(accs, args)):
+        builder.store(builder.load(a), _vec_ptr(builder, out, q, vty, lanes), align=r.size)
+        builder.store(builder.load(g), _vec_ptr(builder, arg, q, ity, lanes), align=8)
 
 
 def _typed(o, X, idx, coef, cidx, s, e, pf, coef_required):
@@ -232,16 +292,27 @@ def _typed(o, X, idx, coef, cidx, s, e, pf, coef_required):
     return types.void(o, X, idx, coef, cidx, s, e, pf)
 
 
-def _codegen(op):
+def _codegen(op, pred=None):
+    """The three block sizes of the module docstring, each emitting a sum pass
+    (``pred`` None) or an arg-max/min pass."""
     def codegen(context, builder, sig, args):
         r = _Row(context, builder, sig, args)
+        if pred is not None:
+            r.arg = context.make_array(sig.args[8])(context, builder, args[8]).data
         lanes = max(VECTOR_BYTES // r.size, 1)
         vty = ir.VectorType(r.fty, lanes)
         fbp = cgutils.alloca_once(builder, _I64)
         builder.store(_I64(0), fbp)
-        _emit_blocks(builder, r, fbp, BLOCK_VECTORS, vty, lanes, op)   # registers: 4 vectors
-        _emit_blocks(builder, r, fbp, 1, vty, lanes, op)               # one vector at a time
-        _emit_blocks(builder, r, fbp, 1, r.fty, 1, op)                 # the last features, one by one
+        for nvec, ty, ln in ((BLOCK_VECTORS, vty, lanes),   # registers: 4 vectors
+                             (1, vty, lanes),               # one vector at a time
+                             (1, r.fty, 1)):                # the last features, one by one
+            if pred is None:
+                def emit(fb, nvec=nvec, ty=ty, ln=ln):
+                    _emit_pass(builder, r, fb, nvec, ty, ln, op)
+            else:
+                def emit(fb, nvec=nvec, ty=ty, ln=ln):
+                    _emit_arg_pass(builder, r, fb, nvec, ty, ln, op, pred)
+            _emit_blocks(builder, r, fbp, nvec, ty, ln, emit)
         return context.get_dummy_value()
 
     return codegen
@@ -263,3 +334,23 @@ def gather_add(typingctx, o, X, idx, coef, cidx, s, e, pf):
     ``cidx[k]`` when ``cidx`` is not None."""
     sig = _typed(o, X, idx, coef, cidx, s, e, pf, coef_required=True)
     return None if sig is None else (sig, _codegen("add"))
+
+
+def _arg_intrinsic(op, pred, doc):
+    def typer(typingctx, o, X, idx, coef, cidx, s, e, pf, arg):
+        sig = _typed(o, X, idx, coef, cidx, s, e, pf, coef_required=(op == "add"))
+        if sig is None or not (_is_c_array(arg, 1) and arg.dtype == types.int64):
+            return None
+        return types.void(*sig.args, arg), _codegen(op, pred)
+
+    typer.__doc__ = doc
+    typer.__name__ = typer.__qualname__ = f"gather_{'max' if pred == '>' else 'min'}{'_add' if op == 'add' else ''}"
+    return intrinsic(typer)
+
+
+gather_max = _arg_intrinsic("mul", ">", """``gather_max(o, X, idx, coef, cidx, s, e, pf, arg)``: ``o[f]`` the
+largest ``coef(k)·X[idx[k], f]`` over the row, ``arg[f]`` its position k
+(lowest on ties; 0 and -1 for an empty row); coef as for ``gather_wsum``.""")
+gather_min = _arg_intrinsic("mul", "<", "As ``gather_max``, the smallest.")
+gather_max_add = _arg_intrinsic("add", ">", "As ``gather_max`` over ``X[idx[k], f] + coef(k)``.")
+gather_min_add = _arg_intrinsic("add", "<", "As ``gather_min`` over ``X[idx[k], f] + coef(k)``.")

@@ -26,7 +26,14 @@ from numba import prange
 
 from . import sddmm as _sddmm
 from ._prefetch import distance_for
-from ._simd import gather_add, gather_wsum
+from ._simd import (
+    gather_add,
+    gather_max,
+    gather_max_add,
+    gather_min,
+    gather_min_add,
+    gather_wsum,
+)
 
 _REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 _OP = {"mul": 0, "add": 1}
@@ -58,30 +65,25 @@ def _fwd_sum(indptr, indices, X, E, op, mean, pf, out):
 
 
 @numba.njit(cache=True, parallel=True)
-def _fwd_arg(indptr, indices, X, E, wide, op, mode, out, arg):
-    """max/min: the winning message per feature and its edge id (lowest on ties)."""
+def _fwd_arg(indptr, indices, X, E, op, mode, out, arg):
+    """max/min: the winning message per feature and its edge id (lowest on
+    ties), in vector registers (``_simd.gather_max`` and kin)."""
     n = indptr.shape[0] - 1
-    F = X.shape[1]
     n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK
     for c in prange(n_chunks):
         for i in range(c * MP_CHUNK, min(n, (c + 1) * MP_CHUNK)):
             s = indptr[i]
             e = indptr[i + 1]
-            o = out[i]
-            a = arg[i]
-            if e == s:
-                for f in range(F):
-                    o[f] = 0
-                    a[f] = -1
-                continue
-            for k in range(s, e):
-                xr = X[indices[k]]
-                for f in range(F):
-                    ev = E[k, f] if wide else E[k, 0]
-                    v = xr[f] * ev if op == 0 else xr[f] + ev
-                    if k == s or (mode == 2 and v > o[f]) or (mode == 3 and v < o[f]):
-                        o[f] = v
-                        a[f] = k
+            if op == 0:
+                if mode == 2:
+                    gather_max(out[i], X, indices, E, None, s, e, None, arg[i])
+                else:
+                    gather_min(out[i], X, indices, E, None, s, e, None, arg[i])
+            else:
+                if mode == 2:
+                    gather_max_add(out[i], X, indices, E, None, s, e, None, arg[i])
+                else:
+                    gather_min_add(out[i], X, indices, E, None, s, e, None, arg[i])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -175,7 +177,7 @@ def forward(g, X, E, op, reduce, out=None):
         _fwd_sum(g.indptr, g.indices, X, E2 if wide else E2.reshape(-1), _OP[op], mode == 1, pf, out)
         return out, None
     arg = np.empty((n, F), dtype=np.int64)
-    _fwd_arg(g.indptr, g.indices, X, E2, wide, _OP[op], mode, out, arg)
+    _fwd_arg(g.indptr, g.indices, X, E2 if wide else E2.reshape(-1), _OP[op], mode, out, arg)
     return out, arg
 
 

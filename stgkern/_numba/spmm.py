@@ -20,7 +20,7 @@ from numba import prange
 
 from . import sddmm as _sddmm
 from ._prefetch import distance_for
-from ._simd import gather_wsum
+from ._simd import gather_max, gather_min, gather_wsum
 
 _REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 
@@ -29,51 +29,18 @@ _CHUNK = 256  # rows per parallel task: contiguous ranges
 
 
 @numba.njit(cache=True, parallel=True)
-def _fwd(indptr, indices, X, w, has_w, mode, out, arg):
+def _fwd_arg(indptr, indices, X, w, mode, out, arg):
+    """max/min: each row's winner per feature and its edge id, in vector
+    registers (``_simd.gather_max``/``gather_min``: lowest id on ties, 0 and
+    -1 for empty rows)."""
     n = indptr.shape[0] - 1
-    F = X.shape[1]
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for c in prange(n_chunks):
-        acc = np.empty(F, dtype=X.dtype)
         for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            s = indptr[i]
-            e = indptr[i + 1]
-            if mode <= 1 or e == s:
-                acc[:] = 0
-                if has_w:
-                    for k in range(s, e):
-                        j = indices[k]
-                        wk = w[k]
-                        for f in range(F):
-                            acc[f] += wk * X[j, f]
-                else:
-                    for k in range(s, e):
-                        j = indices[k]
-                        for f in range(F):
-                            acc[f] += X[j, f]
-                if mode == 1 and e > s:
-                    inv = 1.0 / (e - s)
-                    for f in range(F):
-                        acc[f] = acc[f] * inv
-                if mode >= 2:
-                    for f in range(F):
-                        arg[i, f] = -1
-                for f in range(F):
-                    out[i, f] = acc[f]
-                continue
-            for f in range(F):
-                arg[i, f] = s
-                acc[f] = (w[s] if has_w else 1.0) * X[indices[s], f]
-            for k in range(s + 1, e):
-                j = indices[k]
-                wk = w[k] if has_w else 1.0
-                for f in range(F):
-                    v = wk * X[j, f]
-                    if (mode == 2 and v > acc[f]) or (mode == 3 and v < acc[f]):
-                        acc[f] = v
-                        arg[i, f] = k
-            for f in range(F):
-                out[i, f] = acc[f]
+            if mode == 2:
+                gather_max(out[i], X, indices, w, None, indptr[i], indptr[i + 1], None, arg[i])
+            else:
+                gather_min(out[i], X, indices, w, None, indptr[i], indptr[i + 1], None, arg[i])
 
 
 @numba.njit(cache=True, inline="always")
@@ -207,14 +174,12 @@ def forward(g, X, edge_weight, reduce, out=None):
     mode = _REDUCE[reduce]
     n, F = g.n_nodes, X.shape[1]
     out = np.empty((n, F), dtype=X.dtype) if out is None else out
-    has_w = edge_weight is not None
-    w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
     if mode <= 1:
         _fwd_sum(g.indptr, g.indices, X, edge_weight, mode == 1, distance_for(g, X.shape[1] * X.itemsize) or None, out)
         return out, None
     arg = np.empty((n, F), dtype=np.int64)
-    _fwd(g.indptr, g.indices, X, w, has_w, mode, out, arg)
-    return out, (arg if mode >= 2 else None)
+    _fwd_arg(g.indptr, g.indices, X, edge_weight, mode, out, arg)
+    return out, arg
 
 
 def backward(g, grad_out, X, edge_weight, reduce, arg, out=None, accumulate=False):
