@@ -121,9 +121,10 @@ def _bwd_x_arg(t_indptr, t_indices, eid, G, E, wide, op, arg, unit, gX):
                         gx[f] += gi[f] * d
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, fastmath=_sddmm._FAST)
 def _bwd_e_arg(indptr, indices, X, G, wide, op, arg, unit, gE):
-    """max/min grad_E: the gradient of the features each edge won."""
+    """max/min grad_E: the gradient of the features each edge won (for E of
+    width 1 summed over them, reassociated in a fixed order as sddmm's dot)."""
     n = indptr.shape[0] - 1
     F = G.shape[1]
     n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK

@@ -144,18 +144,20 @@ def _bwd_x_arg(t_indptr, t_indices, eid, G, w, has_w, arg, one, accumulate, gX):
                     acc[f] += c * G[i, f]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, fastmath=_sddmm._FAST)
 def _bwd_w_arg(indptr, indices, G, X, arg, gw):
-    """max/min: ``gw[k] = Σ_{f won by edge k} G[i, f]·X[j, f]``."""
+    """max/min: ``gw[k] = Σ_{f won by edge k} G[i, f]·X[j, f]``, reassociated
+    in a fixed compile-time order so it vectorises, as sddmm's dot (a
+    sequential float64 sum took 660 ms on the 2M-event window graph)."""
     n = indptr.shape[0] - 1
     F = X.shape[1]
+    zero = X.dtype.type(0)
     for i in prange(n):
         for k in range(indptr[i], indptr[i + 1]):
             j = indices[k]
-            acc = 0.0
+            acc = zero
             for f in range(F):
-                if arg[i, f] == k:
-                    acc += G[i, f] * X[j, f]
+                acc += G[i, f] * X[j, f] if arg[i, f] == k else zero
             gw[k] = acc
 
 
