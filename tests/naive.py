@@ -950,3 +950,19 @@ def naive_arg_fold_row(X, idx, coef, s, e, pick="max", op="mul"):
             if (v > o[f]) if pick == "max" else (v < o[f]):
                 o[f], a[f] = v, k
     return np.array(o, X.dtype), np.array(a, np.int64)
+
+
+def naive_won_row(o, X, idx, coef, cidx, arg, s, e):
+    """``o`` plus, edge by edge in order, ``coef(cidx[t])·X[idx[t], f]`` for
+    the features where ``arg[idx[t], f] == cidx[t]`` (a max/min backward over
+    the transpose), one scalar at a time in X's dtype."""
+    dt = X.dtype.type
+    o = [dt(v) for v in o]
+    for t in range(s, e):
+        i, k = idx[t], cidx[t]
+        for f in range(X.shape[1]):
+            if arg[i, f] == k:
+                x = dt(X[i, f])
+                term = x if coef is None else dt(dt(coef[k] if coef.ndim == 1 else coef[k, f]) * x)
+                o[f] = dt(o[f] + term)
+    return np.array(o, X.dtype)

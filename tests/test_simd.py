@@ -4,7 +4,7 @@ including rows that are not vector-aligned, and with or without prefetch."""
 import numba
 import numpy as np
 import pytest
-from naive import naive_arg_fold_row, naive_pair_fold_row
+from naive import naive_arg_fold_row, naive_pair_fold_row, naive_won_row
 
 from stgkern._numba._simd import (
     BLOCK_VECTORS,
@@ -14,6 +14,7 @@ from stgkern._numba._simd import (
     gather_max_add,
     gather_min,
     gather_min_add,
+    gather_won,
     gather_wsum,
 )
 
@@ -186,3 +187,45 @@ def test_arg_extremes_are_bit_exact_against_the_first_wins_fold(dtype, pick, op,
             want = [naive_arg_fold_row(X, idx, coef, indptr[i], indptr[i + 1], pick, op) for i in range(21)]
         assert out.tobytes() == np.stack([w[0] for w in want]).tobytes(), F
         assert np.array_equal(arg, np.stack([w[1] for w in want])), F
+
+
+def _assert_same_bits_but_nan_sign(got, want, msg):
+    """Bit for bit (signed zeros included) except a NaN's sign, which IEEE
+    leaves open: x86's inf + -inf is a negative NaN (NumPy's too), but a
+    NaN plus another NaN keeps the sign of whichever operand the hardware
+    returns, and the scalar reference and the vector code order the two
+    operands differently in that case."""
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan), msg
+    assert got[~nan].tobytes() == want[~nan].tobytes(), msg
+
+
+@numba.njit
+def _rows_won(indptr, idx, X, coef, cidx, arg, pf, out):
+    for j in range(indptr.shape[0] - 1):
+        gather_won(out[j], X, idx, coef, cidx, indptr[j], indptr[j + 1], pf, arg)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("coef_kind", [None, "edge", "row"])
+@pytest.mark.parametrize("pf", [None, 2])
+def test_won_gather_is_bit_exact_and_keeps_what_it_does_not_touch(dtype, coef_kind, pf):
+    rng = np.random.default_rng(9)
+    for F in _widths(dtype):
+        indptr, idx = _graph(rng, 17, 13, 8)          # a transpose: rows j, sources idx[t] = i
+        nnz = idx.shape[0]
+        cidx = rng.permutation(nnz).astype(np.int64)  # forward edge id of each transposed edge
+        # arg: each (i, f) won by one of its edges or by none (-1); many features won by the same edge
+        arg = np.full((13, F), -1, np.int64)
+        for t in range(nnz):
+            arg[idx[t], rng.random(F) < 0.5] = cidx[t]
+        X = rng.choice(np.array([-1.5, -0.0, 0.0, 2.0, np.inf, np.nan]), size=(13, F)).astype(dtype)
+        coef = None if coef_kind is None else \
+            rng.standard_normal(nnz if coef_kind == "edge" else (nnz, F)).astype(dtype)
+        start = rng.choice(np.array([-0.0, 0.0, 1.0, -3.0]), size=(17, F)).astype(dtype)
+        out = start.copy()
+        with np.errstate(invalid="ignore"):
+            _rows_won(indptr, idx, X, coef, cidx, arg, pf, out)
+            want = np.stack([naive_won_row(start[j], X, idx, coef, cidx, arg, indptr[j], indptr[j + 1])
+                             for j in range(17)])
+        _assert_same_bits_but_nan_sign(out, want, F)

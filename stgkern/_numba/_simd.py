@@ -35,6 +35,12 @@ an empty row gives 0 and -1, as the plain loop does.  spmm and
 message_passing max/min through them: 235 -> 110 ms on the window graph,
 351 -> 170 ms on the power-law graph (F = 64, float32, with the arg output).
 
+``gather_won(o, X, idx, coef, cidx, s, e, pf, arg)`` is the max/min
+backward over the transpose: it adds ``coef(cidx[t])·X[idx[t], f]`` to
+``o[f]``, edge by edge, where the forward's ``arg[idx[t], f]`` names edge
+``cidx[t]``, keeping ``o``'s other values (so it can accumulate).  spmm
+max backward 116 -> 88 ms on the window graph.
+
 ``pf`` (an int, or None to compile without it) prefetches the block's lines
 of the row that edge ``k + pf`` will read (clamped into ``idx``, so no index
 outside it is read); see ``_prefetch``.
@@ -292,13 +298,55 @@ def _typed(o, X, idx, coef, cidx, s, e, pf, coef_required):
     return types.void(o, X, idx, coef, cidx, s, e, pf)
 
 
+def _emit_won_pass(builder, r, fb, nvec, vty, lanes):
+    """``o[f] += coef(cidx[t])·X[idx[t], f]`` for each edge t of the row, in
+    order, where ``arg[idx[t], f] == cidx[t]`` (the features edge ``cidx[t]``
+    won in a max/min forward), for features ``[fb, fb + nvec·lanes)``; ``o``
+    keeps what it held where no edge won (a backward's accumulate)."""
+    ity = ir.VectorType(_I64, lanes) if isinstance(vty, ir.VectorType) else _I64
+    out = builder.gep(r.o, [fb])
+    accs = [cgutils.alloca_once(builder, vty) for _ in range(nvec)]
+    for q, a in enumerate(accs):
+        builder.store(builder.load(_vec_ptr(builder, out, q, vty, lanes), align=r.size), a)
+    tp = cgutils.alloca_once(builder, _I64)
+    builder.store(r.s, tp)
+    fn = builder.function
+    b_head, b_body, b_done = (fn.append_basic_block(n) for n in ("gn.head", "gn.body", "gn.done"))
+    builder.branch(b_head)
+    builder.position_at_end(b_head)
+    t = builder.load(tp)
+    builder.cbranch(builder.icmp_signed("<", t, r.e), b_body, b_done)
+    builder.position_at_end(b_body)
+    if r.pf is not None:
+        _prefetch(builder, r, t, fb, nvec, lanes)
+    terms = _term(builder, r, t, fb, nvec, vty, lanes, "mul")
+    k = builder.load(builder.gep(r.cidx, [t]))
+    k = builder.sext(k, _I64) if r.cidx_signed else builder.zext(k, _I64)
+    i = builder.load(builder.gep(r.idx, [t]))
+    i = builder.sext(i, _I64) if r.idx_signed else builder.zext(i, _I64)
+    row = builder.gep(r.arg, [builder.add(builder.mul(i, r.arg_cols), fb)])
+    ks = _splat(builder, k, ity)
+    for q, (a, term) in enumerate(zip(accs, terms)):
+        won = builder.icmp_signed("==", builder.load(_vec_ptr(builder, row, q, ity, lanes), align=8), ks)
+        cur = builder.load(a)
+        builder.store(builder.select(won, builder.fadd(cur, term), cur), a)
+    builder.store(builder.add(t, _I64(1)), tp)
+    builder.branch(b_head)
+    builder.position_at_end(b_done)
+    for q, a in enumerate(accs):
+        builder.store(builder.load(a), _vec_ptr(builder, out, q, vty, lanes), align=r.size)
+
+
 def _codegen(op, pred=None):
     """The three block sizes of the module docstring, each emitting a sum pass
     (``pred`` None) or an arg-max/min pass."""
     def codegen(context, builder, sig, args):
         r = _Row(context, builder, sig, args)
         if pred is not None:
-            r.arg = context.make_array(sig.args[8])(context, builder, args[8]).data
+            a = context.make_array(sig.args[8])(context, builder, args[8])
+            r.arg = a.data
+            if pred == "won":                                 # (n, F) int64, C order
+                r.arg_cols = cgutils.unpack_tuple(builder, a.shape, 2)[1]
         lanes = max(VECTOR_BYTES // r.size, 1)
         vty = ir.VectorType(r.fty, lanes)
         fbp = cgutils.alloca_once(builder, _I64)
@@ -309,6 +357,9 @@ def _codegen(op, pred=None):
             if pred is None:
                 def emit(fb, nvec=nvec, ty=ty, ln=ln):
                     _emit_pass(builder, r, fb, nvec, ty, ln, op)
+            elif pred == "won":
+                def emit(fb, nvec=nvec, ty=ty, ln=ln):
+                    _emit_won_pass(builder, r, fb, nvec, ty, ln)
             else:
                 def emit(fb, nvec=nvec, ty=ty, ln=ln):
                     _emit_arg_pass(builder, r, fb, nvec, ty, ln, op, pred)
@@ -354,3 +405,15 @@ largest ``coef(k)·X[idx[k], f]`` over the row, ``arg[f]`` its position k
 gather_min = _arg_intrinsic("mul", "<", "As ``gather_max``, the smallest.")
 gather_max_add = _arg_intrinsic("add", ">", "As ``gather_max`` over ``X[idx[k], f] + coef(k)``.")
 gather_min_add = _arg_intrinsic("add", "<", "As ``gather_min`` over ``X[idx[k], f] + coef(k)``.")
+
+
+@intrinsic
+def gather_won(typingctx, o, X, idx, coef, cidx, s, e, pf, arg):
+    """``o[f] += Σ_{t in [s, e), arg[idx[t], f] == cidx[t]} coef(cidx[t])·X[idx[t], f]``,
+    edge by edge in order: a max/min backward over the transpose (``idx`` the
+    transpose's indices, ``cidx`` its forward edge ids, ``arg`` the forward's
+    (n, F) winners); coef None, per edge or per edge and feature."""
+    sig = _typed(o, X, idx, coef, cidx, s, e, pf, coef_required=False)
+    if sig is None or cidx is types.none or not (_is_c_array(arg, 2) and arg.dtype == types.int64):
+        return None
+    return types.void(*sig.args, arg), _codegen("mul", "won")

@@ -32,6 +32,7 @@ from ._simd import (
     gather_max_add,
     gather_min,
     gather_min_add,
+    gather_won,
     gather_wsum,
 )
 
@@ -99,26 +100,16 @@ def _bwd_x_sum(t_indptr, t_indices, Gs, E, eid, pf, gX):
 
 
 @numba.njit(cache=True, parallel=True)
-def _bwd_x_arg(t_indptr, t_indices, eid, G, E, wide, op, arg, unit, gX):
-    """max/min grad_X: each edge passes on the features it won."""
+def _bwd_x_arg(t_indptr, t_indices, eid, G, E, arg, gX):
+    """max/min grad_X: each edge passes ``grad_out ∘ E`` (op mul; ``E`` None
+    for op add) on for the features it won (``_simd.gather_won``)."""
     n_src = t_indptr.shape[0] - 1
-    F = G.shape[1]
     n_chunks = (n_src + MP_CHUNK - 1) // MP_CHUNK
     for c in prange(n_chunks):
         for j in range(c * MP_CHUNK, min(n_src, (c + 1) * MP_CHUNK)):
-            gx = gX[j]
-            for f in range(F):
-                gx[f] = 0
-            for t in range(t_indptr[j], t_indptr[j + 1]):
-                i = t_indices[t]
-                k = eid[t]
-                sc = E[k, 0] if (op == 0 and not wide) else unit[0]
-                gi = G[i]
-                ai = arg[i]
-                for f in range(F):
-                    if ai[f] == k:
-                        d = sc * E[k, f] if (op == 0 and wide) else sc
-                        gx[f] += gi[f] * d
+            o = gX[j]
+            o[:] = 0
+            gather_won(o, G, t_indices, E, eid, t_indptr[j], t_indptr[j + 1], None, arg)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_sddmm._FAST)
@@ -192,7 +183,8 @@ def backward(g, grad_out, X, E, op, reduce, arg):
     if mode >= 2:
         unit = np.array([1, 0], dtype=dt)  # typed one/zero: keeps float32 arithmetic in float32
         gX = np.empty((g.n_src, F), dtype=dt)
-        _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, E2, wide, _OP[op], arg, unit, gX)
+        Ec = (E2 if wide else E2.reshape(-1)) if op == "mul" else None
+        _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, Ec, arg, gX)
         gE = np.empty(E2.shape, dtype=dt)
         _bwd_e_arg(g.indptr, g.indices, X, grad_out, wide, _OP[op], arg, unit, gE)
         return gX, gE.reshape(E.shape)

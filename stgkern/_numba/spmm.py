@@ -20,7 +20,7 @@ from numba import prange
 
 from . import sddmm as _sddmm
 from ._prefetch import distance_for
-from ._simd import gather_max, gather_min, gather_wsum
+from ._simd import gather_max, gather_min, gather_won, gather_wsum
 
 _REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 
@@ -127,21 +127,17 @@ def _bwd_x_sum(t_indptr, t_indices, coef, G, pf, accumulate, gX):
 
 
 @numba.njit(cache=True, parallel=True)
-def _bwd_x_arg(t_indptr, t_indices, eid, G, w, has_w, arg, one, accumulate, gX):
+def _bwd_x_arg(t_indptr, t_indices, eid, G, w, arg, accumulate, gX):
+    """max/min grad_X over the transpose: each edge passes ``w·grad_out`` on
+    for the features it won (``_simd.gather_won``, in registers)."""
     n_src = t_indptr.shape[0] - 1
-    F = G.shape[1]
-    for j in prange(n_src):
-        acc = gX[j]
-        if not accumulate:
-            for f in range(F):
-                acc[f] = 0
-        for t in range(t_indptr[j], t_indptr[j + 1]):
-            i = t_indices[t]
-            k = eid[t]
-            c = w[k] if has_w else one[0]
-            for f in range(F):
-                if arg[i, f] == k:
-                    acc[f] += c * G[i, f]
+    n_chunks = (n_src + _CHUNK - 1) // _CHUNK
+    for c in prange(n_chunks):
+        for j in range(c * _CHUNK, min(n_src, (c + 1) * _CHUNK)):
+            o = gX[j]
+            if not accumulate:
+                o[:] = 0
+            gather_won(o, G, t_indices, w, eid, t_indptr[j], t_indptr[j + 1], None, arg)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_sddmm._FAST)
@@ -193,9 +189,7 @@ def backward(g, grad_out, X, edge_weight, reduce, arg, out=None, accumulate=Fals
         _bwd_x_sum(t.indptr, t.indices, transposed_coef(g, t, edge_weight, mode == 1, X.dtype), grad_out,
                    distance_for(t, grad_out.shape[1] * grad_out.itemsize) or None, accumulate, gX)
     else:
-        w = edge_weight if has_w else np.empty(1, dtype=X.dtype)
-        one = np.ones(1, dtype=X.dtype)  # typed 1: keeps float32 arithmetic in float32
-        _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, w, has_w, arg, one, accumulate, gX)
+        _bwd_x_arg(t.indptr, t.indices, t.edata["eid"], grad_out, edge_weight, arg, accumulate, gX)
     gw = None
     if has_w:
         gw = np.empty(g.nnz, dtype=X.dtype)
