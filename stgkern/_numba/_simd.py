@@ -9,10 +9,11 @@ and ``gather_add`` the same sum of ``X[idx[k], :] + coef(k)``, where
 per edge, a message_passing E of width F) with ``c = k``, or ``c =
 cidx[k]`` when ``cidx`` is given (a transpose's edges reading the forward
 edges' values), or, for ``gather_wsum`` only, absent (None: a plain sum of
-rows).  The edges are folded two at a time in CSR
-order, exactly as the plain Numba loop ``o = t0 + t1; o += t0 + t1; ...;
-o += t0`` does (the first pair is assigned, a lone edge is added to zero), so
-the bits are those of that loop; only where the partial sums live changes.
+rows).  The edges are folded two at a time in CSR order, exactly as the
+plain Numba loop ``o = t0 + t1; o += t0 + t1; ...; o += t0`` does (the first
+pair is assigned, a lone edge is added to zero), so the bits are those of
+that loop (up to a NaN's sign, which IEEE leaves to the hardware); only where
+the partial sums live changes.
 
 Why it exists: in the Numba loop the accumulator is a scratch row in memory
 that LLVM cannot prove apart from the gathered rows, so the generated code
