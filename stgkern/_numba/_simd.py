@@ -46,6 +46,12 @@ max backward 116 -> 88 ms on the window graph.
 of the row that edge ``k + pf`` will read (clamped into ``idx``, so no index
 outside it is read); see ``_prefetch``.
 
+Editing this module: Numba's on-disk cache (``cache=True``) checks only the
+kernel's own source file, so the kernels that inline these gathers (spmm,
+message_passing, graph_conv) keep their old machine code until their cache
+files go (``rm stgkern/_numba/__pycache__/*.nb[ic]``); a clean checkout, as
+CI's, compiles afresh.
+
 Nothing is bounds-checked: callers pass ``o`` of length ``X.shape[1]``,
 ``0 <= s <= e <= len(idx)`` (and ``len(coef)`` or ``len(cidx)``), a 2-D
 ``coef`` of ``X.shape[1]`` columns, and in-range indices, as the validated
