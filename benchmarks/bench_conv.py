@@ -63,33 +63,6 @@ def powerlaw_graph(n=500_000, nnz=8_000_000, seed=0):
     return g.indptr, g.indices
 
 
-def best(f, reps=5):
-    f()
-    t = 1e9
-    for _ in range(reps):
-        s = time.perf_counter()
-        f()
-        t = min(t, time.perf_counter() - s)
-    return t
-
-
-def best_interleaved(fns, reps=5):
-    """Best-of-``reps`` per function, the functions taking turns each round.
-
-    On a shared machine the load drifts; interleaving exposes ours, the
-    peers and the memory copy to the same conditions, so their ratios hold.
-    """
-    for f in fns.values():
-        f()
-    t = {k: float("inf") for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
-            s = time.perf_counter()
-            f()
-            t[k] = min(t[k], time.perf_counter() - s)
-    return t
-
-
 def copy_fields(t, nbytes):
     """Copy bandwidth (bytes/s) from the interleaved timings of both copies
     (``stgkern.bench.memcopy``: numpy's one-thread copy and the same copy over
@@ -135,7 +108,7 @@ def run_spmm(name, indptr, src):
     pf = distance_for(g, F * X.itemsize)
     kernel_only()
     np.testing.assert_array_equal(pre, ours)
-    t = best_interleaved({**memcopy.copies(b, a), "ours": lambda: spmm(g, X, w), "kernel": kernel_only,
+    t = memcopy.best_interleaved({**memcopy.copies(b, a), "ours": lambda: spmm(g, X, w), "kernel": kernel_only,
                           "flipped": kernel_flipped, "scipy": lambda: A @ X, "torch": lambda: torch.sparse.mm(T, Xt)})
     copy_bw, copy_detail = copy_fields(t, 2 * a.nbytes)
     t_ours, t_scipy, t_torch = t["ours"], t["scipy"], t["torch"]
@@ -190,7 +163,7 @@ def run_mp(name, indptr, src):
 
     kernel_only()
     np.testing.assert_array_equal(pre, ours)
-    t = best_interleaved({**memcopy.copies(b, a), "ours": lambda: message_passing(g, X, E, "mul", "sum"),
+    t = memcopy.best_interleaved({**memcopy.copies(b, a), "ours": lambda: message_passing(g, X, E, "mul", "sum"),
                           "kernel": kernel_only, "torch": lambda: torch_mp(xt, et, src_t, dst_t, n)}, reps=4)
     copy_bw, copy_detail = copy_fields(t, 2 * a.nbytes)
     t_ours, t_torch = t["ours"], t["torch"]

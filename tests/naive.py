@@ -894,6 +894,18 @@ def naive_markov_ranking(sequences, last_item, n_items, seen, k):
     return out + [-1] * (k - len(out))
 
 
+def _edge_term(X, idx, coef, k, c, f, op):
+    """One edge's term for feature f in X's dtype: ``X[idx[k], f]`` times
+    (op "mul") or plus (op "add") ``coef[c]`` / ``coef[c, f]``; the row
+    alone without coef."""
+    dt = X.dtype.type
+    x = dt(X[idx[k], f])
+    if coef is None:
+        return x
+    v = dt(coef[c] if coef.ndim == 1 else coef[c, f])
+    return dt(v * x) if op == "mul" else dt(x + v)
+
+
 def naive_pair_fold_row(X, idx, coef, s, e, op="mul"):
     """``Σ_{k in [s, e)} t_k`` with ``t_k = c_k·X[idx[k]]`` (op "mul") or
     ``X[idx[k]] + c_k`` (op "add"), ``c_k`` = ``coef[k]`` or ``coef[k, :]``,
@@ -907,11 +919,7 @@ def naive_pair_fold_row(X, idx, coef, s, e, op="mul"):
     o = [dt(0)] * F
 
     def term(k, f):
-        x = dt(X[idx[k], f])
-        if coef is None:
-            return x
-        c = dt(coef[k] if coef.ndim == 1 else coef[k, f])
-        return dt(c * x) if op == "mul" else dt(x + c)
+        return _edge_term(X, idx, coef, k, k, f, op)
 
     k = s
     if e - s >= 2:
@@ -930,17 +938,12 @@ def naive_arg_fold_row(X, idx, coef, s, e, pick="max", op="mul"):
     first edge's term, replaced only by a strictly larger (smaller) one (so
     the lowest position wins ties and NaN replaces nothing); 0 and -1 for an
     empty row.  Terms as in :func:`naive_pair_fold_row`."""
-    dt = X.dtype.type
     F = X.shape[1]
     if e == s:
         return np.zeros(F, X.dtype), np.full(F, -1, np.int64)
 
     def term(k, f):
-        x = dt(X[idx[k], f])
-        if coef is None:
-            return x
-        c = dt(coef[k] if coef.ndim == 1 else coef[k, f])
-        return dt(c * x) if op == "mul" else dt(x + c)
+        return _edge_term(X, idx, coef, k, k, f, op)
 
     o = [term(s, f) for f in range(F)]
     a = [s] * F
@@ -959,10 +962,7 @@ def naive_won_row(o, X, idx, coef, cidx, arg, s, e):
     dt = X.dtype.type
     o = [dt(v) for v in o]
     for t in range(s, e):
-        i, k = idx[t], cidx[t]
         for f in range(X.shape[1]):
-            if arg[i, f] == k:
-                x = dt(X[i, f])
-                term = x if coef is None else dt(dt(coef[k] if coef.ndim == 1 else coef[k, f]) * x)
-                o[f] = dt(o[f] + term)
+            if arg[idx[t], f] == cidx[t]:
+                o[f] = dt(o[f] + _edge_term(X, idx, coef, t, cidx[t], f, "mul"))
     return np.array(o, X.dtype)

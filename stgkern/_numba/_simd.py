@@ -123,10 +123,15 @@ def _splat(builder, v, vty):
                                                                                  [0] * vty.count))
 
 
+def _index(builder, ptr, k, signed):
+    """``ptr[k]`` (an index array's element) widened to i64."""
+    v = builder.load(builder.gep(ptr, [k]))
+    return builder.sext(v, _I64) if signed else builder.zext(v, _I64)
+
+
 def _row_ptr(builder, r, k, fb):
     """Element pointer to ``X[idx[k], fb]``."""
-    j = builder.load(builder.gep(r.idx, [k]))
-    j = builder.sext(j, _I64) if r.idx_signed else builder.zext(j, _I64)
+    j = _index(builder, r.idx, k, r.idx_signed)
     off = builder.add(builder.mul(j, r.x_stride), builder.mul(fb, _I64(r.size)))
     return builder.bitcast(builder.gep(r.x, [off]), r.fty.as_pointer())
 
@@ -146,8 +151,7 @@ def _term(builder, r, k, fb, nvec, vty, lanes, op):
     if r.coef is None:
         return xs
     if r.cidx is not None:
-        k = builder.load(builder.gep(r.cidx, [k]))
-        k = builder.sext(k, _I64) if r.cidx_signed else builder.zext(k, _I64)
+        k = _index(builder, r.cidx, k, r.cidx_signed)
     if r.coef_stride is None:
         cs = [_splat(builder, builder.load(builder.gep(r.coef, [k])), vty)] * nvec
     else:
@@ -168,6 +172,28 @@ def _prefetch(builder, r, k, fb, nvec, lanes):
         builder.call(fn, [builder.gep(p, [_I64(line)]), _I32(0), _I32(3), _I32(1)])
 
 
+def _emit_loop(builder, kp, cond, body, name):
+    """``while cond(k): k = body(k)`` with ``k`` kept in the alloca ``kp``;
+    ``body`` may emit blocks of its own (an inner loop)."""
+    fn = builder.function
+    b_head, b_body, b_exit = (fn.append_basic_block(f"{name}.{part}") for part in ("head", "body", "exit"))
+    builder.branch(b_head)
+    builder.position_at_end(b_head)
+    k = builder.load(kp)
+    builder.cbranch(cond(k), b_body, b_exit)
+    builder.position_at_end(b_body)
+    builder.store(body(k), kp)
+    builder.branch(b_head)
+    builder.position_at_end(b_exit)
+
+
+def _store_row(builder, ptr, fb, regs, ty, lanes, align):
+    """``ptr[fb + q·lanes ...] = regs[q]`` for each register alloca."""
+    base = builder.gep(ptr, [fb])
+    for q, a in enumerate(regs):
+        builder.store(builder.load(a), _vec_ptr(builder, base, q, ty, lanes), align=align)
+
+
 def _emit_pass(builder, r, fb, nvec, vty, lanes, op):
     """One pass over the row's edges for features ``[fb, fb + nvec·lanes)``, stored to ``o``."""
     zero = ir.Constant(vty, None)
@@ -176,9 +202,6 @@ def _emit_pass(builder, r, fb, nvec, vty, lanes, op):
     for a in accs:
         builder.store(zero, a)
     builder.store(r.s, kp)
-    fn = builder.function
-    b_first, b_head, b_body, b_tail_chk, b_tail, b_done = (
-        fn.append_basic_block(n) for n in ("gw.first", "gw.head", "gw.body", "gw.tailchk", "gw.tail", "gw.done"))
 
     def pair(k):
         if r.pf is not None:
@@ -188,50 +211,32 @@ def _emit_pass(builder, r, fb, nvec, vty, lanes, op):
         t1 = _term(builder, r, builder.add(k, _I64(1)), fb, nvec, vty, lanes, op)
         return [builder.fadd(a, b) for a, b in zip(t0, t1)]
 
-    builder.cbranch(builder.icmp_signed(">=", builder.sub(r.e, r.s), _I64(2)), b_first, b_head)
-    builder.position_at_end(b_first)                      # o = c0·x0 + c1·x1
-    for a, t in zip(accs, pair(r.s)):
-        builder.store(t, a)
-    builder.store(builder.add(r.s, _I64(2)), kp)
-    builder.branch(b_head)
+    def next_pair(k):                                     # o += c0·x0 + c1·x1
+        for a, t in zip(accs, pair(k)):
+            builder.store(builder.fadd(builder.load(a), t), a)
+        return builder.add(k, _I64(2))
 
-    builder.position_at_end(b_head)
+    with builder.if_then(builder.icmp_signed(">=", builder.sub(r.e, r.s), _I64(2))):
+        for a, t in zip(accs, pair(r.s)):                 # o = c0·x0 + c1·x1
+            builder.store(t, a)
+        builder.store(builder.add(r.s, _I64(2)), kp)
+    _emit_loop(builder, kp, lambda k: builder.icmp_signed("<", builder.add(k, _I64(1)), r.e), next_pair, "gw.pairs")
     k = builder.load(kp)
-    builder.cbranch(builder.icmp_signed("<", builder.add(k, _I64(1)), r.e), b_body, b_tail_chk)
-    builder.position_at_end(b_body)                       # o += c0·x0 + c1·x1
-    for a, t in zip(accs, pair(k)):
-        builder.store(builder.fadd(builder.load(a), t), a)
-    builder.store(builder.add(k, _I64(2)), kp)
-    builder.branch(b_head)
-
-    builder.position_at_end(b_tail_chk)
-    k = builder.load(kp)
-    builder.cbranch(builder.icmp_signed("<", k, r.e), b_tail, b_done)
-    builder.position_at_end(b_tail)                       # o += c0·x0
-    for a, t in zip(accs, _term(builder, r, k, fb, nvec, vty, lanes, op)):
-        builder.store(builder.fadd(builder.load(a), t), a)
-    builder.branch(b_done)
-
-    builder.position_at_end(b_done)
-    out = builder.gep(r.o, [fb])
-    for q, a in enumerate(accs):
-        builder.store(builder.load(a), _vec_ptr(builder, out, q, vty, lanes), align=r.size)
+    with builder.if_then(builder.icmp_signed("<", k, r.e)):
+        for a, t in zip(accs, _term(builder, r, k, fb, nvec, vty, lanes, op)):    # o += c0·x0
+            builder.store(builder.fadd(builder.load(a), t), a)
+    _store_row(builder, r.o, fb, accs, vty, lanes, r.size)
 
 
 def _emit_blocks(builder, r, fbp, nvec, vty, lanes, emit):
     """``while fb + nvec·lanes <= F: emit(fb); fb += nvec·lanes``."""
-    width = nvec * lanes
-    fn = builder.function
-    b_head, b_body, b_exit = (fn.append_basic_block(n) for n in ("gw.fhead", "gw.fbody", "gw.fexit"))
-    builder.branch(b_head)
-    builder.position_at_end(b_head)
-    fb = builder.load(fbp)
-    builder.cbranch(builder.icmp_signed("<=", builder.add(fb, _I64(width)), r.F), b_body, b_exit)
-    builder.position_at_end(b_body)
-    emit(fb)
-    builder.store(builder.add(fb, _I64(width)), fbp)
-    builder.branch(b_head)
-    builder.position_at_end(b_exit)
+    width = _I64(nvec * lanes)
+
+    def block(fb):
+        emit(fb)
+        return builder.add(fb, width)
+
+    _emit_loop(builder, fbp, lambda fb: builder.icmp_signed("<=", builder.add(fb, width), r.F), block, "gw.blocks")
 
 
 def _emit_arg_pass(builder, r, fb, nvec, vty, lanes, op, pred):
@@ -244,45 +249,31 @@ def _emit_arg_pass(builder, r, fb, nvec, vty, lanes, op, pred):
     accs = [cgutils.alloca_once(builder, vty) for _ in range(nvec)]
     args = [cgutils.alloca_once(builder, ity) for _ in range(nvec)]
     kp = cgutils.alloca_once(builder, _I64)
-    fn = builder.function
-    b_empty, b_first, b_head, b_body, b_done = (
-        fn.append_basic_block(n) for n in ("ga.empty", "ga.first", "ga.head", "ga.body", "ga.done"))
-    builder.cbranch(builder.icmp_signed(">", r.e, r.s), b_first, b_empty)
 
-    builder.position_at_end(b_empty)
-    for a, g in zip(accs, args):
-        builder.store(ir.Constant(vty, None), a)
-        builder.store(_splat(builder, _I64(-1), ity), g)
-    builder.branch(b_done)
+    def next_edge(k):
+        if r.pf is not None:
+            _prefetch(builder, r, k, fb, nvec, lanes)
+        ks = _splat(builder, k, ity)
+        for a, g, t in zip(accs, args, _term(builder, r, k, fb, nvec, vty, lanes, op)):
+            cur = builder.load(a)
+            win = builder.fcmp_ordered(pred, t, cur)
+            builder.store(builder.select(win, t, cur), a)
+            builder.store(builder.select(win, ks, builder.load(g)), g)
+        return builder.add(k, _I64(1))
 
-    builder.position_at_end(b_first)
-    for a, g, t in zip(accs, args, _term(builder, r, r.s, fb, nvec, vty, lanes, op)):
-        builder.store(t, a)
-        builder.store(_splat(builder, r.s, ity), g)
-    builder.store(builder.add(r.s, _I64(1)), kp)
-    builder.branch(b_head)
-
-    builder.position_at_end(b_head)
-    k = builder.load(kp)
-    builder.cbranch(builder.icmp_signed("<", k, r.e), b_body, b_done)
-    builder.position_at_end(b_body)
-    if r.pf is not None:
-        _prefetch(builder, r, k, fb, nvec, lanes)
-    ks = _splat(builder, k, ity)
-    for a, g, t in zip(accs, args, _term(builder, r, k, fb, nvec, vty, lanes, op)):
-        cur = builder.load(a)
-        win = builder.fcmp_ordered(pred, t, cur)
-        builder.store(builder.select(win, t, cur), a)
-        builder.store(builder.select(win, ks, builder.load(g)), g)
-    builder.store(builder.add(k, _I64(1)), kp)
-    builder.branch(b_head)
-
-    builder.position_at_end(b_done)
-    out = builder.gep(r.o, [fb])
-    arg = builder.gep(r.arg, [fb])
-    for q, (a, g) in enumerate(zip(accs, args)):
-        builder.store(builder.load(a), _vec_ptr(builder, out, q, vty, lanes), align=r.size)
-        builder.store(builder.load(g), _vec_ptr(builder, arg, q, ity, lanes), align=8)
+    with builder.if_else(builder.icmp_signed(">", r.e, r.s)) as (nonempty, empty):
+        with empty:
+            for a, g in zip(accs, args):
+                builder.store(ir.Constant(vty, None), a)
+                builder.store(_splat(builder, _I64(-1), ity), g)
+        with nonempty:
+            for a, g, t in zip(accs, args, _term(builder, r, r.s, fb, nvec, vty, lanes, op)):
+                builder.store(t, a)
+                builder.store(_splat(builder, r.s, ity), g)
+            builder.store(builder.add(r.s, _I64(1)), kp)
+            _emit_loop(builder, kp, lambda k: builder.icmp_signed("<", k, r.e), next_edge, "ga.edges")
+    _store_row(builder, r.o, fb, accs, vty, lanes, r.size)
+    _store_row(builder, r.arg, fb, args, ity, lanes, 8)
 
 
 def _typed(o, X, idx, coef, cidx, s, e, pf, coef_required):
@@ -317,31 +308,22 @@ def _emit_won_pass(builder, r, fb, nvec, vty, lanes):
         builder.store(builder.load(_vec_ptr(builder, out, q, vty, lanes), align=r.size), a)
     tp = cgutils.alloca_once(builder, _I64)
     builder.store(r.s, tp)
-    fn = builder.function
-    b_head, b_body, b_done = (fn.append_basic_block(n) for n in ("gn.head", "gn.body", "gn.done"))
-    builder.branch(b_head)
-    builder.position_at_end(b_head)
-    t = builder.load(tp)
-    builder.cbranch(builder.icmp_signed("<", t, r.e), b_body, b_done)
-    builder.position_at_end(b_body)
-    if r.pf is not None:
-        _prefetch(builder, r, t, fb, nvec, lanes)
-    terms = _term(builder, r, t, fb, nvec, vty, lanes, "mul")
-    k = builder.load(builder.gep(r.cidx, [t]))
-    k = builder.sext(k, _I64) if r.cidx_signed else builder.zext(k, _I64)
-    i = builder.load(builder.gep(r.idx, [t]))
-    i = builder.sext(i, _I64) if r.idx_signed else builder.zext(i, _I64)
-    row = builder.gep(r.arg, [builder.add(builder.mul(i, r.arg_cols), fb)])
-    ks = _splat(builder, k, ity)
-    for q, (a, term) in enumerate(zip(accs, terms)):
-        won = builder.icmp_signed("==", builder.load(_vec_ptr(builder, row, q, ity, lanes), align=8), ks)
-        cur = builder.load(a)
-        builder.store(builder.select(won, builder.fadd(cur, term), cur), a)
-    builder.store(builder.add(t, _I64(1)), tp)
-    builder.branch(b_head)
-    builder.position_at_end(b_done)
-    for q, a in enumerate(accs):
-        builder.store(builder.load(a), _vec_ptr(builder, out, q, vty, lanes), align=r.size)
+
+    def next_edge(t):
+        if r.pf is not None:
+            _prefetch(builder, r, t, fb, nvec, lanes)
+        terms = _term(builder, r, t, fb, nvec, vty, lanes, "mul")
+        ks = _splat(builder, _index(builder, r.cidx, t, r.cidx_signed), ity)
+        i = _index(builder, r.idx, t, r.idx_signed)
+        row = builder.gep(r.arg, [builder.add(builder.mul(i, r.arg_cols), fb)])
+        for q, (a, term) in enumerate(zip(accs, terms)):
+            won = builder.icmp_signed("==", builder.load(_vec_ptr(builder, row, q, ity, lanes), align=8), ks)
+            cur = builder.load(a)
+            builder.store(builder.select(won, builder.fadd(cur, term), cur), a)
+        return builder.add(t, _I64(1))
+
+    _emit_loop(builder, tp, lambda t: builder.icmp_signed("<", t, r.e), next_edge, "gn.edges")
+    _store_row(builder, r.o, fb, accs, vty, lanes, r.size)
 
 
 def _codegen(op, pred=None):

@@ -35,6 +35,7 @@ from ._simd import (
     gather_won,
     gather_wsum,
 )
+from .spmm import divide_row, row_sum
 
 _REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 _OP = {"mul": 0, "add": 1}
@@ -53,16 +54,13 @@ def _fwd_sum(indptr, indices, X, E, op, mean, pf, out):
     n_chunks = (n + MP_CHUNK - 1) // MP_CHUNK
     for c in prange(n_chunks):
         for i in range(c * MP_CHUNK, min(n, (c + 1) * MP_CHUNK)):
-            s = indptr[i]
-            e = indptr[i + 1]
             o = out[i]
-            if op == 0:
-                gather_wsum(o, X, indices, E, None, s, e, pf)
+            if op == 0:                  # spmm's row with E as the edge weights
+                row_sum(indptr, indices, X, E, mean, pf, i, o)
             else:
-                gather_add(o, X, indices, E, None, s, e, pf)
-            if mean and e > s:
-                for f in range(o.shape[0]):
-                    o[f] = o[f] / (e - s)  # exact-rounded: float64 divide of a float32
+                gather_add(o, X, indices, E, None, indptr[i], indptr[i + 1], pf)
+                if mean:
+                    divide_row(o, indptr[i + 1] - indptr[i])
 
 
 @numba.njit(cache=True, parallel=True)

@@ -8,7 +8,6 @@ import numpy as np
 
 from .. import config
 
-
 #: Up to this many values are sorted by insertion in place; longer runs use
 #: np.sort (whose allocation and call cost more than a short session's sort).
 _INSERTION_MAX = 48

@@ -46,7 +46,8 @@ def _fwd_arg(indptr, indices, X, w, mode, out, arg):
 @numba.njit(cache=True, inline="always")
 def row_sum(indptr, indices, X, w, mean, pf, i, o):
     """``o[:] = Σ_{k in row i} w[k]·X[indices[k]]`` (``w`` None: plain sum;
-    / in-degree with ``mean``).
+    ``w`` (nnz, F): ``w[k] ∘ X[indices[k]]``, message_passing's mul; / in-degree
+    with ``mean``).
 
     Edges folded two at a time in CSR order (``_simd.gather_wsum``: the
     partial sums stay in vector registers), so the bits do not depend on who
@@ -57,9 +58,16 @@ def row_sum(indptr, indices, X, w, mean, pf, i, o):
     s = indptr[i]
     e = indptr[i + 1]
     gather_wsum(o, X, indices, w, None, s, e, pf)
-    if mean and e > s:
+    if mean:
+        divide_row(o, e - s)
+
+
+@numba.njit(cache=True, inline="always")
+def divide_row(o, d):
+    """``o /= d`` for a row sum over ``d`` edges (nothing for an empty row)."""
+    if d > 0:
         for f in range(o.shape[0]):
-            o[f] = o[f] / (e - s)  # float64 divide of the sum: correctly rounded
+            o[f] = o[f] / d  # float64 divide of the sum: correctly rounded
 
 
 @numba.njit(cache=True, parallel=True)

@@ -55,9 +55,11 @@ def copies(dst, src) -> dict:
     return {"copy_numpy": lambda: np.copyto(dst, src), "copy_threaded": lambda: threaded_copy(dst, src)}
 
 
-def best_copy_time(dst, src, reps: int = 5) -> dict:
-    """Best-of-``reps`` seconds of each copy, their turns interleaved, and ``best`` (the faster)."""
-    fns = copies(dst, src)
+def best_interleaved(fns: dict, reps: int = 5) -> dict:
+    """Best-of-``reps`` seconds per function, after one untimed call each, the
+    functions taking turns each round: on a shared machine the load drifts,
+    and interleaving exposes a kernel, its peers and the copy to the same
+    conditions, so their ratios hold."""
     for f in fns.values():
         f()
     t = {k: float("inf") for k in fns}
@@ -66,5 +68,11 @@ def best_copy_time(dst, src, reps: int = 5) -> dict:
             s = time.perf_counter()
             f()
             t[k] = min(t[k], time.perf_counter() - s)
+    return t
+
+
+def best_copy_time(dst, src, reps: int = 5) -> dict:
+    """Best-of-``reps`` seconds of each copy, their turns interleaved, and ``best`` (the faster)."""
+    t = best_interleaved(copies(dst, src), reps)
     t["best"] = min(t.values())
     return t
