@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _API = {
     # data
     "EventLog": "data", "synthetic_log": "data", "from_dataframe": "data",
-    "load": "data", "load_taobao": "data", "load_movielens": "data", "load_recbole": "data", "load_yoochoose": "data",
+    "load": "data", "load_taobao": "data", "load_diginetica": "data", "SessionData": "data", "load_movielens": "data", "load_recbole": "data", "load_yoochoose": "data",
     "k_core": "data", "filter_min_length": "data", "filter_time": "data",
     "split_leave_one_out": "data", "split_last_period": "data",
     # construction
@@ -39,6 +39,7 @@ _API = {
     "common_neighbor_fusion": "edge", "common_neighbor_fusion_backward": "edge",
     # readout and scoring
     "segment_reduce": "readout", "segment_reduce_backward": "readout", "topk": "readout",
+    "score_cross_entropy": "readout", "score_cross_entropy_backward": "readout",
 }
 
 __all__ = ["Graph", "config", "metrics", *_API]

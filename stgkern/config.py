@@ -50,6 +50,10 @@ cuda_vector_loads: bool = True
 topk_block_items: int = 65536
 #: Query rows per block in ``topk``.
 topk_block_rows: int = 256
+#: Items per block of ``score_cross_entropy`` on the CPU: one BLAS call forms
+#: a (rows, block) logit tile that stays in L2 while it is reduced (forward)
+#: or turned into the gradient products' input (backward).
+score_block_items: int = 4096
 
 # --- Memory ----------------------------------------------------------------
 #: Fraction of the available memory a single output may claim before the

@@ -515,3 +515,102 @@ def load(path, format, categories=None):
         raise ValueError(f"format={format!r} carries categories in the log itself; categories= applies to "
                          f"movielens (movies.csv) and recbole (.item) only")
     return _LOADERS[format](path, categories)
+
+
+# ---------------------------------------------------------------- session benchmarks
+@dataclass(frozen=True)
+class SessionData:
+    """A session-recommendation benchmark split, as CSR sequences of 0-based item ids.
+
+    ``train_ptr``/``train_items``: the training sessions (session ``s`` is
+    ``train_items[train_ptr[s]:train_ptr[s+1]]``, in click order).
+    ``test_ptr``/``test_items``/``test_target``: the test examples (a prefix
+    and the item that followed it).  Item ids are ``0 .. n_items - 1``
+    (the files' ``1 .. n_items`` shifted down by one).
+    """
+    train_ptr: np.ndarray
+    train_items: np.ndarray
+    test_ptr: np.ndarray
+    test_items: np.ndarray
+    test_target: np.ndarray
+    n_items: int
+    name: str = ""
+
+    def __repr__(self):
+        return (f"SessionData({self.name or 'sessions'}: {len(self.train_ptr) - 1:,} training sessions, "
+                f"{len(self.test_target):,} test examples, {self.n_items:,} items)")
+
+
+def _read_id_lines(path, with_target):
+    """Whitespace-separated positive item ids per line (``items<TAB>target`` when ``with_target``)."""
+    import gzip
+    opener = gzip.open if str(path).endswith(".gz") else open
+    lens, vals, targets = [], [], []
+    with opener(path, "rt") as fh:
+        for line_no, line in enumerate(fh, 1):
+            line = line.rstrip("\n")
+            if with_target:
+                parts = line.split("\t")
+                if len(parts) != 2:
+                    raise ValueError(f"{path}, line {line_no}: expected 'items<TAB>target', "
+                                     f"found {len(parts) - 1} tab(s)")
+                line, tgt = parts
+            fields = line.split()
+            try:
+                ids = [int(f) for f in fields]
+                if with_target:
+                    targets.append(int(tgt))
+            except ValueError:
+                bad = next(f for f in fields + ([tgt] if with_target else []) if not f.lstrip("-").isdigit())
+                raise ValueError(f"{path}, line {line_no}: item id {bad!r} is not an integer") from None
+            if not ids:
+                raise ValueError(f"{path}, line {line_no}: empty session")
+            lens.append(len(ids))
+            vals.extend(ids)
+    ptr = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=ptr[1:])
+    items = np.asarray(vals, np.int64)
+    target = np.asarray(targets, np.int64) if with_target else None
+    for name, a in (("item", items), ("target", target)):
+        if a is not None and a.size and int(a.min()) < 1:
+            line = int(np.searchsorted(ptr, int(np.argmin(a)), side="right")) if name == "item" else int(np.argmin(a)) + 1
+            raise ValueError(f"{path}, line {line}: {name} id {int(a.min())}; ids start at 1 (0 is padding)")
+    return ptr, items, target
+
+
+def load_diginetica(folder):
+    """The Diginetica session split used by SR-GNN and GCE-GNN (plain-text form).
+
+    Reads ``train_sessions.txt[.gz]`` (one training session per line, item
+    ids separated by spaces, in click order) and ``test.txt[.gz]`` (one test
+    example per line: the prefix's ids, a tab, the target id) from ``folder``.
+    Ids in the files start at 1; they are returned shifted to start at 0.
+    The training examples of the published protocol are every proper prefix
+    of every training session: ``stgkern.srgnn_prefixes(d.train_ptr,
+    d.train_items)`` (719,470 on Diginetica).
+
+    Returns
+    -------
+    SessionData
+        ``n_items`` is the largest id seen in either file.
+
+    Raises
+    ------
+    FileNotFoundError
+        When either file is missing (the message lists what was looked for).
+    ValueError
+        For a malformed line (the message names the file and the line).
+    """
+    from pathlib import Path
+    folder = Path(folder)
+    paths = {}
+    for stem in ("train_sessions.txt", "test.txt"):
+        found = [folder / (stem + ext) for ext in (".gz", "") if (folder / (stem + ext)).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{folder} has no {stem} or {stem}.gz (the Diginetica split: "
+                                    f"train_sessions.txt.gz and test.txt.gz)")
+        paths[stem] = found[0]
+    tr_ptr, tr_items, _ = _read_id_lines(paths["train_sessions.txt"], False)
+    te_ptr, te_items, te_target = _read_id_lines(paths["test.txt"], True)
+    n_items = int(max(tr_items.max(initial=0), te_items.max(initial=0), te_target.max(initial=0)))
+    return SessionData(tr_ptr, tr_items - 1, te_ptr, te_items - 1, te_target - 1, n_items, name=folder.name)

@@ -267,3 +267,105 @@ def topk(Q, items, k, exclude=None):
     _finite_blocked(items, "items", xp)
     ex = _exclude_csr(exclude, Q.shape[0], n_items, xp)
     return _dispatch.kernels("topk", backend).topk(Q, items, k, ex)
+
+
+def _score_ce_inputs(Q, items, target, bias):
+    backend = _dispatch.backend_of(Q=Q, items=items, target=target, **({} if bias is None else {"bias": bias}))
+    xp = _dispatch.array_module(backend)
+    Q = _validate.float_array(Q, "Q", ndim=2)
+    items = _validate.float_array(items, "items", ndim=2)
+    _validate.same_dtype(Q=Q, items=items)
+    if Q.shape[1] != items.shape[1]:
+        raise ValueError(f"Q has width {Q.shape[1]} but items has width {items.shape[1]}; "
+                         f"queries and items must live in the same embedding space")
+    n_items = items.shape[0]
+    if n_items < 1:
+        raise ValueError("items is empty; the softmax needs at least one item")
+    if target.ndim != 1 or target.shape[0] != Q.shape[0]:
+        raise ValueError(f"target must be 1-D with one item id per row of Q ({Q.shape[0]}), "
+                         f"got shape {tuple(target.shape)}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer item ids, got dtype {target.dtype}")
+    if target.shape[0]:
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= n_items:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"target holds item id {bad} outside [0, {n_items}) "
+                             f"(first at row {int(xp.flatnonzero(target == bad)[0])})")
+    target = xp.ascontiguousarray(target, dtype=np.int64)
+    if bias is not None:
+        bias = _validate.float_array(bias, "bias", ndim=1)
+        _validate.same_dtype(Q=Q, bias=bias)
+        if bias.shape[0] != n_items:
+            raise ValueError(f"bias has {bias.shape[0]} entries but items has {n_items} rows; one per item")
+        bias = xp.ascontiguousarray(bias)
+        _finite_blocked(bias[:, None], "bias", xp)
+    _finite_blocked(Q, "Q", xp)
+    _finite_blocked(items, "items", xp)
+    return backend, xp.ascontiguousarray(Q), xp.ascontiguousarray(items), target, bias
+
+
+def score_cross_entropy(Q, items, target, bias=None, return_lse=False):
+    r"""Softmax cross-entropy of dot-product scores over the whole catalogue.
+
+    .. math:: \ell_r = \log \sum_c e^{z_{rc}} - z_{r, t_r}, \qquad
+              z_{rc} = Q_r \cdot \mathrm{items}_c + \mathrm{bias}_c
+
+    the loss of a full-softmax next-item model (SR-GNN, GCE-GNN, SASRec).
+    The (m, n_items) score matrix is never stored: the CPU forms it in item
+    blocks of ``config.score_block_items`` that stay in cache; the GPU
+    forms it with cuBLAS and reduces it with one warp per row.
+
+    Parameters
+    ----------
+    Q : ndarray (m, d), float32 or float64
+    items : ndarray (n_items, d), same dtype
+    target : int ndarray (m,), ids in ``[0, n_items)``
+    bias : ndarray (n_items,), optional
+    return_lse : bool
+        Also return the per-row log-sum-exp (float64), which
+        :func:`score_cross_entropy_backward` takes.
+
+    Returns
+    -------
+    loss : ndarray (m,), dtype of Q
+    lse : ndarray (m,), float64 (with ``return_lse``)
+
+    Examples
+    --------
+    >>> Q = np.array([[0., 0.], [1., 0.]])
+    >>> items = np.array([[1., 0.], [0., 1.]])
+    >>> loss = score_cross_entropy(Q, items, np.array([0, 0]))
+    >>> np.round(loss, 4)          # log 2, then log(1 + e^-1)
+    array([0.6931, 0.3133])
+    """
+    backend, Q, items, target, bias = _score_ce_inputs(Q, items, target, bias)
+    loss, lse = _dispatch.kernels("score_cross_entropy", backend).forward(
+        Q, items, target, bias, max(1, int(config.score_block_items)))
+    return (loss, lse) if return_lse else loss
+
+
+def score_cross_entropy_backward(grad_loss, Q, items, target, lse, bias=None):
+    r"""Gradients of ``Σ_r grad_loss[r] · loss[r]`` of :func:`score_cross_entropy`.
+
+    With :math:`p_{rc}` the softmax of row r:
+    ``grad_Q[r] = g_r Σ_c (p_rc - [c = t_r]) items[c]``,
+    ``grad_items[c] = Σ_r g_r (p_rc - [c = t_r]) Q[r]`` and
+    ``grad_bias[c] = Σ_r g_r (p_rc - [c = t_r])``.  The scores are formed
+    again block by block (one more product instead of an (m, n_items) store).
+
+    Returns
+    -------
+    grad_Q : (m, d), grad_items : (n_items, d), grad_bias : (n_items,) or None
+    """
+    backend, Q, items, target, bias = _score_ce_inputs(Q, items, target, bias)
+    xp = _dispatch.array_module(backend)
+    _dispatch.backend_of(Q=Q, grad_loss=grad_loss, lse=lse)
+    m = Q.shape[0]
+    for name, a in (("grad_loss", grad_loss), ("lse", lse)):
+        if a.ndim != 1 or a.shape[0] != m:
+            raise ValueError(f"{name} must be 1-D with one value per row of Q ({m}), got shape {tuple(a.shape)}")
+    grad_loss = xp.ascontiguousarray(grad_loss, dtype=Q.dtype)
+    lse = xp.ascontiguousarray(lse, dtype=np.float64)
+    return _dispatch.kernels("score_cross_entropy", backend).backward(
+        grad_loss, Q, items, target, lse, bias, max(1, int(config.score_block_items)))

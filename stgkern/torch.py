@@ -33,6 +33,9 @@ Functions (differentiable in every float tensor argument)
     softmax of per-edge scores over each destination's in-edges.
 ``segment_reduce(x, ptr, reduce="sum")``
     per segment ``ptr[s]:ptr[s+1]``: sum, mean, max or last row.
+``score_cross_entropy(q, items, target, bias=None, reduction="mean")``
+    softmax cross-entropy of ``q @ items.T (+ bias)`` over the whole catalogue,
+    without the (m, n_items) score tensor.
 ``common_neighbor_fusion(graph, x, edge_weight=None)``
     per edge ``j -> i``: ``Σ_{m ∈ N(i) ∩ N(j)} A[i,m] A[j,m] x[m]``.
 ``graph_conv(graph, x, W_self, W_neigh=None, bias=None, edge_weight=None, reduce="sum", activation=None)``
@@ -86,6 +89,7 @@ __all__ = [
     "edge_softmax",
     "graph_conv",
     "message_passing",
+    "score_cross_entropy",
     "sddmm",
     "segment_reduce",
     "spmm",
@@ -539,6 +543,66 @@ def segment_reduce(x, ptr, reduce="sum"):
     """
     _float_tensor(x, "x", (1, 2))
     return _SegmentReduce.apply(_ptr_array(ptr, x), reduce, x)
+
+
+class _ScoreCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, items, target, bias):
+        with _on_device(q.device):
+            loss, lse = _readout.score_cross_entropy(_as_array(q), _as_array(items), _as_array(target),
+                                                     _as_array(bias), return_lse=True)
+        ctx.lse = lse
+        ctx.save_for_backward(q, items, target, bias)
+        return _as_tensor(loss)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        q, items, target, bias = ctx.saved_tensors
+        with _on_device(q.device):
+            gq, gi, gb = _readout.score_cross_entropy_backward(
+                _as_array(grad_loss.contiguous()), _as_array(q), _as_array(items), _as_array(target), ctx.lse,
+                _as_array(bias))
+        return _as_tensor(gq), _as_tensor(gi), None, (_as_tensor(gb) if bias is not None else None)
+
+
+def score_cross_entropy(q, items, target, bias=None, reduction="mean"):
+    """Differentiable softmax cross-entropy of ``q @ items.T (+ bias)`` against ``target``.
+
+    The same value as ``F.cross_entropy(q @ items.T + bias, target,
+    reduction=reduction)`` without the (m, n_items) score tensor or its
+    gradient (:func:`stgkern.score_cross_entropy`).
+
+    Parameters
+    ----------
+    q : Tensor (m, d), float32 or float64
+    items : Tensor (n_items, d), same dtype and device
+    target : LongTensor (m,), ids in ``[0, n_items)``
+    bias : Tensor (n_items,), optional
+    reduction : {"mean", "sum", "none"}
+
+    Examples
+    --------
+    >>> q = torch.zeros(1, 2, requires_grad=True)
+    >>> round(float(score_cross_entropy(q, torch.eye(2), torch.tensor([1]))), 4)
+    0.6931
+    """
+    _float_tensor(q, "q", 2)
+    _float_tensor(items, "items", 2)
+    _same_device(q, "q", items, "items")
+    _same_dtype(q, "q", items, "items")
+    _tensor(target, "target")
+    _same_device(q, "q", target, "target")
+    if bias is not None:
+        _float_tensor(bias, "bias", 1)
+        _same_device(q, "q", bias, "bias")
+        _same_dtype(q, "q", bias, "bias")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    loss = _ScoreCrossEntropy.apply(q, items, target, bias)
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
 
 
 class _CommonNeighborFusion(torch.autograd.Function):

@@ -966,3 +966,26 @@ def naive_won_row(o, X, idx, coef, cidx, arg, s, e):
             if arg[idx[t], f] == cidx[t]:
                 o[f] = dt(o[f] + _edge_term(X, idx, coef, t, cidx[t], f, "mul"))
     return np.array(o, X.dtype)
+
+
+# ---------------------------------------------------------------- full-catalogue cross-entropy
+def naive_score_cross_entropy(Q, items, target, bias=None, grad_loss=None):
+    """Per-row loss ``logsumexp(z_r) - z_{r,t_r}`` with ``z = Q items^T + bias`` in float64, and
+    (with ``grad_loss``) the gradients of ``Σ g_r loss_r`` for Q, items and bias."""
+    Q64, E64 = np.asarray(Q, np.float64), np.asarray(items, np.float64)
+    m = Q64.shape[0]
+    Z = Q64 @ E64.T
+    if bias is not None:
+        Z = Z + np.asarray(bias, np.float64)
+    loss = np.empty(m)
+    P = np.zeros_like(Z)
+    for r in range(m):
+        mx = Z[r].max()
+        lse = mx + np.log(np.exp(Z[r] - mx).sum())
+        loss[r] = lse - Z[r, target[r]]
+        P[r] = np.exp(Z[r] - lse)
+        P[r, target[r]] -= 1.0
+    if grad_loss is None:
+        return loss
+    P *= np.asarray(grad_loss, np.float64)[:, None]
+    return loss, P @ E64, P.T @ Q64, P.sum(0)

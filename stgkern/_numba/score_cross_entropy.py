@@ -1,0 +1,188 @@
+"""CPU kernels of ``score_cross_entropy``: softmax cross-entropy over the whole catalogue.
+
+The (m, n_items) logits are never stored.  Items are cut into fixed blocks
+(``config.score_block_items``, scaled to the row count); each block's logits
+come from one BLAS call into a reused scratch tile, then
+
+* forward: a parallel pass over rows reduces the tile to a per-row
+  (max, Σ exp) pair, merged in block order into the log-sum-exp;
+* backward: a parallel pass turns the tile into ``g_r (softmax - onehot)``
+  in place and it feeds the two gradient products at once: the block's rows
+  of ``grad_items`` are written whole, ``grad_Q`` adds one product per
+  block in block order.
+
+The BLAS calls are made from Python, not inside Numba's threads: once torch
+is imported Numba runs on OpenMP, and OpenBLAS called from an OpenMP region
+falls back to one thread with a warning per call.  float32 uses a
+vectorisable ``exp`` (Cody-Waite range reduction and a degree-6 polynomial,
+the classic single-precision scheme, within 2 ulp), since Numba's
+``math.exp`` is a scalar libm call per element here (no SVML); float64
+uses ``math.exp`` (gradient checks).
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+_F = np.float32
+_LOG2E = _F(1.4426950408889634)
+_LN2_HI = _F(0.693359375)          # ln 2 split so that n * _LN2_HI is exact
+_LN2_LO = _F(-2.12194440e-4)
+_P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
+_P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
+_LO = _F(-87.0)                    # exp(-87) ~ 1.6e-38: the smallest normal scale
+_HALF, _ONE = _F(0.5), _F(1.0)
+
+
+@numba.njit(cache=True, inline="always")
+def exp_f32(v, scale):
+    """``v[:] = exp(v)`` for a float32 row, vectorised; ``scale`` is float32 scratch of ``len(v)``.
+
+    Arguments below -87 give exp(-87) (1.6e-38) instead of a smaller value:
+    every caller has subtracted the row maximum, so such terms are below
+    float32's resolution of the row's sum anyway.
+    """
+    bits = scale.view(np.int32)
+    for c in range(v.shape[0]):
+        x = max(v[c], _LO)
+        fx = np.floor(x * _LOG2E + _HALF)
+        r = x - fx * _LN2_HI - fx * _LN2_LO
+        z = r * r
+        y = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * z + r + _ONE
+        v[c] = y
+        bits[c] = (np.int32(fx) + np.int32(127)) << 23      # 2**fx as a float32 bit pattern
+    for c in range(v.shape[0]):
+        v[c] *= scale[c]
+
+
+@numba.njit(cache=True, inline="always")
+def exp_f64(v, scale):
+    for c in range(v.shape[0]):
+        v[c] = math.exp(v[c])
+
+
+# Reassociation lets LLVM keep vector partial sums; the order is fixed at
+# compile time, so the result is the same on every run and thread count.
+@numba.njit(cache=True, fastmath={"reassoc", "nsz", "nnan", "ninf"})
+def _row_max(v):
+    m = v[0]
+    for c in range(1, v.shape[0]):
+        m = max(m, v[c])
+    return m
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "nsz", "nnan", "ninf"})
+def _row_sum(v):
+    s = 0.0
+    for c in range(v.shape[0]):
+        s += v[c]
+    return s
+
+
+@numba.njit(cache=True, parallel=True)
+def block_max_sumexp(L, bias, has_bias, s, bmax, bsum, exp_row):
+    """Rows of the logit block ``L`` (items ``s:s+L.shape[1]``): ``bmax[r]`` = max, ``bsum[r]`` = Σ exp(· - max)."""
+    w = L.shape[1]
+    for r in prange(L.shape[0]):
+        row = L[r]
+        scale = np.empty(w, np.float32)
+        if has_bias:
+            for c in range(w):
+                row[c] += bias[s + c]
+        mx = _row_max(row)
+        for c in range(w):
+            row[c] -= mx
+        exp_row(row, scale)
+        bmax[r] = mx
+        bsum[r] = _row_sum(row)
+
+
+@numba.njit(cache=True, parallel=True)
+def block_grad_logits(L, bias, has_bias, s, lse, g, target, exp_row):
+    """The logit block ``L`` becomes ``g_r (softmax - onehot)`` in place."""
+    w = L.shape[1]
+    for r in prange(L.shape[0]):
+        row = L[r]
+        scale = np.empty(w, np.float32)
+        off = lse[r]
+        if has_bias:
+            for c in range(w):
+                row[c] += bias[s + c] - off
+        else:
+            for c in range(w):
+                row[c] -= off
+        exp_row(row, scale)
+        gr = g[r]
+        for c in range(w):
+            row[c] *= gr
+        t = target[r] - s
+        if 0 <= t < w:
+            row[t] -= gr
+
+
+def _exp_fn(dtype):
+    return exp_f32 if dtype == np.float32 else exp_f64
+
+
+def _block(m, n, block):
+    """Items per block: ``block`` (config.score_block_items) scaled so an (m, block)
+    tile holds about 256 x block values, and never more than the catalogue."""
+    return int(max(1, min(n, int(block) * max(1, 256 // max(1, m)))))
+
+
+def forward(Q, items, target, bias, block):
+    """Per-row loss (Q's dtype) and log-sum-exp (float64); inputs validated and contiguous."""
+    m, n = Q.shape[0], items.shape[0]
+    if m == 0:
+        return np.zeros(0, Q.dtype), np.zeros(0)
+    w = _block(m, n, block)
+    nb = (n + w - 1) // w
+    bmax = np.empty((nb, m), np.float64)
+    bsum = np.empty((nb, m), np.float64)
+    has_bias = bias is not None
+    b_arr = bias if has_bias else np.zeros(1, Q.dtype)
+    buf = np.empty(m * w, Q.dtype)
+    for b in range(nb):
+        s, e = b * w, min(n, (b + 1) * w)
+        L = buf[:m * (e - s)].reshape(m, e - s)
+        np.matmul(Q, items[s:e].T, out=L)        # BLAS, its own threads
+        block_max_sumexp(L, b_arr, has_bias, s, bmax[b], bsum[b], _exp_fn(Q.dtype))
+    top = bmax.max(axis=0)
+    lse = top + np.log((bsum * np.exp(bmax - top)).sum(axis=0))
+    # the target's logit as a float64 dot (the value in the blocks, up to rounding)
+    t_logit = np.einsum("ij,ij->i", Q.astype(np.float64), items[target].astype(np.float64))
+    if has_bias:
+        t_logit += bias[target]
+    return (lse - t_logit).astype(Q.dtype), lse
+
+
+def backward(grad_loss, Q, items, target, lse, bias, block):
+    m, n = Q.shape[0], items.shape[0]
+    has_bias = bias is not None
+    gE = np.empty_like(items)
+    gb = np.empty(n, Q.dtype) if has_bias else None
+    gQ = np.zeros_like(Q)
+    if m == 0:
+        gE[:] = 0
+        if has_bias:
+            gb[:] = 0
+        return gQ, gE, gb
+    w = _block(m, n, block)
+    b_arr = bias if has_bias else np.zeros(1, Q.dtype)
+    lse_t, g_t = lse.astype(Q.dtype), grad_loss.astype(Q.dtype)
+    buf = np.empty(m * w, Q.dtype)
+    tmp = np.empty_like(Q)
+    for s in range(0, n, w):
+        e = min(n, s + w)
+        L = buf[:m * (e - s)].reshape(m, e - s)
+        np.matmul(Q, items[s:e].T, out=L)
+        block_grad_logits(L, b_arr, has_bias, s, lse_t, g_t, target, _exp_fn(Q.dtype))
+        np.matmul(L.T, Q, out=gE[s:e])              # this block's rows of grad_items, written once
+        np.matmul(L, items[s:e], out=tmp)
+        gQ += tmp                                    # block order: fixed
+        if has_bias:
+            L.sum(axis=0, out=gb[s:e])
+    return gQ, gE, gb

@@ -1,0 +1,175 @@
+"""stgkern.models: SR-GNN on stgkern's kernels against the dense original, training, persistence."""
+import gzip
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import stgkern  # noqa: E402
+from stgkern.data import SessionData  # noqa: E402
+from stgkern.models import SRGNN, evaluate, fit, load, make_batch, save, split_validation  # noqa: E402
+from stgkern.models.train import session_examples  # noqa: E402
+from naive import naive_split  # noqa: E402
+from naive_srgnn import DenseSRGNN, dense_inputs, dense_loss  # noqa: E402
+
+
+def _sessions(rng, n, n_items, max_len=7):
+    lens = rng.integers(1, max_len + 1, n)
+    lens[0] = 1                                   # a one-item session: no edge, a lone node
+    items = rng.integers(0, n_items, int(lens.sum()))
+    items[1:3] = items[0]                         # a repeat: a self-loop a -> a
+    ptr = np.concatenate([[0], np.cumsum(lens)])
+    return ptr, items
+
+
+def _tiny_data(rng, n_train=60, n_test=25, n_items=30):
+    tp, ti = _sessions(rng, n_train, n_items)
+    tp[1:] = np.maximum(tp[1:], np.arange(1, n_train + 1) * 2)      # every training session >= 2 items
+    ti = rng.integers(0, n_items, int(tp[-1]))
+    ep, ei = _sessions(rng, n_test, n_items)
+    return SessionData(tp.astype(np.int64), ti.astype(np.int64), ep.astype(np.int64), ei.astype(np.int64),
+                       rng.integers(0, n_items, n_test).astype(np.int64), n_items, name="tiny")
+
+
+@pytest.mark.parametrize("step, nonhybrid", [(1, False), (2, False), (1, True)], ids=["step1", "step2", "nonhybrid"])
+def test_matches_dense_original(step, nonhybrid, rng):
+    torch.manual_seed(0)
+    n_items = 17
+    ptr, items = _sessions(rng, 9, n_items)
+    target = rng.integers(0, n_items, 9)
+    model = SRGNN(n_items, hidden_size=6, step=step, nonhybrid=nonhybrid).double()
+    dense = DenseSRGNN.from_sparse(model)
+    seqs = naive_split(ptr, items)
+    b = make_batch(ptr, items, target=target)
+
+    ours = model.session_vectors(b)
+    ref = dense.session_vectors(*dense_inputs(seqs, dtype=torch.float64))
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    # padding to the data set's longest session (the published data_masks) changes nothing
+    longer = dense.session_vectors(*dense_inputs(seqs, len_max=12, dtype=torch.float64))
+    torch.testing.assert_close(ours, longer, rtol=1e-12, atol=1e-12)
+
+    model.loss(b).backward()
+    dense_loss(dense, seqs, target + 1 - 1).backward()
+    for name, p in model.named_parameters():
+        q = dict(dense.named_parameters())[name]
+        gq = q.grad[1:] if name == "embedding.weight" else q.grad
+        torch.testing.assert_close(p.grad, gq, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_batch_of_selected_rows_and_errors(rng):
+    ptr, items = _sessions(rng, 6, 10)
+    rows = np.array([4, 0, 4])
+    b = make_batch(ptr, items, rows, target=np.arange(6))
+    assert len(b) == 3 and b.target.tolist() == [4, 0, 4]
+    seqs = naive_split(ptr, items)
+    got = [b.graph.segment_ptr[s] for s in range(3)]
+    assert got == sorted(got)
+    node_item = b.node_item.numpy()
+    for s, r in enumerate(rows):
+        pos = b.alias.numpy()[b.pos_ptr[s]:b.pos_ptr[s + 1]]
+        assert node_item[pos].tolist() == seqs[r]
+    with pytest.raises(ValueError, match="empty"):
+        make_batch(np.array([0, 0, 2]), np.array([1, 2]))
+
+
+def test_session_examples_and_validation_split(rng):
+    ptr, items = _sessions(rng, 40, 20)
+    ex_ptr, ex_items, target = session_examples(ptr, items)
+    lens = np.diff(ptr)
+    assert len(target) == int((lens - 1).clip(0).sum())
+    (tp, ti), (vp, vi) = split_validation(ptr, items, 0.25, seed=3)
+    assert len(tp) - 1 + len(vp) - 1 == 40 and len(vp) - 1 == 10
+    both = sorted(map(tuple, naive_split(tp, ti) + naive_split(vp, vi)))
+    assert both == sorted(map(tuple, naive_split(ptr, items)))
+    again = split_validation(ptr, items, 0.25, seed=3)
+    np.testing.assert_array_equal(again[1][1], vi)
+    with pytest.raises(ValueError, match="valid_fraction"):
+        split_validation(ptr, items, 1.0)
+
+
+def test_evaluate_against_dense_ranking(rng):
+    torch.manual_seed(1)
+    d = _tiny_data(rng)
+    model = SRGNN(d.n_items, hidden_size=8)
+    got = evaluate(model, d.test_ptr, d.test_items, d.test_target, k=5, batch_size=7)
+    with torch.no_grad():
+        S = model(make_batch(d.test_ptr, d.test_items)).numpy().astype(np.float64)
+    rank = np.array([(S[r] > S[r, t]).sum() + ((S[r] == S[r, t]) & (np.arange(S.shape[1]) < t)).sum()
+                     for r, t in enumerate(d.test_target)])
+    assert got["P@5"] == pytest.approx(100 * np.mean(rank < 5))
+    assert got["MRR@5"] == pytest.approx(100 * np.mean(np.where(rank < 5, 1.0 / (rank + 1), 0.0)))
+
+
+def test_fit_is_deterministic_and_learns(rng, tmp_path):
+    d = _tiny_data(rng)
+
+    def run():
+        torch.manual_seed(0)
+        m = SRGNN(d.n_items, hidden_size=8)
+        r = fit(m, d, epochs=3, batch_size=16, lr=0.01, lr_dc_step=2, valid_fraction=0.2, seed=5, progress=False,
+                log=lambda s: None)
+        return m, r
+
+    m1, r1 = run()
+    m2, r2 = run()
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    assert [c["loss"] for c in r1.curve] == [c["loss"] for c in r2.curve]
+    assert r1.curve[-1]["loss"] < r1.curve[0]["loss"]
+    assert 1 <= r1.best_epoch <= 3 and r1.test == r2.test
+    assert r1.valid == r1.curve[r1.best_epoch - 1]["valid"]
+
+    path = tmp_path / "m.pt"
+    save(m1, path, r1)
+    m3, info = load(path)
+    assert info["best_epoch"] == r1.best_epoch and not m3.training
+    b = make_batch(d.test_ptr, d.test_items)
+    with torch.no_grad():
+        m1.eval()
+        torch.testing.assert_close(m3.session_vectors(b), m1.session_vectors(b), rtol=0, atol=0)
+    assert evaluate(m3, d.test_ptr, d.test_items, d.test_target) == r1.test
+
+
+def _write(path, lines):
+    with gzip.open(path, "wt") as fh:
+        fh.write("".join(line + "\n" for line in lines))
+
+
+def test_load_diginetica_format(tmp_path):
+    _write(tmp_path / "train_sessions.txt.gz", ["1 2", "3 4 5", "2"])
+    _write(tmp_path / "test.txt.gz", ["3 4\t5", "1\t7"])
+    d = stgkern.load_diginetica(tmp_path)
+    assert d.n_items == 7
+    assert d.train_ptr.tolist() == [0, 2, 5, 6] and d.train_items.tolist() == [0, 1, 2, 3, 4, 1]
+    assert d.test_ptr.tolist() == [0, 2, 3] and d.test_items.tolist() == [2, 3, 0] and d.test_target.tolist() == [4, 6]
+    assert "3 training sessions" in repr(d)
+
+
+@pytest.mark.parametrize("train, test, words", [
+    (["1 2", "3 x"], ["1\t2"], "line 2: item id 'x'"),
+    (["1 2", ""], ["1\t2"], "line 2: empty session"),
+    (["1 2"], ["1 2"], "line 1: expected 'items<TAB>target'"),
+    (["1 2"], ["1\t0"], "target id 0; ids start at 1"),
+    (["1 0"], ["1\t2"], "line 1: item id 0"),
+])
+def test_load_diginetica_errors(tmp_path, train, test, words):
+    _write(tmp_path / "train_sessions.txt.gz", train)
+    _write(tmp_path / "test.txt.gz", test)
+    with pytest.raises(ValueError) as info:
+        stgkern.load_diginetica(tmp_path)
+    assert words in str(info.value)
+
+
+def test_load_diginetica_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_sessions.txt"):
+        stgkern.load_diginetica(tmp_path)
+
+
+@pytest.mark.realdata
+def test_diginetica_counts(shared_data):
+    d = stgkern.load_diginetica(shared_data / "diginetica")
+    assert (len(d.train_ptr) - 1, len(d.test_target), d.n_items) == (186670, 60858, 43097)
+    assert len(d.train_items) == 906140
+    assert len(session_examples(d.train_ptr, d.train_items)[2]) == 719470
