@@ -17,6 +17,11 @@ Measures, in one run and on one device:
   ``argpartition`` per row block, and against the matmul alone (the
   selection's overhead); checked against the peer's scores and the CPU
   backend on a sample of rows;
+* score_cross_entropy (forward, and backward with the bias gradient;
+  float32, d=64, 4096 queries, 200k items) against the CuPy composition
+  ``Q @ items.T + bias``, log-softmax, gather (and its backward through the
+  full probability matrix), checked against that peer and the CPU backend on
+  a sample of rows;
 * time_decay, time_encoding (dim 16) and node_features against the CuPy
   expressions they replace (the CuPy composition is the peer), checked
   against the CPU;
@@ -216,6 +221,23 @@ def time_intervals_composition(xp, ptr, times, drop, maxlen=50, span=256):
 
 
 # ------------------------------------------------------------------ timing
+def sce_peer(xp, Q, items, target, bias):
+    """The obvious full-softmax loss: the whole (m, n_items) score matrix, log-softmax, gather."""
+    S = Q @ items.T + bias
+    mx = S.max(axis=1, keepdims=True)
+    lse = mx[:, 0] + xp.log(xp.exp(S - mx).sum(axis=1))
+    return lse - S[xp.arange(Q.shape[0]), target], lse, S
+
+
+def sce_peer_backward(xp, g, Q, items, target, bias):
+    """Its backward: softmax minus the one-hot, scaled per row, through three products."""
+    _, lse, P = sce_peer(xp, Q, items, target, bias)
+    P = xp.exp(P - lse[:, None].astype(P.dtype))
+    P[xp.arange(Q.shape[0]), target] -= 1
+    P *= g[:, None]
+    return P @ items, P.T @ Q, P.sum(axis=0)
+
+
 def cpu_time(fn, reps):
     fn()  # warm-up: Numba loads its cache or compiles
     times = []
@@ -328,6 +350,14 @@ def run_gpu(args):
         del X, g, A, s, o
         cp.get_default_memory_pool().free_all_blocks()
     run_gpu_topk(args, res, record)
+    try:
+        run_gpu_score_ce(args, res, record)
+    except Exception:  # a new kernel: keep everything measured so far, fail the run
+        import traceback
+        res["checks"]["score_ce"] = False
+        res["score_ce_error"] = traceback.format_exc()
+        print(res["score_ce_error"], file=sys.stderr, flush=True)
+    cp.get_default_memory_pool().free_all_blocks()
     run_gpu_features(args, res, record)
     run_gpu_window_graph(args, res, record)
     try:
@@ -379,6 +409,43 @@ def run_gpu_topk(args, res, record):
     res["topk_selection_overhead"] = t / tm
     del Q, items, buf
     cp.get_default_memory_pool().free_all_blocks()
+
+
+def run_gpu_score_ce(args, res, record):
+    import cupy as cp
+
+    import stgkern
+    m, n, d = args.sce_queries, args.sce_items, 64
+    rs = cp.random.RandomState(11)
+    Q = rs.standard_normal((m, d), dtype=np.float32)
+    items = (0.5 * rs.standard_normal((n, d), dtype=np.float32))
+    bias = rs.standard_normal(n, dtype=np.float32)
+    target = rs.randint(0, n, m).astype(np.int64)
+    g = rs.random_sample(m, dtype=np.float32)
+    loss, lse = stgkern.score_cross_entropy(Q, items, target, bias, return_lse=True)
+    pl = sce_peer(cp, Q, items, target, bias)[0]
+    res["checks"]["score_ce/peer_loss"] = check("score_ce/peer_loss", loss, pl, rtol=1e-4, atol=1e-3)
+    grads = stgkern.score_cross_entropy_backward(g, Q, items, target, lse, bias)
+    for name, got, want in zip(("grad_Q", "grad_items", "grad_bias"), grads,
+                               sce_peer_backward(cp, g, Q, items, target, bias)):
+        res["checks"][f"score_ce/peer_{name}"] = check(f"score_ce/peer_{name}", got, want, rtol=1e-3, atol=1e-4)
+    rows = cp.asnumpy(cp.random.RandomState(12).choice(m, 64, replace=False))
+    cl = stgkern.score_cross_entropy(cp.asnumpy(Q[rows]), cp.asnumpy(items), cp.asnumpy(target[rows]),
+                                     cp.asnumpy(bias))
+    res["checks"]["score_ce/cpu_loss"] = bool(np.allclose(cp.asnumpy(loss[rows]), cl, rtol=1e-4, atol=1e-4))
+    del pl, grads
+    cp.get_default_memory_pool().free_all_blocks()
+    # floor: the tiled design's unavoidable traffic, one write and one read of each
+    # logit (4 bytes each way); the products' FLOPs (2 m n d each) are the other bound
+    floor = 8 * m * n
+    t = gpu_time(lambda: stgkern.score_cross_entropy(Q, items, target, bias), args.reps)
+    tp = gpu_time(lambda: sce_peer(cp, Q, items, target, bias), args.reps)
+    record(f"score_ce_fwd_m{m}_d{d}", f"{n // 1000}k items", t, floor, "cupy matmul+log-softmax+gather", tp,
+           2 * m * n * d)
+    t = gpu_time(lambda: stgkern.score_cross_entropy_backward(g, Q, items, target, lse, bias), args.reps)
+    tp = gpu_time(lambda: sce_peer_backward(cp, g, Q, items, target, bias), args.reps)
+    record(f"score_ce_bwd_m{m}_d{d}", f"{n // 1000}k items", t, floor, "cupy composition backward", tp,
+           6 * m * n * d)
 
 
 def run_gpu_features(args, res, record):
@@ -625,6 +692,17 @@ def run_cpu_smoke(args):
     ci, cs = stgkern.topk(Q, items, 100)
     pi, ps = topk_peer(np, Q, items, 100, 16)
     res["topk"] = {"items": args.topk_items, "scores_vs_peer": bool(np.allclose(cs, ps, rtol=1e-5, atol=1e-4))}
+    # score_cross_entropy: the peer composition and the CPU backend agree at small size
+    Q = rng.standard_normal((64, 64)).astype(np.float32)
+    bias = rng.standard_normal(args.sce_items).astype(np.float32)
+    target = rng.integers(0, args.sce_items, 64)
+    g = rng.random(64).astype(np.float32)
+    loss, lse = stgkern.score_cross_entropy(Q, items[:args.sce_items], target, bias, return_lse=True)
+    grads = stgkern.score_cross_entropy_backward(g, Q, items[:args.sce_items], target, lse, bias)
+    peer = sce_peer_backward(np, g, Q, items[:args.sce_items], target, bias)
+    res["score_ce"] = {"items": args.sce_items, "loss_vs_peer": bool(np.allclose(
+        loss, sce_peer(np, Q, items[:args.sce_items], target, bias)[0], rtol=1e-4, atol=1e-4)),
+        "grads_vs_peer": all(bool(np.allclose(a, b, rtol=1e-3, atol=1e-4)) for a, b in zip(grads, peer))}
     # the sorted log matches the window-graph generator and the CPU builder takes it
     user, time_, category, seg_ptr = sorted_log(np, args.events, 50, seed=1)
     indptr, indices = window_graph_csr(np, args.events, args.window, 50, seed=1)
@@ -636,7 +714,7 @@ def run_cpu_smoke(args):
     X = stgkern.node_features({"user": user, "time": time_, "behavior": behavior, "value": None}, n_behaviors=4)
     res["node_features_shape"] = list(X.shape)
     res["compat"] = run_cpu_smoke_compat(args)
-    print(res["topk"], res["window_graph"], res["compat"], flush=True)
+    print(res["topk"], res["score_ce"], res["window_graph"], res["compat"], flush=True)
     return res
 
 
@@ -654,7 +732,7 @@ def write(res, out_dir: Path):
                          f"{r.get('speedup_vs_peer', float('nan')):>8.2f}")
         lines.append(f"checks: {res['checks']}")
     else:
-        lines.append(json.dumps({k: res[k] for k in ("graphs", "topk", "window_graph", "compat") if k in res}))
+        lines.append(json.dumps({k: res[k] for k in ("graphs", "topk", "score_ce", "window_graph", "compat") if k in res}))
     (out_dir / "device_check.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -672,6 +750,9 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--topk-items", type=int, default=None, help="topk catalogue (1M; 20k with --cpu-smoke)")
     ap.add_argument("--topk-queries", type=int, default=4096)
+    ap.add_argument("--sce-queries", type=int, default=4096)
+    ap.add_argument("--sce-items", type=int, default=None,
+                    help="score_cross_entropy catalogue (200k: the peer's (m, n) matrices fit; 20k with --cpu-smoke)")
     ap.add_argument("--sg-sessions", type=int, default=None, help="sessions of the large SR-GNN batch (100k; 2k smoke)")
     ap.add_argument("--ig-events", type=int, default=None, help="item_graph positions (1M; 20k with --cpu-smoke)")
     ap.add_argument("--ti-users", type=int, default=None, help="time_intervals users (20k; 300 with --cpu-smoke)")
@@ -681,6 +762,7 @@ def main(argv=None):
     args.pl_nodes = args.pl_nodes or (5_000 if small else 5_000_000)
     args.pl_edges = args.pl_edges or (80_000 if small else 80_000_000)
     args.topk_items = args.topk_items or (20_000 if small else 1_000_000)
+    args.sce_items = args.sce_items or (20_000 if small else 200_000)
     args.sg_sessions = args.sg_sessions or (2_000 if small else 100_000)
     args.ig_events = args.ig_events or (20_000 if small else 1_000_000)
     args.ti_users = args.ti_users or (300 if small else 20_000)
