@@ -270,6 +270,15 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="every op against its peers on the standard workloads",
                        description=bench.__doc__.splitlines()[0])
     bench.add_arguments(b)
+    from .models import cli as mcli
+    tr = sub.add_parser("train", help="train a published session model (SR-GNN, GCE-GNN) on a benchmark split",
+                        description="Train SR-GNN or GCE-GNN on a session split (Diginetica) under the published protocol: "
+                                    "every training prefix an example, the best validation epoch kept, "
+                                    "P@20 and MRR@20 over every item on the test split.")
+    mcli.add_train_arguments(tr)
+    ev = sub.add_parser("evaluate", help="P@20 and MRR@20 of a model saved by stgkern train",
+                        description="Evaluate a saved session model on the test split of --data.")
+    mcli.add_evaluate_arguments(ev)
     i = sub.add_parser("info", help="versions, threads and the GPU path in use")
     i.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -297,6 +306,11 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(s, fh, indent=2)
+    elif args.cmd in ("train", "evaluate"):
+        try:
+            getattr(mcli, args.cmd)(args)
+        except mcli.UserError as exc:
+            (tr if args.cmd == "train" else ev).error(str(exc))
     elif args.cmd == "bench":
         return bench.run(args)
     elif args.cmd == "info":

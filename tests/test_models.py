@@ -173,3 +173,95 @@ def test_diginetica_counts(shared_data):
     assert (len(d.train_ptr) - 1, len(d.test_target), d.n_items) == (186670, 60858, 43097)
     assert len(d.train_items) == 906140
     assert len(session_examples(d.train_ptr, d.train_items)[2]) == 719470
+
+
+# ---------------------------------------------------------------- GCE-GNN
+def _gce(rng, n_items=15, n_sess=8, dtype=torch.float64, hidden=6):
+    from stgkern.models.gcegnn import GCEGNN, global_neighbors
+    tp, ti = _sessions(rng, 40, n_items)
+    ti = np.concatenate([np.arange(n_items), ti])        # every item has neighbours
+    tp = np.concatenate([[0], tp + n_items])
+    nb = global_neighbors(tp, ti, n_items, epsilon=3, top=4, sample=4, seed=1)
+    torch.manual_seed(0)
+    model = GCEGNN(n_items, nb, hidden_size=hidden, dropout_gcn=0.0, dropout_local=0.0, dropout_global=0.0).to(dtype)
+    ptr, items = _sessions(rng, n_sess, n_items)
+    return model, nb, ptr, items
+
+
+def test_gcegnn_relation_graph_matches_published_adjacency(rng):
+    from stgkern.models.gcegnn import make_gce_batch
+    from naive_gcegnn import naive_gcegnn_layout
+    _, nb, _, _ = _gce(rng)
+    for _ in range(20):
+        ptr, items = _sessions(rng, 5, 6, max_len=9)
+        b = make_gce_batch(ptr, items, nb)
+        alias_d, adj_d, items_d, mask_d, _ = naive_gcegnn_layout([[i + 1 for i in s] for s in naive_split(ptr, items)])
+        node_item = b.node_item.numpy()
+        seg = b.graph.indptr
+        for s in range(len(b)):
+            nodes = np.flatnonzero(b.node_seq.numpy() == s)
+            # the published node order: np.unique of the padded row (0 first when padded)
+            dn = items_d[s].numpy()
+            off = int(dn[0] == 0 and (mask_d[s] == 0).any())
+            for a_i, v in enumerate(nodes):
+                for k in range(seg[v], seg[v + 1]):
+                    u = b.graph.indices[k]
+                    code = adj_d[s][a_i + off][int(u - nodes[0]) + off].item()
+                    assert code == b.kind[k].item() + 1
+                assert (adj_d[s][a_i + off] != 0).sum().item() == seg[v + 1] - seg[v]
+            assert node_item[nodes].tolist() == [i - 1 for i in dn[off:off + len(nodes)].tolist()]
+
+
+def test_gcegnn_matches_dense_original(rng):
+    from naive_gcegnn import DenseGCEGNN, dense_gce_inputs
+    model, nb, ptr, items = _gce(rng)
+    target = rng.integers(0, model.n_items, len(ptr) - 1)
+    dense = DenseGCEGNN.from_sparse(model)
+    seqs = naive_split(ptr, items)
+    b = model.make_batch(ptr, items, target=target)
+    ours = model.session_vectors(b)
+    ref = dense.session_vectors(*dense_gce_inputs(seqs))
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    model.loss(b).backward()
+    torch.nn.functional.cross_entropy(dense(*dense_gce_inputs(seqs)), torch.from_numpy(target)).backward()
+    dp = dict(dense.named_parameters())
+    for name, p in model.named_parameters():
+        q = dp[name]
+        if p.grad is None:
+            assert q.grad is None or torch.count_nonzero(q.grad) == 0, name
+            continue
+        gq = q.grad[1:] if name == "embedding.weight" else q.grad
+        torch.testing.assert_close(p.grad, gq, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_global_neighbors_resampling(rng):
+    from stgkern.models.gcegnn import global_neighbors
+    ptr, items = _sessions(rng, 30, 12)
+    g = stgkern.item_graph(ptr, items, n_items=12, epsilon=3, top=5)
+    nb = global_neighbors(ptr, items, 12, top=5, sample=5, seed=3)
+    again = global_neighbors(ptr, items, 12, top=5, sample=5, seed=3)
+    np.testing.assert_array_equal(nb.indices, again.indices)
+    for a in range(12):
+        kept = set(g.indices[g.indptr[a]:g.indptr[a + 1]].tolist())
+        got = nb.indices[nb.indptr[a]:nb.indptr[a + 1]].tolist()
+        assert len(got) == (5 if kept else 0) and set(got) <= kept
+        if len(kept) == 5:
+            assert set(got) == kept                       # without replacement: all of them
+    exact = global_neighbors(ptr, items, 12, top=5, resample=False)
+    np.testing.assert_array_equal(exact.indices, g.indices)
+
+
+def test_gcegnn_fit_and_save(rng, tmp_path):
+    from stgkern.models.gcegnn import GCEGNN, global_neighbors
+    d = _tiny_data(rng)
+    nb = global_neighbors(d.train_ptr, d.train_items, d.n_items)
+    torch.manual_seed(0)
+    m = GCEGNN(d.n_items, nb, hidden_size=8)
+    r = fit(m, d, epochs=2, batch_size=16, lr=0.01, seed=2, progress=False, log=lambda s: None)
+    assert r.curve[-1]["loss"] < r.curve[0]["loss"] + 1.0 and r.best_epoch in (1, 2)
+    save(m, tmp_path / "g.pt", r)
+    m2, _ = load(tmp_path / "g.pt")
+    b = m.make_batch(d.test_ptr, d.test_items)
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m2.session_vectors(b), m.session_vectors(b), rtol=0, atol=0)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import torch as stgtorch
-from .batch import SessionBatch
+from .batch import SessionBatch, make_batch
 
 
 class GatedSessionGNN(nn.Module):
@@ -106,6 +106,10 @@ class SRGNN(nn.Module):
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for w in self.parameters():
             w.data.uniform_(-stdv, stdv)
+
+    def make_batch(self, ptr, items, rows=None, target=None):
+        """The :class:`SessionBatch` of sequences ``rows`` (see :func:`make_batch`)."""
+        return make_batch(ptr, items, rows, target)
 
     def session_vectors(self, b: SessionBatch):
         """The session representation of every sequence of the batch, ``(len(b), d)``."""

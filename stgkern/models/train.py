@@ -12,7 +12,7 @@ import torch
 from .. import metrics as M
 from ..compat import srgnn_prefixes
 from ..readout import topk
-from .batch import gather_rows, make_batch
+from .batch import gather_rows
 
 #: Cut-off of the published tables (P@20, MRR@20).
 K = 20
@@ -89,7 +89,7 @@ def evaluate(model, ptr, items, target, k=K, batch_size=500):
         hits = rr = 0.0
         for lo in range(0, n, batch_size):
             rows = np.arange(lo, min(n, lo + batch_size))
-            b = make_batch(ptr, items, rows)
+            b = model.make_batch(ptr, items, rows)
             q = np.ascontiguousarray(model.session_vectors(b).numpy(), np.float32)
             idx, _ = topk(q, items_mat, k)
             t = np.asarray(target)[rows]
@@ -136,7 +136,7 @@ def train_epoch(model, opt, ex_ptr, ex_items, target, *, batch_size, rng, max_ba
     total, t0 = 0.0, time.perf_counter()
     for i in range(n_batches):
         rows = order[i * batch_size:(i + 1) * batch_size]
-        b = make_batch(ex_ptr, ex_items, rows, target)
+        b = model.make_batch(ex_ptr, ex_items, rows, target)
         opt.zero_grad(set_to_none=True)
         loss = model.loss(b)
         loss.backward()
@@ -214,24 +214,35 @@ def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_ste
 # ---------------------------------------------------------------- persistence
 def save(model, path, fit_result=None):
     """Write the model's configuration, weights and (optionally) its :class:`FitResult`."""
-    torch.save({"config": model.config(), "state_dict": model.state_dict(),
-                "fit": None if fit_result is None else fit_result.to_dict()}, path)
+    blob = {"config": model.config(), "state_dict": model.state_dict(),
+            "fit": None if fit_result is None else fit_result.to_dict()}
+    nb = getattr(model, "neighbors", None)
+    if nb is not None:          # GCE-GNN: the global neighbour table is part of the model
+        blob["neighbors"] = {k: torch.from_numpy(np.ascontiguousarray(getattr(nb, k)))
+                             for k in ("indptr", "indices", "weight")}
+    torch.save(blob, path)
 
 
-def build(config):
-    """A fresh model from :meth:`config` output."""
+def build(config, neighbors=None):
+    """A fresh model from :meth:`config` output (GCE-GNN also needs its neighbour table)."""
+    from .gcegnn import GCEGNN, GlobalNeighbors
     from .srgnn import SRGNN
     cfg = dict(config)
     name = cfg.pop("model")
     if name == "srgnn":
         return SRGNN(**cfg)
-    raise ValueError(f"unknown model {name!r} in the saved configuration; this stgkern knows 'srgnn'")
+    if name == "gcegnn":
+        if neighbors is None:
+            raise ValueError("a saved GCE-GNN must carry its neighbour table ('neighbors')")
+        nb = GlobalNeighbors(**{k: v.numpy() for k, v in neighbors.items()})
+        return GCEGNN(cfg.pop("n_items"), nb, **cfg)
+    raise ValueError(f"unknown model {name!r} in the saved configuration; this stgkern knows 'srgnn', 'gcegnn'")
 
 
 def load(path):
     """A model written by :func:`save`, in eval mode: ``(model, fit_dict or None)``."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = build(blob["config"])
+    model = build(blob["config"], blob.get("neighbors"))
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model, blob.get("fit")

@@ -1,0 +1,209 @@
+"""One SR-GNN training step on Diginetica: stgkern's sparse formulation vs the dense original (CPU).
+
+``python benchmarks/bench_srgnn.py [n_batches] [--data DIR]`` takes the
+Diginetica split (default ``../shared/data/diginetica`` beside the
+repository), its 719,470 training prefixes in one seeded random order, and
+times ``n_batches`` (default 240) training steps of batch 100, d = 100, for
+
+* ``stgkern``: :class:`stgkern.models.SRGNN` -- ``make_batch`` (the batch's
+  session graphs as one block-diagonal CSR), ``spmm`` over in/out edges,
+  ``segment_reduce`` readout, ``score_cross_entropy`` (full-catalogue softmax
+  without the score matrix), torch's fused Adam;
+* ``dense``: the published formulation (``tests/naive_srgnn.py``): every
+  batch padded to the data set's longest session and laid out by the
+  original's Python ``get_slice`` (dense ``[A_in | A_out]`` per session),
+  batched dense matmuls, masked attention over padded positions,
+  ``F.cross_entropy`` on the (100, 43,097) scores, torch's default Adam.
+
+Both start from the same weights and see the same batches; they are timed
+in alternating rounds (the machine is shared and noisy) and the per-batch
+median of each round's mean is reported, with each phase (batch layout,
+forward, backward, optimiser step) timed separately.  The epoch time is the
+per-batch time times the 7,195 batches of the published epoch.  Floors
+measured in the same run: the three (100 x 100) x (100 x 43,097) products
+of the scoring layer as NumPy BLAS calls, and the item table's Adam traffic
+(read p, g, m, v; write p, m, v: 7 x 17 MB) at the copy bandwidth.
+Writes ``benchmarks/results/srgnn_cpu.json``.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import stgkern  # noqa: E402
+from stgkern.bench import memcopy  # noqa: E402
+from stgkern.models import SRGNN, make_batch  # noqa: E402
+from stgkern.models.train import make_adam, session_examples  # noqa: E402
+from naive_srgnn import DenseSRGNN, dense_inputs  # noqa: E402
+
+BATCH = 100
+EPOCH_BATCHES = -(-719470 // BATCH)
+
+
+def _seqs(ptr, items, rows):
+    return [items[ptr[r]:ptr[r + 1]].tolist() for r in rows]
+
+
+class Timer:
+    def __init__(self):
+        self.t = {}
+
+    def add(self, name, dt):
+        self.t[name] = self.t.get(name, 0.0) + dt
+
+
+def step_stgkern(model, opt, ex, rows, tm):
+    ptr, items, target = ex
+    t0 = time.perf_counter()
+    b = make_batch(ptr, items, rows, target)
+    t1 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss = model.loss(b)
+    t2 = time.perf_counter()
+    loss.backward()
+    t3 = time.perf_counter()
+    opt.step()
+    t4 = time.perf_counter()
+    for k, a, z in (("layout", t0, t1), ("forward", t1, t2), ("backward", t2, t3), ("optimiser", t3, t4)):
+        tm.add(k, z - a)
+    return float(loss.detach())
+
+
+def step_dense(model, opt, ex, rows, len_max, tm):
+    ptr, items, target = ex
+    t0 = time.perf_counter()
+    inp = dense_inputs(_seqs(ptr, items, rows), len_max)
+    tgt = torch.from_numpy(target[rows])
+    t1 = time.perf_counter()
+    opt.zero_grad()
+    loss = F.cross_entropy(model(*inp), tgt)
+    t2 = time.perf_counter()
+    loss.backward()
+    t3 = time.perf_counter()
+    opt.step()
+    t4 = time.perf_counter()
+    for k, a, z in (("layout", t0, t1), ("forward", t1, t2), ("backward", t2, t3), ("optimiser", t3, t4)):
+        tm.add(k, z - a)
+    return float(loss.detach())
+
+
+def floors(n_items, d):
+    rng = np.random.default_rng(0)
+    Q = rng.standard_normal((BATCH, d), dtype=np.float32)
+    E = rng.standard_normal((n_items, d), dtype=np.float32)
+    G = rng.standard_normal((BATCH, n_items), dtype=np.float32)
+    out = {}
+
+    def products():
+        Q @ E.T
+        G @ E
+        G.T @ Q
+    products()
+    t = min(_timed(products) for _ in range(5))
+    out["scoring_products_ms"] = 1e3 * t
+    out["scoring_products_gflops"] = 3 * 2 * BATCH * n_items * d / t / 1e9
+    nbytes = n_items * d * 4
+    src, dst = memcopy.copy_pair(256 << 20)
+    cp = memcopy.best_copy_time(dst, src)
+    bw = (src.nbytes + dst.nbytes) / cp["best"]           # bytes moved (read + write) per second
+    out["copy_GBps"] = bw / 1e9
+    out["adam_table_floor_ms"] = 1e3 * 7 * nbytes / bw
+    return out
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("n_batches", nargs="?", type=int, default=240)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data", "diginetica"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "srgnn_cpu.json"))
+    args = ap.parse_args()
+
+    data = stgkern.load_diginetica(args.data)
+    ex = session_examples(data.train_ptr, data.train_items)
+    len_max = int(np.diff(ex[0]).max())            # the published data_masks pads to the longest prefix
+    order = np.random.default_rng(0).permutation(len(ex[2]))
+    per_round = max(1, args.n_batches // args.rounds)
+
+    torch.manual_seed(0)
+    ours = SRGNN(data.n_items)
+    dense = DenseSRGNN.from_sparse(ours)
+    opt_ours = make_adam(ours, 1e-3, 1e-5)
+    opt_dense = torch.optim.Adam(dense.parameters(), lr=1e-3, weight_decay=1e-5)
+    # warm-up (JIT compilation, first-touch allocations), then check both compute the same loss
+    rows0 = order[:BATCH]
+    with torch.no_grad():
+        l_ours = float(ours.loss(make_batch(ex[0], ex[1], rows0, ex[2])))
+        l_dense = float(F.cross_entropy(dense(*dense_inputs(_seqs(ex[0], ex[1], rows0), len_max)),
+                                        torch.from_numpy(ex[2][rows0])))
+    assert abs(l_ours - l_dense) < 1e-4 * max(1.0, abs(l_dense)), (l_ours, l_dense)
+    for i in range(3):
+        rows = order[i * BATCH:(i + 1) * BATCH]
+        step_stgkern(ours, opt_ours, ex, rows, Timer())
+        step_dense(dense, opt_dense, ex, rows, len_max, Timer())
+
+    res = {"stgkern": [], "dense": []}
+    phases = {"stgkern": Timer(), "dense": Timer()}
+    pos = 3
+    for r in range(args.rounds):
+        names = ("stgkern", "dense") if r % 2 == 0 else ("dense", "stgkern")
+        for name in names:
+            t0 = time.perf_counter()
+            for i in range(per_round):
+                rows = order[(pos + i) * BATCH:(pos + i + 1) * BATCH]
+                if name == "stgkern":
+                    step_stgkern(ours, opt_ours, ex, rows, phases[name])
+                else:
+                    step_dense(dense, opt_dense, ex, rows, len_max, phases[name])
+            res[name].append((time.perf_counter() - t0) / per_round)
+        pos += per_round
+        print(f"round {r + 1}/{args.rounds}: stgkern {1e3 * res['stgkern'][-1]:.1f} ms/batch, "
+              f"dense {1e3 * res['dense'][-1]:.1f} ms/batch", file=sys.stderr)
+
+    n_timed = per_round * args.rounds
+    out = {
+        "benchmark": "SR-GNN training step, Diginetica, batch 100, d 100, 43,097 items",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "numba_threads": __import__("numba").get_num_threads()},
+        "batches_timed_each": n_timed, "rounds": args.rounds, "len_max": len_max,
+        "ms_per_batch": {k: 1e3 * float(np.median(v)) for k, v in res.items()},
+        "ms_per_batch_rounds": {k: [1e3 * x for x in v] for k, v in res.items()},
+        "phases_ms_per_batch": {k: {p: 1e3 * t / n_timed for p, t in tm.t.items()} for k, tm in phases.items()},
+        "floors": floors(data.n_items, ours.hidden_size),
+    }
+    ms = out["ms_per_batch"]
+    out["speedup_vs_dense"] = ms["dense"] / ms["stgkern"]
+    out["epoch_seconds"] = {k: v * EPOCH_BATCHES / 1e3 for k, v in ms.items()}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(out, fh, indent=1)
+    print(f"{'':10}{'ms/batch':>10}{'epoch s':>9}  " + "  ".join(f"{p:>9}" for p in ("layout", "forward", "backward", "optimiser")))
+    for k in ("stgkern", "dense"):
+        ph = out["phases_ms_per_batch"][k]
+        print(f"{k:10}{ms[k]:10.1f}{out['epoch_seconds'][k]:9.0f}  " + "  ".join(f"{ph[p]:9.1f}" for p in
+                                                                                ("layout", "forward", "backward", "optimiser")))
+    fl = out["floors"]
+    print(f"speed-up {out['speedup_vs_dense']:.2f}x; floors: scoring products {fl['scoring_products_ms']:.1f} ms "
+          f"({fl['scoring_products_gflops']:.0f} GFLOP/s), Adam table "
+          f"{fl.get('adam_table_floor_ms', float('nan')):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

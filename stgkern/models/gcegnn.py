@@ -1,0 +1,294 @@
+r"""GCE-GNN (Wang et al., "Global Context Enhanced Graph Neural Networks for Session-based
+Recommendation", SIGIR 2020), on stgkern's kernels.
+
+Two views of every item of a session are summed:
+
+* **session level** -- over the session's item graph with four relation
+  kinds (self, in, out, in-and-out), attention
+  :math:`e_{ij} = \mathrm{LeakyReLU}(a_{r(ij)}^T (h_i \circ h_j))`
+  softmaxed over each node's neighbours, :math:`h^l_i = \sum_j \alpha_{ij} h_j`
+  (``sddmm`` "mul", ``edge_softmax``, ``spmm`` over the batch's block-diagonal
+  relation graph);
+* **global level** -- over the item's neighbours in the global item graph
+  (:func:`stgkern.item_graph`, ε = 3, 12 neighbours), attention conditioned
+  on the session (:math:`s` = mean embedding of its positions):
+  :math:`\pi_{vk} = w_2^T \mathrm{LeakyReLU}(W_1^T [s \circ h_{n_k}; c_k])`,
+  softmaxed over k, then :math:`h^g_v = \mathrm{ReLU}(W_3^T [h_v; \sum_k \pi_{vk} h_{n_k}])`
+  (the same three kernels over a bipartite graph from the batch's nodes to
+  the item table).
+
+The session vector is a position-aware soft attention over the positions
+(position 0 = the last click), and items are scored against the embedding
+table.  Parameter names and shapes follow the published code, so its
+weights load; ``tests/naive_gcegnn.py`` states the dense original and the
+tests hold this one to it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .. import torch as stgtorch
+from ..compat import item_graph, session_graph
+from ..graph import Graph
+from .batch import gather_rows
+
+#: Relation kinds of the session graph (the published adjacency codes).
+SELF, IN, OUT, BOTH = 1, 2, 3, 4
+
+
+# ---------------------------------------------------------------- the global graph
+@dataclass
+class GlobalNeighbors:
+    """Each item's global neighbours as CSR (``indptr``, ``indices``) with their pair counts."""
+    indptr: np.ndarray
+    indices: np.ndarray
+    weight: np.ndarray
+
+    @property
+    def n_items(self):
+        return len(self.indptr) - 1
+
+
+def global_neighbors(ptr, items, n_items, epsilon=3, top=12, sample=12, seed=0, resample=True):
+    """GCE-GNN's neighbour table from training sequences.
+
+    :func:`stgkern.item_graph` keeps each item's ``top`` most frequent
+    neighbours within ``epsilon`` steps.  With ``resample`` (the published
+    ``handle_adj``), every item with neighbours gets exactly ``sample`` of
+    them: drawn without replacement when it has at least ``sample``, with
+    replacement (seeded) otherwise, so duplicates weigh more in the
+    attention; items without neighbours keep none.  Without ``resample`` the
+    kept neighbours are used as they are.
+    """
+    g = item_graph(ptr, items, n_items=n_items, epsilon=epsilon, top=top)
+    indptr, indices, count = g.indptr, g.indices.astype(np.int64), g.edata["count"].astype(np.float64)
+    if not resample:
+        return GlobalNeighbors(indptr, indices, count)
+    rng = np.random.default_rng(seed)
+    deg = np.diff(indptr)
+    has = deg > 0
+    k = np.where(has, sample, 0)
+    new_ptr = np.zeros(n_items + 1, np.int64)
+    np.cumsum(k, out=new_ptr[1:])
+    pick = np.empty((int(has.sum()), sample), np.int64)
+    d = deg[has]
+    full = d >= sample
+    # without replacement: a random permutation's first `sample` (of a row's `top` kept neighbours)
+    if full.any():
+        keys = rng.random((int(full.sum()), int(d[full].max())))
+        keys[np.arange(keys.shape[1])[None, :] >= d[full][:, None]] = np.inf
+        pick[full] = np.argsort(keys, axis=1, kind="stable")[:, :sample]
+    if (~full).any():
+        pick[~full] = (rng.random((int((~full).sum()), sample)) * d[~full][:, None]).astype(np.int64)
+    src = (indptr[:-1][has][:, None] + pick).ravel()
+    return GlobalNeighbors(new_ptr, indices[src], count[src])
+
+
+# ---------------------------------------------------------------- a batch
+@dataclass
+class GCEBatch:
+    """A batch of sequences for :class:`GCEGNN`.
+
+    ``graph``: the block-diagonal session graph, row ``i`` pulls from every
+    ``j`` it has a relation with, ``kind`` the relation (0..3 for self, in,
+    out, both); ``global_graph``: row ``i`` (a batch node) pulls from its
+    item's global neighbours (sources are item ids), ``global_weight`` their
+    counts; per position ``alias`` (node), ``rpos`` (distance from the
+    session's last click), ``seq`` (session); ``pos_ptr``; ``node_seq``.
+    """
+    graph: Graph
+    kind: torch.Tensor
+    global_graph: Graph
+    global_weight: torch.Tensor
+    node_item: torch.Tensor
+    node_seq: torch.Tensor
+    alias: torch.Tensor
+    rpos: torch.Tensor
+    seq: torch.Tensor
+    pos_ptr: np.ndarray
+    target: torch.Tensor | None = None
+
+    def __len__(self):
+        return len(self.pos_ptr) - 1
+
+
+def relation_graph(g):
+    """The four-relation session graph from :func:`stgkern.session_graph`'s ``g`` (edges u -> v).
+
+    Every node gets a self edge; for each distinct click transition u -> v
+    (u != v), v pulls from u as "in" and u from v as "out", "both" where
+    the reverse transition exists too.  Returns ``(indptr, indices, kind)``
+    with kind 0 self, 1 in, 2 out, 3 both (the published codes minus one).
+    """
+    n = g.n_nodes
+    v = np.repeat(np.arange(n, dtype=np.int64), np.diff(g.indptr))
+    u = g.indices.astype(np.int64)
+    keep = u != v
+    u, v = u[keep], v[keep]
+    # (row, col, bit): bit 1 = col precedes row in a click (in), 2 = col follows row (out)
+    rows = np.concatenate([v, u, np.arange(n)])
+    cols = np.concatenate([u, v, np.arange(n)])
+    bits = np.concatenate([np.full(len(u), 1), np.full(len(u), 2), np.zeros(n, np.int64)])
+    key = rows * n + cols
+    order = np.argsort(key, kind="stable")
+    key, bits = key[order], bits[order]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    starts = np.flatnonzero(first)
+    merged = np.bitwise_or.reduceat(bits, starts) if len(starts) else bits[:0]
+    ukey = key[starts]
+    r, c = ukey // max(n, 1), ukey % max(n, 1)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(r, minlength=n), out=indptr[1:])
+    return indptr, c, merged          # merged: 0 self, 1 in, 2 out, 3 both
+
+
+def make_gce_batch(ptr, items, neighbors: GlobalNeighbors, rows=None, target=None):
+    """The :class:`GCEBatch` of sequences ``rows`` of ``(ptr, items)`` (0-based ids)."""
+    if rows is not None:
+        ptr, items = gather_rows(ptr, items, rows)
+        if target is not None:
+            target = np.asarray(target)[rows]
+    lens = np.diff(ptr)
+    if lens.size and int(lens.min()) < 1:
+        raise ValueError(f"sequence {int(np.argmin(lens))} of the batch is empty; every example needs >= 1 item")
+    g, node_item, alias = session_graph(ptr, items)
+    indptr, indices, kind = relation_graph(g)
+    n_nodes = g.n_nodes
+    sess = Graph(indptr, indices, n_nodes, check=False, rows_sorted=True)
+    gptr, gidx = gather_rows(neighbors.indptr, neighbors.indices, node_item)
+    _, gw = gather_rows(neighbors.indptr, neighbors.weight, node_item)
+    glob = Graph(gptr, gidx, neighbors.n_items, check=False)
+    seq = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+    rpos = (ptr[1:][seq] - 1) - np.arange(len(items), dtype=np.int64)
+    T = torch.from_numpy
+    return GCEBatch(
+        graph=sess, kind=T(kind.astype(np.int64)), global_graph=glob, global_weight=T(gw.astype(np.float32)),
+        node_item=T(node_item), node_seq=T(np.repeat(np.arange(len(lens), dtype=np.int64),
+                                                      np.diff(g.segment_ptr))),
+        alias=T(alias), rpos=T(rpos), seq=T(seq), pos_ptr=ptr,
+        target=None if target is None else T(np.ascontiguousarray(target, np.int64)))
+
+
+# ---------------------------------------------------------------- the model
+class LocalAggregator(nn.Module):
+    """Session-level attention over the four relation kinds."""
+
+    def __init__(self, dim, alpha):
+        super().__init__()
+        self.alpha = alpha
+        for r in range(4):
+            setattr(self, f"a_{r}", nn.Parameter(torch.empty(dim, 1)))
+        self.bias = nn.Parameter(torch.empty(dim))        # published, unused
+
+    def forward(self, b: GCEBatch, h):
+        A = torch.cat([self.a_0, self.a_1, self.a_2, self.a_3], 1)            # (d, 4)
+        e = (stgtorch.sddmm(b.graph, h, h, op="mul") @ A).gather(1, b.kind[:, None])[:, 0]
+        att = stgtorch.edge_softmax(b.graph, F.leaky_relu(e, self.alpha))
+        return stgtorch.spmm(b.graph, h, att)
+
+
+class GlobalAggregator(nn.Module):
+    """Session-aware attention over the global neighbours, then ``act(W_3^T [h; agg])``."""
+
+    def __init__(self, dim, dropout, act=torch.relu):
+        super().__init__()
+        self.dropout, self.act = dropout, act
+        self.w_1 = nn.Parameter(torch.empty(dim + 1, dim))
+        self.w_2 = nn.Parameter(torch.empty(dim, 1))
+        self.w_3 = nn.Parameter(torch.empty(2 * dim, dim))
+        self.bias = nn.Parameter(torch.empty(dim))        # published, unused
+
+    def forward(self, b: GCEBatch, h, table, session):
+        d = h.shape[1]
+        x = stgtorch.sddmm(b.global_graph, session, table, op="mul")          # (nnz, d): s ∘ h_n
+        z = x @ self.w_1[:d] + b.global_weight.to(h.dtype)[:, None] * self.w_1[d]
+        pi = (F.leaky_relu(z, 0.2) @ self.w_2)[:, 0]
+        att = stgtorch.edge_softmax(b.global_graph, pi)
+        nv = stgtorch.spmm(b.global_graph, table, att)
+        out = F.dropout(torch.cat([h, nv], 1), self.dropout, training=self.training)
+        return self.act(out @ self.w_3)
+
+
+class GCEGNN(nn.Module):
+    """GCE-GNN over ``n_items`` items (ids ``0 .. n_items - 1``) with one global hop.
+
+    Parameters
+    ----------
+    n_items : int
+    neighbors : GlobalNeighbors
+        From :func:`global_neighbors` on the training sequences.
+    hidden_size : int
+        Published: 100.
+    dropout_gcn, dropout_local, dropout_global : float
+        Published for Diginetica: 0.2, 0.0, 0.5.
+    alpha : float
+        LeakyReLU slope of the session-level attention (0.2).
+    """
+
+    def __init__(self, n_items, neighbors, hidden_size=100, dropout_gcn=0.2, dropout_local=0.0,
+                 dropout_global=0.5, alpha=0.2, max_positions=200):
+        super().__init__()
+        d = hidden_size
+        self.n_items, self.hidden_size = int(n_items), d
+        self.neighbors = neighbors
+        self.dropout_local, self.dropout_global = dropout_local, dropout_global
+        self._cfg = {"dropout_gcn": dropout_gcn, "dropout_local": dropout_local, "dropout_global": dropout_global,
+                     "alpha": alpha, "max_positions": max_positions}
+        self.local_agg = LocalAggregator(d, alpha)
+        self.agg_gcn_0 = GlobalAggregator(d, dropout_gcn)
+        self.embedding = nn.Embedding(self.n_items, d)
+        self.pos_embedding = nn.Embedding(max_positions, d)
+        self.w_1 = nn.Parameter(torch.empty(2 * d, d))
+        self.w_2 = nn.Parameter(torch.empty(d, 1))
+        self.glu1 = nn.Linear(d, d)
+        self.glu2 = nn.Linear(d, d, bias=False)
+        self.linear_transform = nn.Linear(d, d, bias=False)   # published, unused
+        self.reset_parameters()
+
+    def config(self):
+        return {"model": "gcegnn", "n_items": self.n_items, "hidden_size": self.hidden_size, **self._cfg}
+
+    def reset_parameters(self):
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for w in self.parameters():
+            w.data.uniform_(-stdv, stdv)
+
+    def make_batch(self, ptr, items, rows=None, target=None):
+        return make_gce_batch(ptr, items, self.neighbors, rows, target)
+
+    def node_states(self, b: GCEBatch):
+        table = self.embedding.weight
+        h = table[b.node_item]
+        h_local = self.local_agg(b, h)
+        session = stgtorch.segment_reduce(h[b.alias], b.pos_ptr, "mean")      # mean embedding of the positions
+        h_global = self.agg_gcn_0(b, h, table, session[b.node_seq])
+        return (F.dropout(h_local, self.dropout_local, training=self.training)
+                + F.dropout(h_global, self.dropout_global, training=self.training))
+
+    def session_vectors(self, b: GCEBatch):
+        """Position-aware soft attention over each session's positions, ``(len(b), d)``."""
+        if len(b) and int(b.rpos.max()) >= self.pos_embedding.num_embeddings:
+            raise ValueError(f"a session of {int(b.rpos.max()) + 1} positions exceeds the "
+                             f"{self.pos_embedding.num_embeddings} position embeddings")
+        hp = self.node_states(b)[b.alias]
+        hs = stgtorch.segment_reduce(hp, b.pos_ptr, "mean")[b.seq]
+        nh = torch.tanh(torch.cat([self.pos_embedding(b.rpos), hp], 1) @ self.w_1)
+        nh = torch.sigmoid(self.glu1(nh) + self.glu2(hs))
+        beta = nh @ self.w_2
+        return stgtorch.segment_reduce(beta * hp, b.pos_ptr, "sum")
+
+    def item_vectors(self):
+        return self.embedding.weight
+
+    def forward(self, b: GCEBatch):
+        return self.session_vectors(b) @ self.item_vectors().T
+
+    def loss(self, b: GCEBatch):
+        return stgtorch.score_cross_entropy(self.session_vectors(b), self.item_vectors(), b.target)
