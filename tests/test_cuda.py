@@ -256,7 +256,7 @@ needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not o
 
 @needs_nvcc
 @pytest.mark.slow
-@pytest.mark.parametrize("op", ["spmm", "common_neighbor_fusion", "topk", "graph_conv"])
+@pytest.mark.parametrize("op", ["spmm", "common_neighbor_fusion", "topk", "graph_conv", "score_cross_entropy"])
 def test_aot_emits_every_loader_kernel(op):
     """The STGKERN_AOT instantiation block and the loader's name expressions agree."""
     if shutil.which("c++filt") is None:

@@ -39,6 +39,7 @@ KERNELS = {
     "spmm": ("spmm_fwd", "spmm_fwd_vec", "spmm_fwd_long", "spmm_bwd_x", "spmm_bwd_w"),
     "message_passing": ("mp_fwd", "mp_fwd_vec", "mp_fwd_long", "mp_bwd_x", "mp_bwd_e"),
     "sddmm": ("sddmm_fwd",),
+    "score_cross_entropy": ("sce_tile_lse", "sce_tile_grad"),
     "edge_softmax": ("edge_softmax_fwd", "edge_softmax_bwd"),
     "segment_reduce": ("segment_reduce_fwd", "segment_reduce_bwd"),
     "common_neighbor_fusion": ("cnf_fwd", "cnf_bwd_x", "cnf_bwd_w"),

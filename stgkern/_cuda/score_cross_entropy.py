@@ -29,10 +29,6 @@ from ._loader import launch
 #: Largest logit tile, in values (64M: 256 MiB float32, 512 MiB float64).
 TILE_VALUES = 1 << 26
 
-# The loader instantiates the kernels listed in its KERNELS table; this op
-# registers its own (a no-op once the table lists it).
-_loader.KERNELS.setdefault("score_cross_entropy", ("sce_tile_lse", "sce_tile_grad"))
-
 
 def _width(m: int, n: int) -> int:
     return max(1, min(n, TILE_VALUES // max(1, m)))
