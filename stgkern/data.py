@@ -498,29 +498,29 @@ class STGParams:
         A user's first event falls uniformly in [t0, t0 + t0_spread) (unix seconds).
     """
     tau: float = 900.0
-    eta: float = 0.8
+    eta: float = 0.65
     psi: float = 0.5
     window: int = 8
-    rho: tuple = (0.3, 0.5, 0.35, 0.15)
+    rho: tuple = (0.05, 0.3, 0.2, 0.1)
     related: float = 0.5
-    n_related: int = 4
-    ret: float = 0.2
+    n_related: int = 6
+    ret: float = 0.05
     interest: float = 0.7
     k_drift: float = 0.3
     k_profile: float = 0.5
     n_category_successors: int = 3
     n_profile: int = 3
     first_profile: float = 0.9
-    item_zipf: float = 0.9
-    category_zipf: float = 0.8
-    F_new: tuple = (0.95, 0.03, 0.015, 0.005)
-    F_ret: tuple = (0.8, 0.08, 0.04, 0.08)
-    F_rep: tuple = ((0.75, 0.12, 0.06, 0.07), (0.45, 0.10, 0.05, 0.40),
+    item_zipf: float = 0.35
+    category_zipf: float = 0.6
+    F_new: tuple = (0.922, 0.04, 0.025, 0.013)
+    F_ret: tuple = (0.75, 0.1, 0.05, 0.1)
+    F_rep: tuple = ((0.75, 0.12, 0.06, 0.07), (0.55, 0.12, 0.05, 0.28),
                     (0.60, 0.20, 0.05, 0.15), (0.90, 0.05, 0.02, 0.03))
     p_break: tuple = (0.15, 0.12, 0.15, 0.35)
-    gap_in: tuple = (0.55, 20.0, 200.0)
-    gap_out: tuple = (1800.0, 0.5, 7200.0, 72000.0)
-    length_sigma: float = 0.8
+    gap_in: tuple = (0.5, 45.0, 220.0)
+    gap_out: tuple = (1800.0, 0.5, 10_800.0, 72_000.0)
+    length_sigma: float = 0.85
     t0: int = 1_511_539_200          # 2017-11-24 16:00 UTC, Taobao's first day in UTC+8
     t0_spread: int = 2 * 86_400
 
