@@ -91,6 +91,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "synthetic_marginals.json"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hr-seeds", default="0,1,2", help="seeds of the default log for the HR comparison")
     args = ap.parse_args(argv)
     logs = {}
     if TAOBAO.is_file():
@@ -108,7 +109,7 @@ def main(argv=None):
     rate = len(gen) / (time.perf_counter() - t0)
     result = {"marginals": logs, "taobao_scale_args": scale,
               "generation_events_per_s": rate, "numba_threads": numba.get_num_threads(),
-              "hr": oracle_vs_baselines(args.seed)}
+              "hr_by_seed": {s: oracle_vs_baselines(int(s)) for s in args.hr_seeds.split(",")}}
 
     flat = {k: _flat(v) for k, v in logs.items()}
     keys = [k for k in flat["stg_default"] if k not in ("events", "users", "items", "categories")]
@@ -122,13 +123,21 @@ def main(argv=None):
             a, b = flat["taobao"].get(k), flat["stg_taobao_scale"].get(k)
             row.append(fmt(b / a) if a not in (None, 0) and b is not None else "—")
         lines.append(f"| {k} | " + " | ".join(row) + " |")
-    hr = result["hr"]
-    lines += ["", f"HR on synthetic_log(seed={args.seed}), {hr['config']['k_core']}-core, leave-one-out, "
+    hr = next(iter(result["hr_by_seed"].values()))
+    lines += ["", f"HR on synthetic_log(seed={args.hr_seeds.split(',')[0]}), {hr['config']['k_core']}-core, leave-one-out, "
                   f"seen items excluded ({hr['config']['eval_users']} users, {hr['config']['items']} items):", "",
               "| method | HR@10 | HR@20 | NDCG@20 |", "|---|---|---|---|"]
     for m in ("oracle", "stg_closed_form", "markov", "popularity"):
         if isinstance(hr.get(m), dict):
             lines.append(f"| {m} | {hr[m]['HR@10']:.4f} | {hr[m]['HR@20']:.4f} | {hr[m]['NDCG@20']:.4f} |")
+    seeds = list(result["hr_by_seed"])
+    if len(seeds) > 1:
+        lines += ["", "HR@20 by seed:", "", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                  "|---" * (len(seeds) + 1) + "|"]
+        for m in ("oracle", "stg_closed_form", "markov", "popularity"):
+            v = [result["hr_by_seed"][s][m] for s in seeds]
+            if all(isinstance(x, dict) for x in v):
+                lines.append(f"| {m} | " + " | ".join(f"{x['HR@20']:.4f}" for x in v) + " |")
     lines.append(f"\ngeneration: {rate / 1e6:.2f} M events/s on {result['numba_threads']} Numba thread(s)")
     table = "\n".join(lines)
     result["table_markdown"] = table

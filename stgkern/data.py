@@ -370,10 +370,10 @@ def log_marginals(log):
     0.25
     """
     n = len(log)
-    out = {"events": n, "users": int(np.unique(log.user).size), "items": int(np.unique(log.item).size),
-           "categories": int(np.unique(log.category).size)}
     if n == 0:
         raise ValueError("log_marginals needs a log with at least one event, got an empty log")
+    out = {"events": n, "users": int(np.unique(log.user).size), "items": int(np.unique(log.item).size),
+           "categories": int(np.unique(log.category).size)}
     order = np.lexsort((np.arange(n), log.time, log.user))
     u, it, c, b = log.user[order], log.item[order], log.category[order], log.behavior[order]
     t = log.time[order].astype(np.float64)

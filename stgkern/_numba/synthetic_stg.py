@@ -70,6 +70,9 @@ def _draw_cum(cum, lo, hi, state):
             b = mid
         else:
             a = mid + 1
+    # x rounded up to the top can land on trailing zero-weight entries (an empty category)
+    while a > lo and cum[a] == cum[a - 1]:
+        a -= 1
     return a
 
 
