@@ -379,8 +379,9 @@ def log_marginals(log):
     t = log.time[order].astype(np.float64)
     out["behavior_mix"] = {name: float(s) for name, s in
                            zip(log.behavior_names, np.bincount(b, minlength=log.n_behaviors) / n)}
-    key = u.astype(np.int64) * (int(log.item.max()) + 1) + it
-    _, first = np.unique(key, return_index=True)
+    key = u.astype(np.int64) * (int(log.item.max()) + 1) + it        # one key per (user, item)
+    _, first, kb = np.unique(key, return_index=True, return_inverse=True)
+    kb = kb.ravel()
     out["repeat_rate"] = 1.0 - first.size / n
     same = u[1:] == u[:-1]
     if same.any():
@@ -410,8 +411,7 @@ def log_marginals(log):
     names = list(log.behavior_names)
     if "cart" in names and "buy" in names and (b == names.index("cart")).any():
         pos = np.arange(n)
-        last_buy = np.full(key.size, -1, np.int64)
-        kb = np.unique(key, return_inverse=True)[1].ravel()
+        last_buy = np.full(first.size, -1, np.int64)
         is_buy = b == names.index("buy")
         np.maximum.at(last_buy, kb[is_buy], pos[is_buy])
         carts = np.flatnonzero(b == names.index("cart"))
@@ -434,8 +434,6 @@ def _draw_in_category(rng, cats, cat_ptr, cum, pop_sorted_order):
 #: Parameters of the old process="markov" generator with their defaults.
 _MARKOV_DEFAULTS = {"zipf": 1.1, "n_successors": 3, "p_follow": 0.7, "n_category_successors": 2,
                     "p_category_follow": 0.8}
-#: Taobao's behaviour names, the synthetic logs' too.
-_BEHAVIORS = ("pv", "cart", "fav", "buy")
 
 
 @dataclass(frozen=True)
@@ -672,7 +670,7 @@ def _synthetic_stg(n_users, n_items, n_categories, events_per_user, seed, prm, u
                item, beh, t, value, prof_cat, prof_w)
     log = EventLog(np.repeat(users, lens), item, tab.cat_of[item], beh, t, value,
                    np.arange(n_users, dtype=np.int64), np.arange(n_items, dtype=np.int64),
-                   np.arange(n_categories, dtype=np.int64), _BEHAVIORS)
+                   np.arange(n_categories, dtype=np.int64), TAOBAO_BEHAVIORS)
     if not return_truth:
         return log
     return log, SyntheticTruth(log, tab, prm, P, offsets, prof_cat, prof_w)
@@ -901,6 +899,9 @@ def synthetic_log(n_users=1000, n_items=5000, n_categories=50, events_per_user=5
         return _synthetic_markov(n_users, n_items, n_categories, events_per_user, seed, **kw)
     if process != "stg":
         raise ValueError(f"process must be 'stg' or 'markov', got {process!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer for process='stg' (every user's stream is "
+                         f"keyed by it), got {seed!r}")
     given = [k for k, v in markov_kw.items() if v is not None]
     if given:
         raise ValueError(f"{', '.join(given)} only apply to process='markov'; the stg process takes its "

@@ -309,6 +309,8 @@ def test_oracle_depends_on_more_than_the_last_item():
     (dict(users=np.array([0.5])), "users must be a slice"),
     (dict(n_users=0), "n_users must be at least 1"),
     (dict(events_per_user=0), "events_per_user must be positive"),
+    (dict(seed=None), "seed must be a non-negative integer"),
+    (dict(seed=-1), "seed must be a non-negative integer"),
 ])
 def test_bad_parameters_raise(kw, match):
     with pytest.raises(ValueError, match=match):
