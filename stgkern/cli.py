@@ -178,7 +178,7 @@ def _oracle(prep, log, truth, k=20):
     idx = back[np.where(top >= 0, top, n_orig)]
     Pv = np.log(np.asarray(truth.next_behavior_probs(prev_v), np.float64) + 1e-12)
     Pt = np.log(np.asarray(truth.next_behavior_probs(prev_t), np.float64) + 1e-12)
-    off = sm.calibrate_offsets(Pv, prep.valid_behavior, prep.n_behaviors)
+    off = sm.calibrate_offsets(Pv, prep.valid_behavior, sm.behavior_prior(prep.train, prep.n_behaviors))
     return idx, (Pt + off).argmax(1)
 
 
@@ -211,9 +211,12 @@ def demo(args) -> dict:
         raise SystemExit("stgkern demo: --backend torch needs PyTorch (pip install 'stgkern[torch]'); "
                          "use --backend numpy for the closed form")
     if backend == "torch":
-        import numba
         import torch
-        torch.set_num_threads(numba.get_num_threads())   # one pool size: Numba and torch take turns
+        # One intra-op thread: the training steps' matmuls are small (a batch is ~1,600 events), a
+        # second OpenMP thread saved little, and on a busy machine its spin-waits made training 5x
+        # slower (default demo, 2 cores with another job running: 124 s with 2 threads, 22 s with 1).
+        # Numba's kernels keep their threads; the two pools take turns, never run together.
+        torch.set_num_threads(1)
     model_name = f"STG-GNN ({args.model})"
     n_seeds = max(1, int(args.seeds))
     seeds = [args.seed + i for i in range(n_seeds)]

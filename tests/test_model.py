@@ -127,10 +127,13 @@ def test_calibrate_offsets_raises_validation_macro_f1():
     S = np.log(np.column_stack([np.full(400, 0.8), np.where(y == 1, 0.4, 0.1)]))
     S += rng.normal(0, 0.05, S.shape)
     f1 = lambda o: sm.M.precision_recall_f1(y, (S + o).argmax(1), n_classes=2)[2]
-    off = sm.calibrate_offsets(S, y, 2)
-    assert off[0] == 0.0 and f1(off) > f1(np.zeros(2)) + 0.3
-    assert np.array_equal(off, sm.calibrate_offsets(S, y, 2))          # deterministic
-    assert sm.calibrate_offsets(S[:, :1], y * 0, 1).tolist() == [0.0]  # one class: nothing to move
+    prior = np.array([0.9, 0.1])
+    off = sm.calibrate_offsets(S, y, prior)
+    assert f1(off) > f1(np.zeros(2)) + 0.3
+    assert np.array_equal(off, sm.calibrate_offsets(S, y, prior))          # deterministic
+    assert sm.calibrate_offsets(S[:, :1], y * 0, [1.0]).tolist() == [0.0]  # one class: nothing to move
+    # balanced classes: the prior moves nothing
+    assert np.allclose(sm.calibrate_offsets(S, y, [0.5, 0.5]), 0.0)
 
 
 def test_ndcg20_from_ranks_matches_rank_dense():
