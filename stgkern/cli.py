@@ -3,11 +3,12 @@
 ``stgkern demo`` is the whole method on an event log (the built-in synthetic
 one by default, or ``--data PATH --format taobao|movielens|recbole|yoochoose``):
 k-core and minimum-length filters, the chronological leave-one-out split,
-window graphs and features, the spatio-temporal GNN (PyTorch, or the NumPy
-closed form without it), the most-popular, Markov and SR-GNN baselines on the
-same split, and next-item / next-behaviour metrics, with a progress bar and
-the time of every stage; ``--json`` writes all of it.  (``stgkern bench``
-will join them, wired to ``stgkern.bench``.)
+window graphs and features, the spatio-temporal GNN (PyTorch) and its NumPy
+closed form, the most-popular, Markov, SR-GNN-style and SASRec-style
+baselines on the same split (and on the synthetic log the generator's own
+oracle), and next-item / next-behaviour metrics, with a progress bar, an ETA
+inside training and the time of every stage; ``--seeds N`` repeats the
+training with N seeds and reports mean ± std; ``--json`` writes all of it.
 """
 from __future__ import annotations
 

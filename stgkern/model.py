@@ -5,23 +5,31 @@ One pipeline, used by ``stgkern demo`` and callable from Python:
 1. :func:`prepare` -- k-core and minimum-length filters, then the
    chronological leave-one-out split (each user's last event is the test
    target, the one before the validation target, everything earlier trains).
-2. A spatio-temporal GNN over each user's window graph: :class:`STGModel`
-   (two ``stgkern.torch.STGConv`` or ``TemporalAttention`` layers, trained
-   with PyTorch), or without PyTorch :func:`fit_closed_form` (fixed
-   time-decayed propagation with :func:`stgkern.spmm`, then softmax
-   regression heads trained with NumPy).
+2. The spatio-temporal GNN, :func:`fit_torch`: two ``stgkern.torch.STGConv``
+   (or ``TemporalAttention``) layers over each user's window graph, then
+   causal self-attention over the user's recent node states, trained by
+   mini-batches of segments (runs of a user's consecutive events); without
+   PyTorch, :func:`fit_closed_form` (fixed time-decayed propagation with
+   :func:`stgkern.spmm`, closed-form :class:`Ridge` heads and transition
+   components read off the same window graph, weighted on validation).
 3. Baselines on the same split: most-popular, first-order Markov over items
-   and an SR-GNN-style session-graph GNN.
+   (:func:`behavior_markov` for the next behaviour), an SR-GNN-style
+   session-graph GNN (:func:`fit_srgnn`, or :func:`srgnn_closed_form`) and a
+   SASRec-style self-attentive model (:func:`fit_sasrec`), each trained with
+   the same budget and early stopping on validation as the STG-GNN.
 4. Evaluation: full-catalogue top-k with every item the user has already
    interacted with excluded (for every method alike); HR, NDCG and MRR for
-   items, accuracy and macro precision/recall/F1 for the next behaviour.
+   items, accuracy and macro precision/recall/F1 (and per class) for the
+   next behaviour, whose class offsets are calibrated on validation.
 
 No leakage by construction: the training graph holds the training events
 only; the validation target is predicted from the state of the user's last
 training event, the test target from a graph over training and validation
-events (the test event is never a node).  Window graphs are causal (an event
-only receives edges from earlier events), so the state of event p never sees
-event p + 1, the target it is trained to predict.
+events (the test event is never a node).  Window graphs, node features and
+the attention are causal (an event only sees earlier events), so the state
+of event p never sees event p + 1, the target it is trained to predict.
+Every choice made from data (early stopping, ridge strength, component
+weights, behaviour offsets) uses the validation targets only.
 """
 from __future__ import annotations
 
