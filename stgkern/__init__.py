@@ -23,7 +23,7 @@ _API = {
     "EventLog": "data", "synthetic_log": "data", "from_dataframe": "data",
     "load": "data", "load_taobao": "data", "load_diginetica": "data", "SessionData": "data", "load_movielens": "data", "load_recbole": "data", "load_yoochoose": "data",
     "k_core": "data", "filter_min_length": "data", "filter_time": "data",
-    "split_leave_one_out": "data", "split_last_period": "data",
+    "split_leave_one_out": "data", "split_last_period": "data", "log_marginals": "data",
     # construction
     "window_graph": "construct", "estimate_window_graph": "construct",
     "sequences": "compat", "session_graph": "compat", "srgnn_layout": "compat", "srgnn_prefixes": "compat",

@@ -3,11 +3,12 @@
 ``stgkern demo`` is the whole method on an event log (the built-in synthetic
 one by default, or ``--data PATH --format taobao|movielens|recbole|yoochoose``):
 k-core and minimum-length filters, the chronological leave-one-out split,
-window graphs and features, the spatio-temporal GNN (PyTorch, or the NumPy
-closed form without it), the most-popular, Markov and SR-GNN baselines on the
-same split, and next-item / next-behaviour metrics, with a progress bar and
-the time of every stage; ``--json`` writes all of it.  (``stgkern bench``
-will join them, wired to ``stgkern.bench``.)
+window graphs and features, the spatio-temporal GNN (PyTorch) and its NumPy
+closed form, the most-popular, Markov, SR-GNN-style and SASRec-style
+baselines on the same split (and on the synthetic log the generator's own
+oracle), and next-item / next-behaviour metrics, with a progress bar, an ETA
+inside training and the time of every stage; ``--seeds N`` repeats the
+training with N seeds and reports mean ± std; ``--json`` writes all of it.
 """
 from __future__ import annotations
 
@@ -22,15 +23,22 @@ FORMATS = ("taobao", "movielens", "recbole", "yoochoose")
 
 
 class Stages:
-    """A progress bar over the pipeline's stages, with the time of each."""
+    """A progress bar over the pipeline's stages, with the time of each.
 
-    def __init__(self, names, stream=sys.stderr, width=24):
+    ``tick(done, total)`` reports progress inside the running stage (training
+    steps) with the elapsed time and an ETA: redrawn in place on a terminal,
+    one line every ``every`` seconds otherwise (logs stay short).
+    """
+
+    def __init__(self, names, stream=sys.stderr, width=24, every=10.0):
         self.names = list(names)
         self.times: dict[str, float] = {}
         self.stream = stream
         self.width = width
         self.tty = stream.isatty()
+        self.every = every
         self._current = None
+        self._last_print = 0.0
 
     def _bar(self, done: int) -> str:
         fill = int(self.width * done / len(self.names))
@@ -42,22 +50,27 @@ class Stages:
         print(f"{self._bar(i)} {name} ...", end=end, file=self.stream, flush=True)
         t0 = time.perf_counter()
         self._current = (i, name, t0)
+        self._last_print = t0
         try:
             out = fn(*args, **kwargs)
         finally:
             self._current = None
         self.times[name] = time.perf_counter() - t0
-        print(f"{self._bar(i + 1)} {name}: {self.times[name]:.2f} s" + " " * 8, file=self.stream, flush=True)
+        print(f"{self._bar(i + 1)} {name}: {self.times[name]:.2f} s" + " " * 24, file=self.stream, flush=True)
         return out
 
-
     def tick(self, done, total):
-        """Progress inside the running stage (epochs): redrawn in place on a terminal only."""
-        if not self.tty or self._current is None:
+        """Progress inside the running stage: ``done`` of at most ``total`` steps, elapsed and ETA."""
+        if self._current is None or done <= 0:
             return
         i, name, t0 = self._current
-        print(f"{self._bar(i)} {name}: {done}/{total} ({time.perf_counter() - t0:.0f} s)",
-              end="\r", file=self.stream, flush=True)
+        now = time.perf_counter()
+        if not self.tty and now - self._last_print < self.every:
+            return
+        self._last_print = now
+        eta = (now - t0) / done * (total - done)
+        print(f"{self._bar(i)} {name}: step {done}/{total} ({now - t0:.0f} s, at most {eta:.0f} s left)",
+              end="\r" if self.tty else "\n", file=self.stream, flush=True)
 
 
 class _DataError(Exception):
@@ -116,10 +129,80 @@ def _versions():
     return out
 
 
-def demo(args) -> dict:
-    """The whole method on one log: preprocessing, split, baselines, the model, metrics."""
-    import stgkern
+def _synthetic(args):
+    """The built-in log, and the generator's ground truth when this generator can give it."""
+    import inspect
+
     from stgkern import data as sd
+    if "return_truth" in inspect.signature(sd.synthetic_log).parameters:
+        return sd.synthetic_log(n_users=args.users, seed=args.seed, return_truth=True)
+    return sd.synthetic_log(n_users=args.users, seed=args.seed), None
+
+
+def _original_rows(log, prep, users, rows):
+    """Rows of the generator's log holding the given events of the prepared (filtered, compacted) log.
+
+    Filtering keeps the order, so an event is found again by its original
+    (user, time, item) ids.
+    """
+    h = prep.log
+    key = {(int(u), int(t), int(i)): r for r, (u, t, i) in enumerate(zip(log.user_ids[log.user], log.time,
+                                                                           log.item_ids[log.item]))}
+    return np.array([key[(int(h.user_ids[h.user[r]]), int(h.time[r]), int(h.item_ids[h.item[r]]))] for r in rows],
+                    np.int64)
+
+
+def _oracle(prep, log, truth, k=20):
+    """The generator's own next-item top-k and next-behaviour probabilities: the ceiling.
+
+    Items are ranked with the same exclusion as every method; the behaviour
+    offsets are calibrated on the validation targets, as for the models.
+    """
+    import scipy.sparse as sp
+
+    from stgkern import model as sm
+    h, n_orig = prep.log, log.n_items
+    # event rows of the filtered log: validation target = last history row, test = last log row
+    test_rows = sm.last_rows(h, prep.eval_user)
+    valid_rows = test_rows - 1
+
+    def exclude(seen):
+        seen = sp.csr_matrix(seen)
+        return sp.csr_matrix((seen.data, h.item_ids[seen.indices], seen.indptr), shape=(seen.shape[0], n_orig))
+
+    # the truth conditions on the history before a row: the state after the row before the target
+    prev_t = _original_rows(log, prep, prep.eval_user, test_rows - 1)
+    prev_v = _original_rows(log, prep, prep.eval_user, valid_rows - 1)
+    top = np.asarray(truth.next_item_topk(prev_t, k, exclude(prep.seen_test)))
+    back = np.full(n_orig + 1, -1, np.int64)
+    back[h.item_ids] = np.arange(len(h.item_ids))
+    idx = back[np.where(top >= 0, top, n_orig)]
+    Pv = np.log(np.asarray(truth.next_behavior_probs(prev_v), np.float64) + 1e-12)
+    Pt = np.log(np.asarray(truth.next_behavior_probs(prev_t), np.float64) + 1e-12)
+    off = sm.calibrate_offsets(Pv, prep.valid_behavior, sm.behavior_prior(prep.train, prep.n_behaviors))
+    return idx, (Pt + off).argmax(1)
+
+
+def _aggregate(runs):
+    """Per method and metric: mean, std (population), min and max over the runs."""
+    out = {}
+    for name in runs[0]:
+        out[name] = {}
+        for key in runs[0][name]:
+            v = np.array([r[name][key] for r in runs], np.float64)
+            out[name][key] = {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
+                              "max": float(v.max())}
+    return out
+
+
+def demo(args) -> dict:
+    """The whole method on one log: preprocessing, split, baselines, the model, metrics.
+
+    With ``--seeds N`` every trained method runs N times (training seeds
+    ``seed .. seed+N-1`` on the same data and split); ``metrics`` then holds
+    the means and ``aggregate`` the mean, std, min and max of each figure.
+    """
+    import stgkern
     from stgkern import model as sm
 
     backend = args.backend
@@ -128,18 +211,35 @@ def demo(args) -> dict:
     elif backend == "torch" and not sm.torch_available():
         raise SystemExit("stgkern demo: --backend torch needs PyTorch (pip install 'stgkern[torch]'); "
                          "use --backend numpy for the closed form")
-    model_name = {"torch": f"STG-GNN ({args.model})", "numpy": "STG closed form"}[backend]
-    stages = Stages(["load", "preprocess + split", "window graph + features", "most-popular", "Markov",
-                     "SR-GNN", model_name, "metrics"])
+    if backend == "torch":
+        import torch
+        # One intra-op thread: the training steps' matmuls are small (a batch is ~1,600 events), a
+        # second OpenMP thread saved little, and on a busy machine its spin-waits made training 5x
+        # slower (default demo, 2 cores with another job running: 124 s with 2 threads, 22 s with 1).
+        # Numba's kernels keep their threads; the two pools take turns, never run together.
+        torch.set_num_threads(1)
+    model_name = f"STG-GNN ({args.model})"
+    n_seeds = max(1, int(args.seeds))
+    seeds = [args.seed + i for i in range(n_seeds)]
+    truth = None
+    trained = ["SR-GNN"] + (["SASRec"] if backend == "torch" else []) + ["STG closed form"] \
+        + ([model_name] if backend == "torch" else [])
+    per_seed = lambda name: [f"{name} #{s}" for s in seeds] if n_seeds > 1 else [name]
+    names = ["load", "preprocess + split", "window graph + features", "most-popular", "Markov"]
+    if not args.data:
+        names.append("oracle")
+    names += [x for t in trained for x in per_seed(t)] + ["metrics"]
+    stages = Stages(names)
     if args.data:
         log = stages.run("load", _load, args.data, args.format, getattr(args, "categories", None))
         source = f"{args.format}:{args.data}"
     else:
-        log = stages.run("load", sd.synthetic_log, n_users=args.users, seed=args.seed)
+        log, truth = stages.run("load", _synthetic, args)
         source = f"synthetic (n_users={args.users}, seed={args.seed})"
     prep = stages.run("preprocess + split", _prepare, log, args.k_core, args.min_length)
     horizon = None if args.horizon_hours is None else args.horizon_hours * 3600.0
     tau = args.tau_hours * 3600.0
+    graph_args = dict(window=args.window, horizon=horizon, category_window=args.category_window, tau=tau)
 
     def graph_stage():   # the graph the test predictions run on (train + validation events), for the summary
         g = stgkern.window_graph(prep.history, window=args.window, horizon=horizon,
@@ -147,27 +247,45 @@ def demo(args) -> dict:
         return _graph_summary(g, stgkern.node_features(prep.history, g), args, horizon)
     graph = stages.run("window graph + features", graph_stage)
 
-    common = dict(seed=args.seed)
-    preds = {"most-popular": stages.run("most-popular", sm.popularity, prep),
+    fixed = {"most-popular": stages.run("most-popular", sm.popularity, prep),
              "Markov": stages.run("Markov", sm.markov, prep)}
-    info = {}
-    if backend == "torch":
-        sr_idx, info["SR-GNN"] = stages.run("SR-GNN", sm.fit_srgnn, prep, epochs=args.epochs,
-                                            progress=stages.tick, **common)
-        idx, beh, info["model"] = stages.run(
-            model_name, sm.fit_torch, prep, conv=args.model, window=args.window, horizon=horizon,
-            category_window=args.category_window, tau=tau, epochs=args.epochs, progress=stages.tick, **common)
-    else:
-        sr_idx, info["SR-GNN"] = stages.run("SR-GNN", sm.srgnn_closed_form, prep, **common)
-        idx, beh, info["model"] = stages.run(
-            model_name, sm.fit_closed_form, prep, window=args.window, horizon=horizon,
-            category_window=args.category_window, tau=tau, **common)
-    preds["SR-GNN"] = (sr_idx, None)
-    preds[model_name] = (idx, beh)
-    results = stages.run("metrics", lambda: {name: sm.evaluate(prep, i, b) for name, (i, b) in preds.items()})
+    if "oracle" in names:
+        if truth is not None:
+            fixed["oracle"] = stages.run("oracle", _oracle, prep, log, truth)
+        else:
+            stages.names.remove("oracle")
+    train_kw = dict(epochs=args.epochs, progress=stages.tick)
+    runs, info = [], {}
+    for i, seed in enumerate(seeds):
+        tag = (lambda name: f"{name} #{seed}") if n_seeds > 1 else (lambda name: name)
+        preds, inf = dict(fixed), {}
+        if backend == "torch":
+            sr, inf["SR-GNN"] = stages.run(tag("SR-GNN"), sm.fit_srgnn, prep, seed=seed, **train_kw)
+            sas, inf["SASRec"] = stages.run(tag("SASRec"), sm.fit_sasrec, prep, seed=seed, **train_kw)
+            preds["SR-GNN"], preds["SASRec"] = (sr, None), (sas, None)
+        else:
+            sr, inf["SR-GNN"] = stages.run(tag("SR-GNN"), sm.srgnn_closed_form, prep, seed=seed)
+            preds["SR-GNN"] = (sr, None)
+        cf = stages.run(tag("STG closed form"), sm.fit_closed_form, prep, seed=seed, **graph_args)
+        preds["STG closed form"], inf["STG closed form"] = cf[:2], cf[2]
+        if backend == "torch":
+            stg = stages.run(tag(model_name), sm.fit_torch, prep, conv=args.model, seed=seed, **graph_args,
+                             **train_kw)
+            preds[model_name], inf[model_name] = stg[:2], stg[2]
+        runs.append(preds)
+        info[str(seed)] = inf
+
+    def metrics():
+        order = ["oracle", "most-popular", "Markov", "SR-GNN", "SASRec", "STG closed form", model_name]
+        per = [{n: sm.evaluate(prep, *p[n]) for n in order if n in p} for p in runs]
+        per_class = {n: sm.behavior_per_class(prep, runs[0][n][1]) for n in order
+                     if n in runs[0] and runs[0][n][1] is not None}
+        return per, per_class
+    per, per_class = stages.run("metrics", metrics)
+    agg = _aggregate(per)
 
     seen = np.asarray(prep.seen_test[np.arange(len(prep.eval_user)), prep.test_item]).ravel() > 0
-    return {
+    out = {
         "source": source,
         "config": {k: v for k, v in vars(args).items() if k != "cmd"} | {"backend": backend},
         "versions": _versions(),
@@ -182,13 +300,21 @@ def demo(args) -> dict:
                          "method's ranking",
             "test_targets_already_seen": float(seen.mean()) if seen.size else float("nan"),
             "behavior_classes": list(prep.log.behavior_names),
+            "model_selection": "every choice (early stopping, ridge strength, mixing weights, behaviour "
+                               "offsets) on the validation targets only",
         },
-        "model": model_name,
-        "metrics": results,
-        "training": info,
+        "model": model_name if backend == "torch" else "STG closed form",
+        "seeds": seeds,
+        "metrics": {n: {k: v["mean"] for k, v in m.items()} for n, m in agg.items()},
+        "behavior_per_class": per_class,
+        "training": info if n_seeds > 1 else info[str(seeds[0])],
         "seconds_per_stage": stages.times,
         "seconds_total": float(sum(stages.times.values())),
     }
+    if n_seeds > 1:
+        out["aggregate"] = agg
+        out["per_seed"] = per
+    return out
 
 
 ITEM_COLUMNS = ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR@20")
@@ -207,15 +333,21 @@ def _print_summary(s):
     print(f"test          {ev['test_users']:,} users, last event each; seen items excluded for every method "
           f"({100 * ev['test_targets_already_seen']:.1f}% of test targets were seen before and cannot be hit)")
     print()
+    agg = s.get("aggregate")
+    cell = (lambda n, c, f: f"{agg[n][c]['mean']:.{f}f}±{agg[n][c]['std']:.{f}f}") if agg else \
+        (lambda n, c, f: f"{s['metrics'][n][c]:.{f}f}")
+    wi, wb = (15, 12) if agg else (9, 7)
     w = max(len(m) for m in s["metrics"]) + 2
-    head = "method".ljust(w) + "".join(f"{c:>9}" for c in ITEM_COLUMNS) + "   next behaviour:" \
-        + "".join(f"{c[:4]:>7}" for c in BEHAVIOR_COLUMNS)
+    head = "method".ljust(w) + "".join(f"{c:>{wi}}" for c in ITEM_COLUMNS) + "   next behaviour:" \
+        + "".join(f"{c[:4]:>{wb}}" for c in BEHAVIOR_COLUMNS)
     print(head)
     print("-" * len(head))
     for name, m in s["metrics"].items():
-        row = name.ljust(w) + "".join(f"{m[c]:9.4f}" for c in ITEM_COLUMNS) + " " * 17
-        row += "".join(f"{m[c]:7.3f}" if c in m else f"{'-':>7}" for c in BEHAVIOR_COLUMNS)
+        row = name.ljust(w) + "".join(f"{cell(name, c, 4):>{wi}}" for c in ITEM_COLUMNS) + " " * 17
+        row += "".join(f"{cell(name, c, 3):>{wb}}" if c in m else f"{'-':>{wb}}" for c in BEHAVIOR_COLUMNS)
         print(row)
+    if agg:
+        print(f"mean ± std over training seeds {s['seeds']}")
     print()
     print("behaviour: accuracy and macro precision / recall / F1 over "
           + ", ".join(ev["behavior_classes"]))
@@ -264,7 +396,10 @@ def main(argv=None) -> int:
     d.add_argument("--backend", choices=("auto", "torch", "numpy"), default="auto",
                    help="torch: the GNN trained with PyTorch; numpy: the closed form (no PyTorch); "
                         "auto: torch when installed")
-    d.add_argument("--epochs", type=int, default=40, help="most training epochs (early stopping on validation)")
+    d.add_argument("--epochs", type=int, default=20, help="most training epochs (early stopping on validation)")
+    d.add_argument("--seeds", type=int, default=1,
+                   help="train every method with this many seeds (--seed, --seed+1, ...) on the same data and "
+                        "report mean ± std")
     d.add_argument("--json", help="also write config, times and every metric as JSON to this file")
     from . import bench
     b = sub.add_parser("bench", help="every op against its peers on the standard workloads",
@@ -296,6 +431,8 @@ def main(argv=None) -> int:
                         pass
                 except OSError as exc:
                     d.error(f"cannot read {flag} {path}: {exc.strerror}")
+        if args.seeds < 1:
+            d.error(f"--seeds must be at least 1, got {args.seeds}")
         if args.categories and (not args.data or args.format not in ("movielens", "recbole")):
             p.error("--categories goes with --data in format movielens (movies.csv) or recbole (.item)")
         try:

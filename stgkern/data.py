@@ -335,6 +335,92 @@ def split_last_period(log, period):
     return log.take(log.time < cut), log.take(log.time >= cut)
 
 
+def log_marginals(log):
+    """Summary statistics of an event log, to compare a synthetic log with a real one.
+
+    Events are taken in (user, time) order (stable for ties).  All shares are
+    fractions in [0, 1]; a statistic that needs something the log lacks (two
+    events of one user, a ``cart`` behaviour) is ``None``.
+
+    Parameters
+    ----------
+    log : EventLog
+
+    Returns
+    -------
+    dict
+        ``events``, ``users``, ``items``, ``categories``;
+        ``behavior_mix`` {name: share of events};
+        ``repeat_rate``: share of events whose item the same user touched earlier;
+        ``category_persistence``: share of consecutive same-user event pairs in one category;
+        ``gap_quantiles_s`` {"q10".."q90"}: quantiles of within-user gaps t_{n+1} - t_n, seconds;
+        ``gap_share_over_30min``: share of those gaps longer than 1800 s;
+        ``events_per_user`` and ``items_per_user`` {"mean", "q10", "median", "q90", "max"}
+        (items = distinct items);
+        ``top1pct_item_share``: share of events on the most popular 1 % of the items that
+        occur (at least one item); ``item_gini``: Gini coefficient of the events per
+        occurring item (0 = uniform, towards 1 = concentrated);
+        ``buy_after_cart``: share of ``cart`` events that the same user follows later
+        with a ``buy`` of the same item.
+
+    Examples
+    --------
+    >>> log = EventLog.from_arrays([0, 0, 0, 1], [5, 6, 5, 5], [0, 10, 4000, 7])
+    >>> log_marginals(log)["repeat_rate"]
+    0.25
+    """
+    n = len(log)
+    if n == 0:
+        raise ValueError("log_marginals needs a log with at least one event, got an empty log")
+    out = {"events": n, "users": int(np.unique(log.user).size), "items": int(np.unique(log.item).size),
+           "categories": int(np.unique(log.category).size)}
+    order = np.lexsort((np.arange(n), log.time, log.user))
+    u, it, c, b = log.user[order], log.item[order], log.category[order], log.behavior[order]
+    t = log.time[order].astype(np.float64)
+    out["behavior_mix"] = {name: float(s) for name, s in
+                           zip(log.behavior_names, np.bincount(b, minlength=log.n_behaviors) / n)}
+    key = u.astype(np.int64) * (int(log.item.max()) + 1) + it        # one key per (user, item)
+    _, first, kb = np.unique(key, return_index=True, return_inverse=True)
+    kb = kb.ravel()
+    out["repeat_rate"] = 1.0 - first.size / n
+    same = u[1:] == u[:-1]
+    if same.any():
+        gaps = (t[1:] - t[:-1])[same]
+        out["category_persistence"] = float((c[1:] == c[:-1])[same].mean())
+        out["gap_quantiles_s"] = {f"q{q}": float(v) for q, v in
+                                  zip((10, 25, 50, 75, 90), np.percentile(gaps, [10, 25, 50, 75, 90]))}
+        out["gap_share_over_30min"] = float((gaps > 1800).mean())
+    else:
+        out["category_persistence"] = out["gap_quantiles_s"] = out["gap_share_over_30min"] = None
+
+    def spread(x):
+        x = np.asarray(x, np.float64)
+        return {"mean": float(x.mean()), "q10": float(np.percentile(x, 10)), "median": float(np.median(x)),
+                "q90": float(np.percentile(x, 90)), "max": float(x.max())}
+    per_user = np.bincount(u)
+    out["events_per_user"] = spread(per_user[per_user > 0])
+    items_per_user = np.bincount(u[first])    # one first touch per (user, item)
+    out["items_per_user"] = spread(items_per_user[per_user > 0])
+    cnt = np.sort(np.bincount(it))[::-1]
+    cnt = cnt[cnt > 0]
+    top = max(1, int(np.ceil(0.01 * cnt.size)))
+    out["top1pct_item_share"] = float(cnt[:top].sum() / n)
+    asc = cnt[::-1].astype(np.float64)
+    k = asc.size
+    out["item_gini"] = float((2.0 * np.sum(np.arange(1, k + 1) * asc)) / (k * asc.sum()) - (k + 1.0) / k)
+    names = list(log.behavior_names)
+    if "cart" in names and "buy" in names and (b == names.index("cart")).any():
+        pos = np.arange(n)
+        last_buy = np.full(first.size, -1, np.int64)
+        is_buy = b == names.index("buy")
+        np.maximum.at(last_buy, kb[is_buy], pos[is_buy])
+        carts = np.flatnonzero(b == names.index("cart"))
+        out["buy_after_cart"] = float((last_buy[kb[carts]] > carts).mean())
+    else:
+        out["buy_after_cart"] = None
+    return out
+
+
 def _draw_in_category(rng, cats, cat_ptr, cum, pop_sorted_order):
     """One item per entry of ``cats``, popularity-weighted within that category."""
     lo, hi = cat_ptr[cats], cat_ptr[cats + 1]
@@ -345,50 +431,500 @@ def _draw_in_category(rng, cats, cat_ptr, cum, pop_sorted_order):
     return pop_sorted_order[pos]
 
 
+#: Parameters of the old process="markov" generator with their defaults.
+_MARKOV_DEFAULTS = {"zipf": 1.1, "n_successors": 3, "p_follow": 0.7, "n_category_successors": 2,
+                    "p_category_follow": 0.8}
+
+
+@dataclass(frozen=True)
+class STGParams:
+    """Knobs of the spatio-temporal synthetic process (``synthetic_log(process="stg")``).
+
+    The defaults are fitted so that the log's marginals (:func:`log_marginals`)
+    lie near those of the Taobao UserBehavior sample; see docs/synthetic.md.
+    Behaviour vectors and rows are over ``("pv", "cart", "fav", "buy")``.
+
+    Attributes
+    ----------
+    tau : float
+        Decay time (s) of a past event's influence: exp(-elapsed / tau).
+    eta : float
+        Short-term strength: the chance that the next event is triggered by a
+        recent one when no time at all has passed.
+    psi : float
+        Recency factor: the event ``a`` steps back triggers with weight
+        psi**a * exp(-(t_last - t_{last-a}) / tau).
+    window : int
+        How many recent events can trigger.
+    rho : 4 floats
+        Chance that a trigger of each behaviour is followed by the same item again.
+    related : float
+        Given a trigger and no repeat: chance of one of the trigger item's related
+        items (else a popularity draw within the trigger's category).
+    n_related : int
+        Related items per item (drawn by popularity within its category).
+    ret, interest : float
+        Long-term event: chance of returning to an earlier item of the user
+        (uniform over its past events) and of an item from an interest category;
+        the rest is a global popularity draw.
+    k_drift, k_profile : float
+        Interest category: chance of a successor of the last event's category
+        (drift), of one of the user's profile categories; the rest returns to
+        the category of a uniformly drawn past event.
+    n_category_successors : int
+        Successor categories per category (drawn by category popularity, Dirichlet(1) weights).
+    n_profile : int
+        Profile categories per user (by category popularity, Dirichlet(1) weights).
+    first_profile : float
+        Chance that a user's first event comes from a profile category (else popularity).
+    item_zipf, category_zipf : float
+        Popularity of the item of rank r ∝ r**-item_zipf; category sizes ∝ r**-category_zipf.
+    F_new, F_ret : 4 floats
+        Behaviour of an event on a new item / of a return to an earlier item.
+    F_rep : 4 x 4 floats
+        Behaviour of a repeat, one row per trigger behaviour (the funnel: a cart
+        is often followed by a buy of the same item).
+    p_break : 4 floats
+        Chance that the gap after an event of each behaviour ends the session.
+    gap_in : (q, mean1, mean2)
+        In-session gap (s): Exp(mean1) with chance q, else Exp(mean2).
+    gap_out : (offset, q, mean1, mean2)
+        Between-session gap (s): offset + Exp(mean1) with chance q, else offset + Exp(mean2).
+    length_sigma : float
+        Events per user: max(1, round(exp(mu + length_sigma Z))), mu set so the mean is ``events_per_user``.
+    t0, t0_spread : int
+        A user's first event falls uniformly in [t0, t0 + t0_spread) (unix seconds).
+    """
+    tau: float = 900.0
+    eta: float = 0.65
+    psi: float = 0.5
+    window: int = 8
+    rho: tuple = (0.05, 0.3, 0.2, 0.1)
+    related: float = 0.5
+    n_related: int = 6
+    ret: float = 0.05
+    interest: float = 0.7
+    k_drift: float = 0.3
+    k_profile: float = 0.5
+    n_category_successors: int = 3
+    n_profile: int = 3
+    first_profile: float = 0.9
+    item_zipf: float = 0.35
+    category_zipf: float = 0.6
+    F_new: tuple = (0.922, 0.04, 0.025, 0.013)
+    F_ret: tuple = (0.75, 0.1, 0.05, 0.1)
+    F_rep: tuple = ((0.75, 0.12, 0.06, 0.07), (0.55, 0.12, 0.05, 0.28),
+                    (0.60, 0.20, 0.05, 0.15), (0.90, 0.05, 0.02, 0.03))
+    p_break: tuple = (0.15, 0.12, 0.15, 0.35)
+    gap_in: tuple = (0.5, 45.0, 220.0)
+    gap_out: tuple = (1800.0, 0.5, 10_800.0, 72_000.0)
+    length_sigma: float = 0.85
+    t0: int = 1_511_539_200          # 2017-11-24 16:00 UTC, Taobao's first day in UTC+8
+    t0_spread: int = 2 * 86_400
+
+    def check(self):
+        """Raise ValueError naming the first parameter out of its range."""
+        def prob(name, v):
+            v = np.asarray(v, np.float64)
+            if not np.all((v >= 0) & (v <= 1)):
+                raise ValueError(f"STGParams.{name} must be probabilities in [0, 1], got {v.tolist()}")
+        def dist(name, v, shape):
+            v = np.asarray(v, np.float64)
+            if v.shape != shape:
+                raise ValueError(f"STGParams.{name} must have shape {shape}, got {v.shape}")
+            prob(name, v)
+            if not np.allclose(v.reshape(-1, 4).sum(axis=1), 1.0):
+                raise ValueError(f"STGParams.{name} rows must sum to 1 (one share per behaviour "
+                                 f"pv, cart, fav, buy), got sums {v.reshape(-1, 4).sum(axis=1).tolist()}")
+        for name in ("eta", "psi", "related", "ret", "interest", "k_drift", "k_profile", "first_profile"):
+            prob(name, getattr(self, name))
+        for name in ("rho", "p_break"):
+            if np.shape(getattr(self, name)) != (4,):
+                raise ValueError(f"STGParams.{name} must hold 4 values (pv, cart, fav, buy), "
+                                 f"got {getattr(self, name)}")
+            prob(name, getattr(self, name))
+        if self.ret + self.interest > 1:
+            raise ValueError(f"STGParams.ret + interest must be at most 1, got {self.ret} + {self.interest}")
+        if self.k_drift + self.k_profile > 1:
+            raise ValueError(f"STGParams.k_drift + k_profile must be at most 1, got {self.k_drift} + {self.k_profile}")
+        dist("F_new", self.F_new, (4,)); dist("F_ret", self.F_ret, (4,)); dist("F_rep", self.F_rep, (4, 4))
+        for name in ("window", "n_related", "n_category_successors", "n_profile"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"STGParams.{name} must be at least 1, got {getattr(self, name)}")
+        if not self.tau > 0:
+            raise ValueError(f"STGParams.tau must be positive seconds, got {self.tau}")
+        if len(self.gap_in) != 3 or not (0 <= self.gap_in[0] <= 1 and min(self.gap_in[1:]) > 0):
+            raise ValueError(f"STGParams.gap_in must be (q in [0, 1], mean1 > 0, mean2 > 0), got {self.gap_in}")
+        if len(self.gap_out) != 4 or not (self.gap_out[0] >= 0 and 0 <= self.gap_out[1] <= 1
+                                          and min(self.gap_out[2:]) > 0):
+            raise ValueError(f"STGParams.gap_out must be (offset >= 0, q in [0, 1], mean1 > 0, mean2 > 0), "
+                             f"got {self.gap_out}")
+        if not self.length_sigma >= 0 or not self.t0_spread >= 1:
+            raise ValueError(f"STGParams.length_sigma must be >= 0 and t0_spread >= 1, "
+                             f"got {self.length_sigma}, {self.t0_spread}")
+        return self
+
+    def vector(self, events_per_user):
+        """The scalar parameters in the order of stgkern._numba.synthetic_stg's P_* indices."""
+        from ._numba import synthetic_stg as K
+        P = np.zeros(K.N_P)
+        q, m1, m2 = self.gap_in
+        off, qo, o1, o2 = self.gap_out
+        tau = float(self.tau)
+        # E[exp(-dt/tau)] of an in-session and of a between-session gap (Laplace transforms
+        # of the exponential mixtures): what the oracle uses in place of the unknown gap
+        P[K.P_E_IN] = q / (1 + m1 / tau) + (1 - q) / (1 + m2 / tau)
+        P[K.P_E_OUT] = np.exp(-off / tau) * (qo / (1 + o1 / tau) + (1 - qo) / (1 + o2 / tau))
+        for idx, v in ((K.P_TAU, tau), (K.P_ETA, self.eta), (K.P_PSI, self.psi), (K.P_REL, self.related),
+                       (K.P_RET, self.ret), (K.P_INT, self.interest), (K.P_K_DRIFT, self.k_drift),
+                       (K.P_K_PROFILE, self.k_profile), (K.P_FIRST_PROFILE, self.first_profile),
+                       (K.P_Q_IN, q), (K.P_MEAN_IN1, m1), (K.P_MEAN_IN2, m2), (K.P_BREAK, off),
+                       (K.P_Q_OUT, qo), (K.P_MEAN_OUT1, o1), (K.P_MEAN_OUT2, o2),
+                       (K.P_LEN_MU, np.log(events_per_user) - self.length_sigma ** 2 / 2),
+                       (K.P_LEN_SIGMA, self.length_sigma), (K.P_T0, self.t0), (K.P_T0_SPREAD, self.t0_spread)):
+            P[idx] = v
+        return P
+
+
+def _zipf_weights(rng, n, a):
+    """Weights ∝ rank**-a over n entries in a random order (so weight is independent of id)."""
+    w = np.arange(1, n + 1, dtype=np.float64) ** -float(a)
+    return (w / w.sum())[rng.permutation(n)]
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Global tables of the stg process: functions of (seed, sizes, params) alone."""
+    cat_of: np.ndarray        # item -> category
+    pop: np.ndarray           # item popularity, sums to 1
+    popc: np.ndarray          # popularity within the item's category, sums to 1 per category
+    by_cat: np.ndarray        # items sorted by category (stable)
+    cat_ptr: np.ndarray       # category c's items are by_cat[cat_ptr[c]:cat_ptr[c+1]]
+    pop_cum: np.ndarray       # cumsum of pop[by_cat]
+    cat_cum: np.ndarray       # cumsum of the category popularities
+    related: np.ndarray       # (n_items, n_related) related items, same category
+    csucc: np.ndarray         # (n_categories, n_category_successors) successor categories
+    csucc_p: np.ndarray       # their probabilities (rows sum to 1)
+
+
+def _stg_tables(n_items, n_categories, seed, prm):
+    rng = np.random.default_rng([int(seed), 17])
+    cat_of = rng.choice(n_categories, n_items, p=_zipf_weights(rng, n_categories, prm.category_zipf))
+    cat_of = cat_of.astype(np.int64)
+    pop = _zipf_weights(rng, n_items, prm.item_zipf)
+    catpop = np.bincount(cat_of, weights=pop, minlength=n_categories)
+    by_cat = np.argsort(cat_of, kind="stable").astype(np.int64)
+    cat_ptr = np.searchsorted(cat_of[by_cat], np.arange(n_categories + 1)).astype(np.int64)
+    pop_cum = np.cumsum(pop[by_cat])
+    related = _draw_in_category(rng, np.repeat(cat_of, prm.n_related).reshape(n_items, prm.n_related),
+                                cat_ptr, pop_cum, by_cat).astype(np.int64)
+    cat_cum = np.cumsum(catpop)
+    S = prm.n_category_successors
+    csucc = np.minimum(np.searchsorted(cat_cum, rng.random((n_categories, S)) * cat_cum[-1], side="right"),
+                       n_categories - 1)
+    # a zero-popularity (empty) category is never chosen by a search on the open interval above,
+    # except through rounding at the top end, which the clip to the last non-empty one covers
+    csucc = np.where(catpop[csucc] > 0, csucc, np.flatnonzero(catpop > 0)[-1]).astype(np.int64)
+    csucc_p = rng.exponential(1.0, (n_categories, S))
+    csucc_p /= csucc_p.sum(axis=1, keepdims=True)
+    return _Tables(cat_of, pop, pop / catpop[cat_of], by_cat, cat_ptr, pop_cum, cat_cum,
+                   related, csucc, np.ascontiguousarray(csucc_p))
+
+
+def _seed_key(seed):
+    return np.random.SeedSequence([int(seed), 17]).generate_state(1, np.uint64)[0]
+
+
+def _user_range(users, n_users):
+    if users is None:
+        return np.arange(n_users, dtype=np.int64)
+    if isinstance(users, slice):
+        users = range(*users.indices(n_users))
+    u = np.asarray(users)
+    if u.ndim != 1 or (u.size and u.dtype.kind not in "iu"):
+        raise ValueError(f"users must be a slice, a range or a 1-d array of user ids, got {users!r}")
+    u = u.astype(np.int64)
+    if u.size and (u.min() < 0 or u.max() >= n_users or np.any(np.diff(u) <= 0)):
+        raise ValueError(f"users must be strictly increasing ids in [0, n_users={n_users}); "
+                         f"got ids from {u.min()} to {u.max()}")
+    return u
+
+
+def _synthetic_stg(n_users, n_items, n_categories, events_per_user, seed, prm, users, return_truth):
+    from ._numba import synthetic_stg as K
+    tab = _stg_tables(n_items, n_categories, seed, prm)
+    P = prm.vector(events_per_user)
+    key = _seed_key(seed)
+    users = _user_range(users, n_users)
+    lens = K.user_lengths(key, users, P[K.P_LEN_MU], P[K.P_LEN_SIGMA])
+    offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+    n = int(offsets[-1])
+    item = np.empty(n, np.int64); beh = np.empty(n, np.int8)
+    t = np.empty(n, np.int64); value = np.empty(n, np.float64)
+    prof_cat = np.empty((users.size, prm.n_profile), np.int64)
+    prof_w = np.empty((users.size, prm.n_profile), np.float64)
+    cum = lambda a: np.ascontiguousarray(np.cumsum(np.asarray(a, np.float64), axis=-1))
+    K.generate(key, users, offsets, P, np.asarray(prm.p_break, np.float64), np.asarray(prm.rho, np.float64),
+               cum(prm.F_rep), cum(prm.F_new), cum(prm.F_ret), tab.pop_cum, tab.by_cat, tab.cat_ptr,
+               tab.cat_of, tab.related, tab.cat_cum, tab.csucc, cum(tab.csucc_p), prm.n_profile, prm.window,
+               item, beh, t, value, prof_cat, prof_w)
+    log = EventLog(np.repeat(users, lens), item, tab.cat_of[item], beh, t, value,
+                   np.arange(n_users, dtype=np.int64), np.arange(n_items, dtype=np.int64),
+                   np.arange(n_categories, dtype=np.int64), TAOBAO_BEHAVIORS)
+    if not return_truth:
+        return log
+    return log, SyntheticTruth(log, tab, prm, P, offsets, prof_cat, prof_w)
+
+
+class SyntheticTruth:
+    """The exact next-event distribution of a ``synthetic_log(process="stg")`` log.
+
+    For a row r of the log (sorted by user, time), "next" is the event that
+    the process would draw after r for r's user, given that user's events up
+    to and including r, the user's profile and the global tables, with the gap
+    to it unknown (integrated out).  No learner that sees only the log can
+    beat these probabilities in expectation: they are the generator's own
+    ceiling.
+
+    Attributes
+    ----------
+    log : EventLog
+    item_category, popularity, popularity_in_category : ndarray (n_items,)
+    related : ndarray (n_items, n_related)
+    category_successors, category_successor_p : ndarray (n_categories, n_category_successors)
+    profile_category, profile_weight : ndarray (generated users, n_profile)
+        One row per generated user, in user order (``profile_index[r]`` is row r's).
+    params : STGParams
+    """
+
+    def __init__(self, log, tab, prm, P, offsets, prof_cat, prof_w):
+        self.log, self.params, self._tab, self._P = log, prm, tab, P
+        self.item_category, self.popularity, self.popularity_in_category = tab.cat_of, tab.pop, tab.popc
+        self.related, self.category_successors, self.category_successor_p = tab.related, tab.csucc, tab.csucc_p
+        self.profile_category, self.profile_weight = prof_cat, prof_w
+        lens = np.diff(offsets)
+        self.profile_index = np.repeat(np.arange(lens.size, dtype=np.int64), lens)
+        self.user_start = np.repeat(offsets[:-1], lens)
+        self._end = np.repeat(offsets[1:], lens)
+
+    def _rows(self, rows):
+        r = np.asarray(rows)
+        if r.ndim != 1 or (r.size and r.dtype.kind not in "iu"):
+            raise ValueError(f"rows must be a 1-d array of integer row indices of the log, got {r.dtype} "
+                             f"with shape {r.shape}")
+        r = r.astype(np.int64)
+        if r.size and (r.min() < 0 or r.max() >= len(self.log)):
+            raise ValueError(f"rows must lie in [0, {len(self.log)}) (the log's rows), got {r.min()}..{r.max()}")
+        return r
+
+    def _common(self, r):
+        prm, tab = self.params, self._tab
+        lg = self.log
+        return (self.user_start[r], self.profile_index[r], self._P, np.asarray(prm.p_break, np.float64),
+                np.asarray(prm.rho, np.float64), lg.item, lg.behavior, lg.time, prm.window,
+                tab.popc, tab.pop, tab.cat_of, tab.related, tab.csucc, tab.csucc_p, self.profile_category,
+                self.profile_weight, lg.n_categories)
+
+    def next_item_topk(self, rows, k, exclude=None):
+        """The k most probable next items after each of ``rows``.
+
+        Parameters
+        ----------
+        rows : int array (q,)
+            Row indices of the log.
+        k : int
+        exclude : scipy.sparse matrix (q, n_items), optional
+            Items barred per row (e.g. the items the user has already seen).
+
+        Returns
+        -------
+        int64 array (q, k)
+            Items by descending true probability, ties to the lower item id;
+            -1 pads rows with fewer than k items left.
+        """
+        from ._numba import synthetic_stg as K
+        r = self._rows(rows)
+        if int(k) < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        n_items = self.log.n_items
+        if exclude is None:
+            ptr, idx = np.zeros(r.size + 1, np.int64), np.zeros(0, np.int64)
+        else:
+            import scipy.sparse as sp
+            ex = sp.csr_matrix(exclude)
+            if ex.shape != (r.size, n_items):
+                raise ValueError(f"exclude must have shape (len(rows), n_items) = {(r.size, n_items)}, "
+                                 f"got {ex.shape}")
+            ptr, idx = ex.indptr.astype(np.int64), ex.indices.astype(np.int64)
+        return K.item_topk(r, *self._common(r), ptr, idx, int(k))
+
+    def next_item_prob(self, rows):
+        """True probability of the item the log actually has next after each row (NaN after a user's last row)."""
+        from ._numba import synthetic_stg as K
+        r = self._rows(rows)
+        has = r + 1 < self._end[r]
+        out = np.full(r.size, np.nan)
+        rr = r[has]
+        out[has] = K.item_prob(rr, *self._common(rr), self.log.item[rr + 1])
+        return out
+
+    def next_item_probs(self, rows):
+        """Dense true next-item distribution, shape (len(rows), n_items); for small checks."""
+        from ._numba import synthetic_stg as K
+        r = self._rows(rows)
+        return K.item_dists(r, *self._common(r))
+
+    def next_behavior_probs(self, rows):
+        """True next-behaviour distribution after each row, shape (len(rows), 4) over log.behavior_names."""
+        from ._numba import synthetic_stg as K
+        r = self._rows(rows)
+        prm = self.params
+        F = lambda a: np.ascontiguousarray(np.asarray(a, np.float64))
+        return K.behavior_probs(r, self.user_start[r], self._P, F(prm.p_break), F(prm.rho), F(prm.F_rep),
+                                F(prm.F_new), F(prm.F_ret), self.log.item, self.log.behavior, self.log.time,
+                                prm.window)
+
+
 def synthetic_log(n_users=1000, n_items=5000, n_categories=50, events_per_user=50, seed=0,
-                  zipf=1.1, n_successors=3, p_follow=0.7, n_category_successors=2, p_category_follow=0.8):
-    """Seeded synthetic behaviour log: stgkern's built-in data.
+                  zipf=None, n_successors=None, p_follow=None, n_category_successors=None,
+                  p_category_follow=None, *, process="stg", params=None, users=None, return_truth=False):
+    r"""Seeded synthetic behaviour log: stgkern's built-in data.
 
-    The generator has the structure a sequential recommender is meant to
-    learn, so that models can be compared on it:
+    Two processes.  ``"stg"`` (the default) has the dependencies a
+    spatio-temporal model is built for: interest that persists and drifts
+    over categories, influence that decays with elapsed time, a behaviour
+    funnel with repeats, sessions, and heavy-tailed popularity and activity;
+    the next event depends on several recent events and on their ages, so a
+    first-order item Markov chain is not the best model of it.  ``"markov"``
+    is the earlier first-order item-Markov generator, kept bit for bit (the
+    kernel tests and benchmarks use it so that their figures stay comparable).
 
-    * **activity and popularity**: user lengths and item popularity follow
-      Zipf laws with exponent ``zipf`` (a few heavy users and blockbuster
-      items, a long tail of both);
-    * **item transitions**: every item has ``n_successors`` likely next items;
-      each event after a user's first follows one of them with probability
-      ``p_follow``, otherwise it is a popularity draw;
-    * **category transitions**: every category has ``n_category_successors``
-      successor categories; an item's successors lie in one of its category's
-      successors with probability ``p_category_follow`` (else in any category),
-      so category-to-category dependencies exist beyond single items;
-    * **bursty time**: within-session gaps are lognormal (median ≈ 55 s), one
-      gap in ten is a between-session gap (exponential, mean one day), and
-      each user starts at a uniform offset within the first week;
-    * **behaviour funnel**: views (pv) dominate, ~6 % cart, ~3 % fav, and a buy
-      (~3 %) always re-targets the item the same user just interacted with;
-    * ``value`` is a lognormal dwell time in seconds (intensity).
+    **process="stg"**.  Global tables, from ``seed`` alone: item popularity
+    :math:`\pi_j \propto \mathrm{rank}^{-a}` (``item_zipf``), each item's
+    category (category sizes Zipf, ``category_zipf``), ``n_related`` related
+    items per item (drawn by popularity within its category) and
+    ``n_category_successors`` successor categories per category with
+    Dirichlet(1) weights :math:`C_{c\cdot}`.  Per user, from ``(seed, user)``
+    alone: a length :math:`\max(1, \mathrm{round}(e^{\mu + \sigma Z}))` with
+    mean ``events_per_user``, a profile of ``n_profile`` categories with
+    Dirichlet(1) weights :math:`\theta_u`, and a start time.  The first event
+    draws a profile category (else a global popularity draw).  After event
+    :math:`n` (item :math:`i_n`, behaviour :math:`b_n`, time :math:`t_n`):
+
+    1. gap :math:`\Delta`: with probability ``p_break[b_n]`` a session break,
+       ``offset + Exp`` (a two-exponential mixture, ``gap_out``), else an
+       in-session gap (``gap_in``); :math:`t_{n+1} = t_n + \lfloor\Delta\rfloor`;
+    2. with probability :math:`\eta\, e^{-\Delta/\tau}` the event is
+       *triggered* by a recent event :math:`m` (one of the last ``window``),
+       chosen with weight :math:`\psi^{n-m} e^{-(t_n - t_m)/\tau}`; then with
+       probability ``rho[b_m]`` it is the same item again, its behaviour
+       drawn from the funnel row ``F_rep[b_m]`` (a cart is often followed by a
+       buy); else a related item of :math:`i_m` (``related``) or a popularity
+       draw within :math:`i_m`'s category, behaviour from ``F_new``;
+    3. otherwise it is a *long-term* event: with probability ``ret`` a return
+       to the item of a uniformly drawn earlier event (behaviour ``F_ret``);
+       with probability ``interest`` a popularity draw within a category drawn
+       from :math:`k_d C_{c(i_n)\cdot} + k_p \theta_u + (1-k_d-k_p)\,`
+       (the category of a uniformly drawn earlier event); else a global
+       popularity draw (behaviour ``F_new`` for both).
+
+    The item of the next event therefore depends on the last ``window`` events
+    and their time gaps, on the user's whole history and on its profile.  The
+    exact conditional distribution, with the unknown gap integrated out
+    (:math:`E[e^{-\Delta/\tau}]` is closed-form for exponential mixtures), is
+    available through ``return_truth=True``.  Every user's events depend only
+    on ``(seed, user)``, so ``users=`` chunks concatenate to the full log
+    whatever the chunking or the thread count.  ``value`` is a lognormal
+    dwell time in seconds and carries no signal.
+
+    **process="markov"**: lengths and item popularity follow Zipf laws with
+    exponent ``zipf``; every item has ``n_successors`` likely next items, in
+    one of its category's ``n_category_successors`` successor categories with
+    probability ``p_category_follow``; each event after a user's first follows
+    one of them with probability ``p_follow``, otherwise it is a popularity
+    draw; within-session gaps are lognormal (median ≈ 55 s), one gap in ten is
+    a between-session gap (mean one day); ~6 % cart, ~3 % fav, and a buy (~3 %)
+    re-targets the item just seen.
 
     Parameters
     ----------
     n_users, n_items, n_categories : int
     events_per_user : float
-        Mean events per user (lengths are ≥ 1).
+        Mean events per user (lengths are >= 1).
     seed : int
         Everything is deterministic for a given seed.
+    zipf, n_successors, p_follow, n_category_successors, p_category_follow
+        process="markov" only (defaults 1.1, 3, 0.7, 2, 0.8); passing one with
+        process="stg" raises ValueError.
+    process : {"stg", "markov"}
+    params : STGParams or dict, optional
+        process="stg" only: overrides of :class:`STGParams` (its defaults are
+        fitted to the Taobao UserBehavior sample's marginals).
+    users : slice, range or int array, optional
+        process="stg" only: generate these users only (strictly increasing ids
+        in [0, n_users)); the rows equal those users' rows of the full log.
+    return_truth : bool
+        process="stg" only: also return a :class:`SyntheticTruth`, the exact
+        next-event distribution (the oracle).
 
     Returns
     -------
-    EventLog
-        Sorted by (user, time); behaviours named ("pv", "cart", "fav", "buy");
-        times are int64 seconds from 2017-07-14.
+    EventLog, or (EventLog, SyntheticTruth)
+        Sorted by (user, time) (ties in generation order); behaviours named
+        ("pv", "cart", "fav", "buy"); times int64 unix seconds.
 
     Examples
     --------
     >>> log = synthetic_log(n_users=10, n_items=50, n_categories=5, events_per_user=5)
     >>> log.behavior_names
     ('pv', 'cart', 'fav', 'buy')
+    >>> log, truth = synthetic_log(n_users=10, n_items=50, n_categories=5, return_truth=True)
+    >>> truth.next_item_topk([0], k=3).shape
+    (1, 3)
     """
+    markov_kw = {"zipf": zipf, "n_successors": n_successors, "p_follow": p_follow,
+                 "n_category_successors": n_category_successors, "p_category_follow": p_category_follow}
+    for name, v in (("n_users", n_users), ("n_items", n_items), ("n_categories", n_categories)):
+        if int(v) < 1:
+            raise ValueError(f"{name} must be at least 1, got {v}")
+    if not events_per_user > 0:
+        raise ValueError(f"events_per_user must be positive, got {events_per_user}")
+    if process == "markov":
+        given = [k for k, v in (("params", params), ("users", users)) if v is not None]
+        given += ["return_truth"] if return_truth else []
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to process='stg' only; the markov process has no "
+                             f"oracle and generates all users at once")
+        kw = {k: (_MARKOV_DEFAULTS[k] if v is None else v) for k, v in markov_kw.items()}
+        return _synthetic_markov(n_users, n_items, n_categories, events_per_user, seed, **kw)
+    if process != "stg":
+        raise ValueError(f"process must be 'stg' or 'markov', got {process!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer for process='stg' (every user's stream is "
+                         f"keyed by it), got {seed!r}")
+    given = [k for k, v in markov_kw.items() if v is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply to process='markov'; the stg process takes its "
+                         f"knobs through params=STGParams(...) (or pass process='markov')")
+    if params is None:
+        prm = STGParams()
+    elif isinstance(params, STGParams):
+        prm = params
+    elif isinstance(params, dict):
+        unknown = sorted(set(params) - set(STGParams.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"params has unknown key(s) {unknown}; the fields of STGParams are "
+                             f"{list(STGParams.__dataclass_fields__)}")
+        prm = STGParams(**params)
+    else:
+        raise TypeError(f"params must be an STGParams or a dict of its fields, got {type(params).__name__}")
+    return _synthetic_stg(int(n_users), int(n_items), int(n_categories), float(events_per_user), seed,
+                          prm.check(), users, return_truth)
+
+
+def _synthetic_markov(n_users, n_items, n_categories, events_per_user, seed,
+                      zipf, n_successors, p_follow, n_category_successors, p_category_follow):
+    """process="markov": the first-order item-Markov generator (bit for bit as before issue 17)."""
     from ._numba.synthetic import follow_walk
 
     for name, v in (("n_users", n_users), ("n_items", n_items), ("n_categories", n_categories)):

@@ -9,7 +9,7 @@ import pytest
 from stgkern import cli
 
 SMALL = ["demo", "--users", "60", "--k-core", "2", "--epochs", "2"]
-METHODS_NUMPY = {"most-popular", "Markov", "SR-GNN", "STG closed form"}
+METHODS_NUMPY = {"oracle", "most-popular", "Markov", "SR-GNN", "STG closed form"}
 ITEM_KEYS = {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR@20"}
 BEHAVIOR_KEYS = {"accuracy", "precision", "recall", "F1"}
 
@@ -23,9 +23,11 @@ def test_demo_numpy_backend_json(tmp_path, capsys):
     for name, m in s["metrics"].items():
         assert ITEM_KEYS <= set(m)
         assert (BEHAVIOR_KEYS <= set(m)) == (name != "SR-GNN")
+        if name != "SR-GNN":         # per-class precision and recall for every behaviour method
+            assert set(s["behavior_per_class"][name]) == {"pv", "cart", "fav", "buy"}
         assert all(0.0 <= v <= 1.0 for v in m.values())
     assert set(s["seconds_per_stage"]) == {"load", "preprocess + split", "window graph + features", "most-popular",
-                                           "Markov", "SR-GNN", "STG closed form", "metrics"}
+                                           "Markov", "oracle", "SR-GNN", "STG closed form", "metrics"}
     assert s["seconds_total"] == pytest.approx(sum(s["seconds_per_stage"].values()))
     assert s["versions"]["numpy"] and "stgkern" in s["versions"]
     g = s["graph"]
@@ -54,8 +56,29 @@ def test_demo_torch_backend_json(tmp_path):
     out = tmp_path / "t.json"
     assert cli.main(SMALL + ["--backend", "torch", "--json", str(out)]) == 0
     s = json.loads(out.read_text())
-    assert "STG-GNN (stgconv)" in s["metrics"] and s["training"]["model"]["epochs_run"] <= 2
-    assert s["training"]["model"]["train_curve"][0]["epoch"] == 1
+    assert {"SASRec", "STG-GNN (stgconv)", "STG closed form"} <= set(s["metrics"])
+    assert s["training"]["STG-GNN (stgconv)"]["epochs_run"] <= 2
+    assert s["training"]["STG-GNN (stgconv)"]["train_curve"][0]["epoch"] == 1
+
+
+def test_demo_seeds_aggregate(tmp_path, capsys):
+    out = tmp_path / "s.json"
+    assert cli.main(SMALL + ["--backend", "numpy", "--seeds", "2", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["seeds"] == [0, 1] and len(s["per_seed"]) == 2
+    agg = s["aggregate"]["STG closed form"]["HR@20"]
+    runs = [r["STG closed form"]["HR@20"] for r in s["per_seed"]]
+    assert agg["mean"] == pytest.approx(np.mean(runs)) and agg["min"] == min(runs) and agg["max"] == max(runs)
+    assert s["metrics"]["STG closed form"]["HR@20"] == pytest.approx(agg["mean"])
+    assert "STG closed form #1" in s["seconds_per_stage"]
+    assert "mean ± std over training seeds [0, 1]" in capsys.readouterr().out
+
+
+def test_demo_rejects_zero_seeds(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(SMALL + ["--seeds", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and "--seeds must be at least 1" in err[-1]
 
 
 def test_demo_rejects_unknown_format(capsys):

@@ -45,7 +45,8 @@ def test_loo():
 
 
 def test_synthetic():
-    a = synthetic_log(n_users=200, n_items=500, seed=1); b = synthetic_log(n_users=200, n_items=500, seed=1)
+    a = synthetic_log(n_users=200, n_items=500, seed=1, process="markov")
+    b = synthetic_log(n_users=200, n_items=500, seed=1, process="markov")
     assert (a.item == b.item).all() and (a.time == b.time).all()
     assert (np.diff(a.time)[np.diff(a.user) == 0] >= 0).all()
     assert (a.behavior == 3).sum() < (a.behavior == 0).sum()
@@ -154,7 +155,7 @@ def test_empty_and_single_event_logs():
 
 
 def test_synthetic_structure():
-    log = synthetic_log(n_users=2000, n_items=3000, n_categories=30, events_per_user=30, seed=3)
+    log = synthetic_log(n_users=2000, n_items=3000, n_categories=30, events_per_user=30, seed=3, process="markov")
     # power-law activity: the busiest 10% of users hold far more than 10% of events
     per_user = np.sort(np.bincount(log.user, minlength=log.n_users))[::-1]
     assert per_user[: log.n_users // 10].sum() > 0.35 * len(log)
@@ -174,4 +175,4 @@ def test_synthetic_structure():
     share = np.bincount(log.behavior, minlength=4) / len(log)
     assert share[0] > 0.8 and 0 < share[3] < share[1]
     with pytest.raises(ValueError, match="p_follow"):
-        synthetic_log(n_users=5, p_follow=1.5)
+        synthetic_log(n_users=5, p_follow=1.5, process="markov")

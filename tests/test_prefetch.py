@@ -54,7 +54,7 @@ def test_window_and_powerlaw_benchmark_graphs_take_the_measured_choice():
     assert distance_for(pl.transpose(), 64 * 4) > 0
     from stgkern.construct import window_graph
     from stgkern.data import synthetic_log
-    wg = window_graph(synthetic_log(n_users=600, events_per_user=50, seed=3), window=8, horizon=86_400)
+    wg = window_graph(synthetic_log(n_users=600, events_per_user=50, seed=3, process="markov"), window=8, horizon=86_400)
     assert distance_for(wg, 64 * 4) == 0
 
 

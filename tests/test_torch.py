@@ -391,7 +391,7 @@ def stg_dense(layer, x, g, dt, kind, fused):
 
 
 def window_graph_small():
-    log = stgkern.synthetic_log(n_users=3, events_per_user=12, n_items=30, n_categories=4, seed=1)
+    log = stgkern.synthetic_log(n_users=3, events_per_user=12, n_items=30, n_categories=4, seed=1, process="markov")
     return stgkern.window_graph(log, window=4, category_window=2)
 
 

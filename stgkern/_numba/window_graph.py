@@ -59,7 +59,10 @@ FILL_LANES = 8
 
 
 # ----------------------------------------------------------------- scan
-@nb.njit(cache=True, inline="always")
+# A call, not Numba-IR inlining: the parallel and the serial loop both call it, and inlined
+# twice into a parfor its body made the first (cold) compile several times slower; LLVM
+# still inlines where it pays.
+@nb.njit(cache=True)
 def _scan_chunk(c, user, t, chunk, ustat, tstat, first_bad, n_bad_t, n_time_desc):
     n = user.shape[0]
     i0 = np.int64(c) * chunk
@@ -438,7 +441,10 @@ def _category_fill(i, lo, t, prev, cat_window, horizon, has_horizon, strict, tmp
             kind[_ix(tmp_start + (j - lo))] |= 2
 
 
-@nb.njit(cache=True, inline="always")
+# A call, not Numba-IR inlining: the parallel and the serial loop both call it, and inlined
+# twice into a parfor its body made the first (cold) compile several times slower; LLVM
+# still inlines where it pays.
+@nb.njit(cache=True)
 def _count_chunk(c, run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
                  cat_window, self_loops, chunk, totals, rows):
     """Rows of chunk c: totals[c] = its edges and, when ``rows`` is not empty,
@@ -495,7 +501,10 @@ def _count_chunk(c, run_ptr, t, prev, window, has_window, horizon, has_horizon, 
     totals[c] = total
 
 
-@nb.njit(cache=True, inline="always")
+# A call, not Numba-IR inlining: the parallel and the serial loop both call it, and inlined
+# twice into a parfor its body made the first (cold) compile several times slower; LLVM
+# still inlines where it pays.
+@nb.njit(cache=True)
 def _fill_chunk(c, t, prev, horizon, has_horizon, strict, cat_window, self_loops, chunk, offsets,
                 indptr, indices, dt, hop, kind):
     """Edges of the rows of chunk c, from offsets[c] on, each row's temporal sources

@@ -99,7 +99,8 @@ def n_events(size: str, backend: str = "cpu") -> tuple[int, str]:
 @functools.lru_cache(maxsize=4)
 def _log(n: int, seed: int):
     from stgkern import synthetic_log
-    return synthetic_log(n_users=max(1, n // EVENTS_PER_USER), events_per_user=EVENTS_PER_USER, seed=seed)
+    return synthetic_log(n_users=max(1, n // EVENTS_PER_USER), events_per_user=EVENTS_PER_USER, seed=seed,
+                         process="markov")
 
 
 def _build(name: str, size: str, seed: int) -> Workload:

@@ -1,0 +1,121 @@
+"""The main job's evidence: ``stgkern demo --seeds 3`` on the three logs, and the README tables.
+
+    python benchmarks/bench_demo.py run      # the six runs (torch and numpy backends), JSON into results/
+    python benchmarks/bench_demo.py table    # README tables (mean ± std over the seeds) from those JSON files
+    python benchmarks/bench_demo.py coldstart  # first call of each op the demo uses: fresh Numba cache, then warm
+
+The real logs are read from ``<repo>/../shared/data`` (see its SOURCES.md);
+nothing of them is copied into the repository.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT.parent / "shared" / "data"
+LOGS = {
+    "synthetic": [],
+    "taobao": ["--data", str(DATA / "taobao_userbehavior" / "UserBehavior_sample.csv"), "--format", "taobao"],
+    "movielens": ["--data", str(DATA / "ml-latest-small" / "ratings.csv"), "--format", "movielens",
+                  "--categories", str(DATA / "ml-latest-small" / "movies.csv")],
+}
+ROWS = [("oracle", "oracle (generator's truth)"), ("most-popular", "most popular"), ("Markov", "item Markov"),
+        ("SR-GNN", "SR-GNN-style"), ("SASRec", "SASRec-style"), ("STG closed form", "STG closed form (NumPy)"),
+        ("STG-GNN (stgconv)", "STG-GNN (PyTorch)")]
+COLUMNS = ("HR@20", "NDCG@20", "MRR@20", "F1")
+
+
+def run():
+    for name, args in LOGS.items():
+        for backend, suffix in (("torch", ""), ("numpy", "_numpy")):
+            out = RESULTS / f"demo_{name}{suffix}.json"
+            cmd = [sys.executable, "-m", "stgkern.cli", "demo", *args, "--backend", backend, "--seeds", "3",
+                   "--json", str(out)]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+
+
+def table(name):
+    s = json.loads((RESULTS / f"demo_{name}.json").read_text())
+    agg = s["aggregate"]
+    best = {c: max(agg[m][c]["mean"] for m, _ in ROWS[1:] if m in agg and c in agg[m]) for c in COLUMNS}
+    lines = ["| method | " + " | ".join(c if c != "F1" else "behaviour macro-F1" for c in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for key, label in ROWS:
+        if key not in agg:
+            continue
+        cells = []
+        for c in COLUMNS:
+            if c not in agg[key]:
+                cells.append("–")
+                continue
+            a = agg[key][c]
+            txt = f"{a['mean']:.4f} ± {a['std']:.4f}"
+            cells.append(f"**{txt}**" if key != "oracle" and a["mean"] == best[c] else txt)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+_FIRST_CALLS = r"""
+import json, sys, time
+import numpy as np
+t0 = time.perf_counter()
+import stgkern
+from stgkern.data import synthetic_log
+out = {"import stgkern": time.perf_counter() - t0}
+def first(name, f):
+    t = time.perf_counter(); r = f(); out[name] = time.perf_counter() - t; return r
+log = first("synthetic_log", lambda: synthetic_log(n_users=300, seed=0))
+g = first("window_graph", lambda: stgkern.window_graph(log, window=8, horizon=86400.0, category_window=2))
+first("node_features", lambda: stgkern.node_features(log, g))
+X = np.random.default_rng(0).random((g.n_nodes, 32), dtype=np.float32)
+w = first("time_decay", lambda: stgkern.time_decay(g.edata["dt"], 3600.0))
+first("spmm", lambda: stgkern.spmm(g, X, w))
+g2 = stgkern.window_graph(synthetic_log(n_users=40, seed=1), window=3)
+first("spmm (second graph, F=7)", lambda: stgkern.spmm(g2, np.ones((g2.n_nodes, 7), np.float32)))
+first("session_graph", lambda: stgkern.session_graph(np.array([0, 3, 5]), np.array([1, 2, 1, 4, 4])))
+first("topk", lambda: stgkern.topk(X[:100], X, 20))
+try:
+    import torch
+    from stgkern.torch import STGConv
+    conv = STGConv(32, 32, n_kinds=3, tau_init=3600.0, normalize=True)
+    x = torch.from_numpy(X).requires_grad_()
+    first("STGConv forward + backward", lambda: conv(x, g).sum().backward())
+except ImportError:
+    pass
+print(json.dumps(out))
+"""
+
+
+def coldstart():
+    """First-call seconds per op in a fresh process: a fresh Numba cache (cold), then the same cache (warm)."""
+    import os
+    import tempfile
+    cache = tempfile.mkdtemp(prefix="numba-cold-")
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+    res = {}
+    for phase in ("cold", "warm"):
+        r = subprocess.run([sys.executable, "-c", _FIRST_CALLS], env=env, capture_output=True, text=True,
+                           check=True)
+        res[phase] = json.loads(r.stdout.strip().splitlines()[-1])
+    print("| op | cold (fresh cache) s | warm (cached) s |\n|---|---|---|")
+    for op in res["cold"]:
+        print(f"| {op} | {res['cold'][op]:.2f} | {res['warm'][op]:.2f} |")
+    return res
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["run"]:
+        run()
+    elif sys.argv[1:] == ["coldstart"]:
+        coldstart()
+    elif sys.argv[1:] == ["table"]:
+        for name in LOGS:
+            print(f"\n{name}\n")
+            print(table(name))
+    else:
+        sys.exit(__doc__)
