@@ -8,7 +8,8 @@ times ``n_batches`` (default 240) training steps of batch 100, d = 100, for
 * ``stgkern``: :class:`stgkern.models.SRGNN` -- ``make_batch`` (the batch's
   session graphs as one block-diagonal CSR), ``spmm`` over in/out edges,
   ``segment_reduce`` readout, ``score_cross_entropy`` (full-catalogue softmax
-  without the score matrix), torch's fused Adam;
+  without the score matrix), torch's fused Adam; the step's Numba kernels on
+  one thread, as ``fit`` runs them (``one_numba_thread``);
 * ``dense``: the published formulation (``tests/naive_srgnn.py``): every
   batch padded to the data set's longest session and laid out by the
   original's Python ``get_slice`` (dense ``[A_in | A_out]`` per session),
@@ -43,7 +44,7 @@ from torch.nn import functional as F  # noqa: E402
 import stgkern  # noqa: E402
 from stgkern.bench import memcopy  # noqa: E402
 from stgkern.models import SRGNN, make_batch  # noqa: E402
-from stgkern.models.train import make_adam, session_examples  # noqa: E402
+from stgkern.models.train import make_adam, one_numba_thread, session_examples  # noqa: E402
 from naive_srgnn import DenseSRGNN, dense_inputs  # noqa: E402
 
 BATCH = 100
@@ -168,7 +169,8 @@ def main():
             for i in range(per_round):
                 rows = order[(pos + i) * BATCH:(pos + i + 1) * BATCH]
                 if name == "stgkern":
-                    step_stgkern(ours, opt_ours, ex, rows, phases[name])
+                    with one_numba_thread():           # as stgkern.models.fit trains
+                        step_stgkern(ours, opt_ours, ex, rows, phases[name])
                 else:
                     step_dense(dense, opt_dense, ex, rows, len_max, phases[name])
             res[name].append((time.perf_counter() - t0) / per_round)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _loader
 from ._loader import launch
 
 #: Largest logit tile, in values (64M: 256 MiB float32, 512 MiB float64).

@@ -1,6 +1,7 @@
 """Training and evaluation of the session models under the published protocol."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import time
@@ -116,6 +117,26 @@ class FitResult:
                 "seconds": self.seconds, "config": self.config}
 
 
+@contextlib.contextmanager
+def one_numba_thread():
+    """Run a training step's kernels on one Numba thread.
+
+    A batch's session graphs are a few hundred nodes: the kernels take
+    microseconds and a parallel region costs more than it saves.  Once torch
+    is imported Numba's threads are OpenMP's, and their fork/join around
+    every small kernel, next to torch's and OpenBLAS's own threads, made a
+    step 4x slower here (bench_srgnn: 192 against 50 ms per batch).  The big
+    products still use every core through BLAS.
+    """
+    import numba
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
 def make_adam(model, lr, l2):
     """Adam with L2 as published; torch's fused CPU/GPU update where this torch has it
     (one pass over the 4.3M-value item table instead of a dozen)."""
@@ -134,6 +155,15 @@ def train_epoch(model, opt, ex_ptr, ex_items, target, *, batch_size, rng, max_ba
     if max_batches is not None:
         n_batches = min(n_batches, int(max_batches))
     total, t0 = 0.0, time.perf_counter()
+    with one_numba_thread():
+        total = _run_batches(model, opt, ex_ptr, ex_items, target, order, batch_size, n_batches, progress)
+    if progress is not None:
+        progress(n_batches, total / max(n_batches, 1), final=True)
+    return total / max(n_batches, 1), n_batches, time.perf_counter() - t0
+
+
+def _run_batches(model, opt, ex_ptr, ex_items, target, order, batch_size, n_batches, progress):
+    total = 0.0
     for i in range(n_batches):
         rows = order[i * batch_size:(i + 1) * batch_size]
         b = model.make_batch(ex_ptr, ex_items, rows, target)
@@ -144,9 +174,7 @@ def train_epoch(model, opt, ex_ptr, ex_items, target, *, batch_size, rng, max_ba
         total += float(loss.detach())
         if progress is not None:
             progress(i + 1, total / (i + 1))
-    if progress is not None:
-        progress(n_batches, total / max(n_batches, 1), final=True)
-    return total / max(n_batches, 1), n_batches, time.perf_counter() - t0
+    return total
 
 
 def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_step=3, l2=1e-5, patience=10,
