@@ -48,6 +48,7 @@ from stgkern.models.train import make_adam, one_numba_thread, session_examples  
 from naive_srgnn import DenseSRGNN, dense_inputs  # noqa: E402
 
 BATCH = 100
+PHASES = ("layout", "forward", "backward", "optimiser")
 EPOCH_BATCHES = -(-719470 // BATCH)
 
 
@@ -59,8 +60,10 @@ class Timer:
     def __init__(self):
         self.t = {}
 
-    def add(self, name, dt):
-        self.t[name] = self.t.get(name, 0.0) + dt
+    def phases(self, *stamps):
+        """Add the four phases' times from their five boundary stamps."""
+        for name, a, z in zip(PHASES, stamps, stamps[1:]):
+            self.t[name] = self.t.get(name, 0.0) + z - a
 
 
 def step_stgkern(model, opt, ex, rows, tm):
@@ -75,8 +78,7 @@ def step_stgkern(model, opt, ex, rows, tm):
     t3 = time.perf_counter()
     opt.step()
     t4 = time.perf_counter()
-    for k, a, z in (("layout", t0, t1), ("forward", t1, t2), ("backward", t2, t3), ("optimiser", t3, t4)):
-        tm.add(k, z - a)
+    tm.phases(t0, t1, t2, t3, t4)
     return float(loss.detach())
 
 
@@ -93,8 +95,7 @@ def step_dense(model, opt, ex, rows, len_max, tm):
     t3 = time.perf_counter()
     opt.step()
     t4 = time.perf_counter()
-    for k, a, z in (("layout", t0, t1), ("forward", t1, t2), ("backward", t2, t3), ("optimiser", t3, t4)):
-        tm.add(k, z - a)
+    tm.phases(t0, t1, t2, t3, t4)
     return float(loss.detach())
 
 
@@ -196,11 +197,10 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=1)
-    print(f"{'':10}{'ms/batch':>10}{'epoch s':>9}  " + "  ".join(f"{p:>9}" for p in ("layout", "forward", "backward", "optimiser")))
+    print(f"{'':10}{'ms/batch':>10}{'epoch s':>9}  " + "  ".join(f"{p:>9}" for p in PHASES))
     for k in ("stgkern", "dense"):
         ph = out["phases_ms_per_batch"][k]
-        print(f"{k:10}{ms[k]:10.1f}{out['epoch_seconds'][k]:9.0f}  " + "  ".join(f"{ph[p]:9.1f}" for p in
-                                                                                ("layout", "forward", "backward", "optimiser")))
+        print(f"{k:10}{ms[k]:10.1f}{out['epoch_seconds'][k]:9.0f}  " + "  ".join(f"{ph[p]:9.1f}" for p in PHASES))
     fl = out["floors"]
     print(f"speed-up {out['speedup_vs_dense']:.2f}x; floors: scoring products {fl['scoring_products_ms']:.1f} ms "
           f"({fl['scoring_products_gflops']:.0f} GFLOP/s), Adam table "

@@ -207,6 +207,17 @@ def _finite_blocked(a, name, xp):
                              f"scores would be undefined, fill or drop those rows")
 
 
+def _queries_and_items(Q, items):
+    """Q (m, d) and items (n, d): float, one dtype, one width; returned C-contiguous."""
+    Q = _validate.float_array(Q, "Q", ndim=2)
+    items = _validate.float_array(items, "items", ndim=2)
+    _validate.same_dtype(Q=Q, items=items)
+    if Q.shape[1] != items.shape[1]:
+        raise ValueError(f"Q has width {Q.shape[1]} but items has width {items.shape[1]}; "
+                         f"queries and items must live in the same embedding space")
+    return Q, items
+
+
 def topk(Q, items, k, exclude=None):
     r"""Full-catalogue top-k by dot product, in bounded memory.
 
@@ -253,12 +264,7 @@ def topk(Q, items, k, exclude=None):
     """
     backend = _dispatch.backend_of(Q=Q, items=items)
     xp = _dispatch.array_module(backend)
-    Q = _validate.float_array(Q, "Q", ndim=2)
-    items = _validate.float_array(items, "items", ndim=2)
-    _validate.same_dtype(Q=Q, items=items)
-    if Q.shape[1] != items.shape[1]:
-        raise ValueError(f"Q has width {Q.shape[1]} but items has width {items.shape[1]}; "
-                         f"queries and items must live in the same embedding space")
+    Q, items = _queries_and_items(Q, items)
     n_items = items.shape[0]
     k = _validate.nonneg_int(k, "k", minimum=1)
     if k > n_items:
@@ -272,12 +278,7 @@ def topk(Q, items, k, exclude=None):
 def _score_ce_inputs(Q, items, target, bias):
     backend = _dispatch.backend_of(Q=Q, items=items, target=target, **({} if bias is None else {"bias": bias}))
     xp = _dispatch.array_module(backend)
-    Q = _validate.float_array(Q, "Q", ndim=2)
-    items = _validate.float_array(items, "items", ndim=2)
-    _validate.same_dtype(Q=Q, items=items)
-    if Q.shape[1] != items.shape[1]:
-        raise ValueError(f"Q has width {Q.shape[1]} but items has width {items.shape[1]}; "
-                         f"queries and items must live in the same embedding space")
+    Q, items = _queries_and_items(Q, items)
     n_items = items.shape[0]
     if n_items < 1:
         raise ValueError("items is empty; the softmax needs at least one item")
@@ -302,7 +303,7 @@ def _score_ce_inputs(Q, items, target, bias):
         _finite_blocked(bias[:, None], "bias", xp)
     _finite_blocked(Q, "Q", xp)
     _finite_blocked(items, "items", xp)
-    return backend, xp.ascontiguousarray(Q), xp.ascontiguousarray(items), target, bias
+    return backend, Q, items, target, bias
 
 
 def score_cross_entropy(Q, items, target, bias=None, return_lse=False):

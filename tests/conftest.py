@@ -15,12 +15,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: Real data beside the project (never inside it); tests skip when absent.
 def _shared_data() -> Path:
-    """``$STGKERN_SHARED_DATA``, else ``../shared/data`` beside the checkout, else /work/shared/data."""
+    """``$STGKERN_SHARED_DATA``, else ``../shared/data`` beside the checkout."""
     env = os.environ.get("STGKERN_SHARED_DATA")
     if env:
         return Path(env)
-    beside = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return beside if beside.is_dir() else Path("/work/shared/data")
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 SHARED_DATA = _shared_data()

@@ -8,7 +8,6 @@ aggregator scores every node pair and masks by code; the global aggregator
 reads a fixed (n_items + 1, 12) neighbour table; the readout adds position
 embeddings.  Item ids here are ``1..n`` with 0 as padding.
 """
-import math
 
 import numpy as np
 import torch

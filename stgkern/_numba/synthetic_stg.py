@@ -58,6 +58,17 @@ def _exponential(state, mean):
 
 
 @numba.njit(cache=True, inline="always")
+def _pick(w, n, state):
+    """Index in [0, n) drawn with the weights ``w[:n]`` (summing to 1) by one uniform."""
+    x = _uniform(state)
+    a = 0
+    while a < n - 1 and x >= w[a]:
+        x -= w[a]
+        a += 1
+    return a
+
+
+@numba.njit(cache=True, inline="always")
 def _draw_cum(cum, lo, hi, state):
     """Index in [lo, hi) drawn with weights cum[k] - cum[k-1] (cum global and ascending)."""
     base = cum[lo - 1] if lo > 0 else 0.0
@@ -133,12 +144,7 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep_cum, F_new_cum, F_
             if r == lo:
                 time[r] = np.int64(P[P_T0] + np.floor(_uniform(state) * P[P_T0_SPREAD]))
                 if _uniform(state) < P[P_FIRST_PROFILE]:
-                    x = _uniform(state)
-                    p = 0
-                    while p < n_profile - 1 and x >= prof_w[k, p]:
-                        x -= prof_w[k, p]
-                        p += 1
-                    c = prof_cat[k, p]
+                    c = prof_cat[k, _pick(prof_w[k], n_profile, state)]
                     item[r] = by_cat[_draw_cum(pop_cum, cat_ptr[c], cat_ptr[c + 1], state)]
                 else:
                     item[r] = by_cat[_draw_cum(pop_cum, 0, pop_cum.shape[0], state)]
@@ -157,12 +163,7 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep_cum, F_new_cum, F_
             if _uniform(state) < P[P_ETA] * np.exp(-dt / tau):
                 # short-term: a recent event m triggers this one
                 n = _trigger_weights(time, lo, last, window, P[P_PSI], tau, w)
-                x = _uniform(state)
-                a = 0
-                while a < n - 1 and x >= w[a]:
-                    x -= w[a]
-                    a += 1
-                m = last - a
+                m = last - _pick(w, n, state)
                 bm = behavior[m]
                 if _uniform(state) < rho[bm]:
                     item[r] = item[m]
@@ -187,12 +188,7 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep_cum, F_new_cum, F_
                     cl = cat_of[item[last]]
                     c = csucc[cl, _draw_cum(csucc_cum[cl], 0, csucc.shape[1], state)]
                 elif y < P[P_K_DRIFT] + P[P_K_PROFILE]:
-                    x = _uniform(state)
-                    p = 0
-                    while p < n_profile - 1 and x >= prof_w[k, p]:
-                        x -= prof_w[k, p]
-                        p += 1
-                    c = prof_cat[k, p]
+                    c = prof_cat[k, _pick(prof_w[k], n_profile, state)]
                 else:
                     c = cat_of[item[lo + min(last - lo, np.int64(_uniform(state) * (last - lo + 1)))]]
                 item[r] = by_cat[_draw_cum(pop_cum, cat_ptr[c], cat_ptr[c + 1], state)]

@@ -49,6 +49,19 @@ def gather_rows(ptr, values, rows):
     return new_ptr, values[pos]
 
 
+def select(ptr, items, rows=None, target=None):
+    """Sequences ``rows`` of ``(ptr, items)`` and their targets, every one non-empty."""
+    if rows is not None:
+        ptr, items = gather_rows(ptr, items, rows)
+        if target is not None:
+            target = np.asarray(target)[rows]
+    lens = np.diff(ptr)
+    if lens.size and int(lens.min()) < 1:
+        raise ValueError(f"sequence {int(np.argmin(lens))} of the batch is empty; every example needs >= 1 item")
+    target = None if target is None else torch.from_numpy(np.ascontiguousarray(target, np.int64))
+    return ptr, items, lens, target
+
+
 def make_batch(ptr, items, rows=None, target=None, dtype=np.float32):
     """The :class:`SessionBatch` of sequences ``rows`` of the CSR ``(ptr, items)``.
 
@@ -61,13 +74,7 @@ def make_batch(ptr, items, rows=None, target=None, dtype=np.float32):
     target : int array, optional
         Next item of every sequence in ``(ptr, items)`` (indexed by ``rows`` too).
     """
-    if rows is not None:
-        ptr, items = gather_rows(ptr, items, rows)
-        if target is not None:
-            target = np.asarray(target)[rows]
-    lens = np.diff(ptr)
-    if lens.size and int(lens.min()) < 1:
-        raise ValueError(f"sequence {int(np.argmin(lens))} of the batch is empty; every example needs >= 1 item")
+    ptr, items, lens, target = select(ptr, items, rows, target)
     g, node_item, alias = session_graph(ptr, items, dtype=dtype)
     gt = g.transpose()
     T = torch.from_numpy
@@ -75,4 +82,4 @@ def make_batch(ptr, items, rows=None, target=None, dtype=np.float32):
         graph=g, graph_t=gt, node_item=T(node_item),
         w_in=T(g.edata["w_in"]), w_out_t=T(np.ascontiguousarray(g.edata["w_out"][gt.edata["eid"]])),
         alias=T(alias), pos_ptr=ptr, seq=T(np.repeat(np.arange(len(lens), dtype=np.int64), lens)),
-        last=T(alias[ptr[1:] - 1]), target=None if target is None else T(np.ascontiguousarray(target, np.int64)))
+        last=T(alias[ptr[1:] - 1]), target=target)

@@ -102,8 +102,6 @@ def train(args):
         raise UserError(f"--valid-fraction must be in [0, 1), got {args.valid_fraction}")
     _check_paths(args)
     _torch()
-    import torch
-
     from . import fit, save
     data = _load(args)
     print(f"{data!r}", file=sys.stderr)

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from .. import torch as stgtorch
 from ..compat import item_graph, session_graph
 from ..graph import Graph
-from .batch import gather_rows
+from .batch import gather_rows, select
 
 #: Relation kinds of the session graph (the published adjacency codes).
 SELF, IN, OUT, BOTH = 1, 2, 3, 4
@@ -151,13 +151,7 @@ def relation_graph(g):
 
 def make_gce_batch(ptr, items, neighbors: GlobalNeighbors, rows=None, target=None):
     """The :class:`GCEBatch` of sequences ``rows`` of ``(ptr, items)`` (0-based ids)."""
-    if rows is not None:
-        ptr, items = gather_rows(ptr, items, rows)
-        if target is not None:
-            target = np.asarray(target)[rows]
-    lens = np.diff(ptr)
-    if lens.size and int(lens.min()) < 1:
-        raise ValueError(f"sequence {int(np.argmin(lens))} of the batch is empty; every example needs >= 1 item")
+    ptr, items, lens, target = select(ptr, items, rows, target)
     g, node_item, alias = session_graph(ptr, items)
     indptr, indices, kind = relation_graph(g)
     n_nodes = g.n_nodes
@@ -172,8 +166,7 @@ def make_gce_batch(ptr, items, neighbors: GlobalNeighbors, rows=None, target=Non
         graph=sess, kind=T(kind.astype(np.int64)), global_graph=glob, global_weight=T(gw.astype(np.float32)),
         node_item=T(node_item), node_seq=T(np.repeat(np.arange(len(lens), dtype=np.int64),
                                                       np.diff(g.segment_ptr))),
-        alias=T(alias), rpos=T(rpos), seq=T(seq), pos_ptr=ptr,
-        target=None if target is None else T(np.ascontiguousarray(target, np.int64)))
+        alias=T(alias), rpos=T(rpos), seq=T(seq), pos_ptr=ptr, target=target)
 
 
 # ---------------------------------------------------------------- the model
