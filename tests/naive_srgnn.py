@@ -65,7 +65,7 @@ class DenseSRGNN(nn.Module):
         self.linear_one = nn.Linear(d, d)
         self.linear_two = nn.Linear(d, d)
         self.linear_three = nn.Linear(d, 1, bias=False)
-        self.linear_transform = nn.Linear(2 * d, d, bias=False)
+        self.linear_transform = nn.Linear(2 * d, d)
         stdv = 1.0 / math.sqrt(d)
         for w in self.parameters():
             w.data.uniform_(-stdv, stdv)

@@ -58,6 +58,27 @@ def test_matches_dense_original(step, nonhybrid, rng):
         torch.testing.assert_close(p.grad, gq, rtol=1e-10, atol=1e-12, msg=name)
 
 
+# The published SessionGraph's parameters, by name and shape (d = hidden size,
+# n = items + the padding row 0); linear_edge_f is declared there but never used.
+def _published_srgnn_shapes(d, n):
+    return {"embedding.weight": (n, d), "gnn.w_ih": (3 * d, 2 * d), "gnn.w_hh": (3 * d, d), "gnn.b_ih": (3 * d,),
+            "gnn.b_hh": (3 * d,), "gnn.b_iah": (d,), "gnn.b_oah": (d,),
+            "gnn.linear_edge_in.weight": (d, d), "gnn.linear_edge_in.bias": (d,),
+            "gnn.linear_edge_out.weight": (d, d), "gnn.linear_edge_out.bias": (d,),
+            "gnn.linear_edge_f.weight": (d, d), "gnn.linear_edge_f.bias": (d,),
+            "linear_one.weight": (d, d), "linear_one.bias": (d,), "linear_two.weight": (d, d), "linear_two.bias": (d,),
+            "linear_three.weight": (1, d), "linear_transform.weight": (d, 2 * d), "linear_transform.bias": (d,)}
+
+
+def test_parameters_are_the_published_ones():
+    d, n_items = 6, 11
+    ours = {k: tuple(v.shape) for k, v in SRGNN(n_items, hidden_size=d).state_dict().items()}
+    published = _published_srgnn_shapes(d, n_items + 1)
+    published.pop("gnn.linear_edge_f.weight"), published.pop("gnn.linear_edge_f.bias")
+    published["embedding.weight"] = (n_items, d)           # ours has no padding row
+    assert ours == published
+
+
 def test_batch_of_selected_rows_and_errors(rng):
     ptr, items = _sessions(rng, 6, 10)
     rows = np.array([4, 0, 4])

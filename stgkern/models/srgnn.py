@@ -12,9 +12,10 @@ the session vector is ``W_t [Σ_p α_p h_p ; h_last]`` and item ``i`` scores
 ``s · e_i``.  ``A_in`` / ``A_out`` are the in-/out-degree normalised
 session adjacencies (:func:`stgkern.session_graph`).
 
-The parameters carry the published PyTorch code's names and shapes, so its
-``state_dict`` loads (with the embedding's padding row 0 dropped) and the
-dense formulation in ``tests/naive.py`` checks this one.
+The parameters carry the published PyTorch code's names and shapes (a test
+holds them to the published list), so its ``state_dict`` loads with the
+embedding's padding row 0 dropped and its unused ``gnn.linear_edge_f``
+ignored; the dense formulation in ``tests/naive_srgnn.py`` checks this one.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ class SRGNN(nn.Module):
         self.linear_one = nn.Linear(d, d)
         self.linear_two = nn.Linear(d, d)
         self.linear_three = nn.Linear(d, 1, bias=False)
-        self.linear_transform = nn.Linear(2 * d, d, bias=False)
+        self.linear_transform = nn.Linear(2 * d, d)
         self.reset_parameters()
 
     def config(self):
