@@ -446,6 +446,28 @@ def run_gpu_score_ce(args, res, record):
     tp = gpu_time(lambda: sce_peer_backward(cp, g, Q, items, target, bias), args.reps)
     record(f"score_ce_bwd_m{m}_d{d}", f"{n // 1000}k items", t, floor, "cupy composition backward", tp,
            6 * m * n * d)
+    # the kept-logits path (what the torch wrapper takes below config.score_keep_bytes): the
+    # forward returns Q @ items.T, the backward overwrites it and forms two products, not three
+    _, lse_k, logits = stgkern.score_cross_entropy(Q, items, target, bias, return_lse=True, return_logits=True)
+    kept = stgkern.score_cross_entropy_backward(g, Q, items, target, lse_k, bias, logits=logits)
+    for name, got, want in zip(("grad_Q", "grad_items", "grad_bias"), kept,
+                               stgkern.score_cross_entropy_backward(g, Q, items, target, lse, bias)):
+        res["checks"][f"score_ce/kept_{name}"] = check(f"score_ce/kept_{name}", got, want, rtol=1e-4, atol=1e-5)
+    del kept, logits
+    cp.get_default_memory_pool().free_all_blocks()
+
+    def kept_step():
+        _, lk, lg = stgkern.score_cross_entropy(Q, items, target, bias, return_lse=True, return_logits=True)
+        stgkern.score_cross_entropy_backward(g, Q, items, target, lk, bias, logits=lg)
+
+    def tiled_step():
+        _, lk = stgkern.score_cross_entropy(Q, items, target, bias, return_lse=True)
+        stgkern.score_cross_entropy_backward(g, Q, items, target, lk, bias)
+
+    t = gpu_time(kept_step, args.reps)
+    tp = gpu_time(tiled_step, args.reps)
+    record(f"score_ce_step_kept_m{m}_d{d}", f"{n // 1000}k items", t, 2 * floor, "tiled forward+backward", tp,
+           6 * m * n * d)
 
 
 def run_gpu_features(args, res, record):

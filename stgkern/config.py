@@ -55,6 +55,12 @@ topk_block_rows: int = 256
 #: or turned into the gradient products' input (backward).
 score_block_items: int = 4096
 
+#: Largest (rows, n_items) score matrix the torch ``score_cross_entropy``
+#: keeps from its forward for its backward (bytes): kept, the backward
+#: forms one product fewer (2 instead of 3 against the item table).
+#: 0 never keeps it.
+score_keep_bytes: int = 256 << 20
+
 # --- Memory ----------------------------------------------------------------
 #: Fraction of the available memory a single output may claim before the
 #: size estimate refuses to allocate it.

@@ -306,7 +306,7 @@ def _score_ce_inputs(Q, items, target, bias):
     return backend, Q, items, target, bias
 
 
-def score_cross_entropy(Q, items, target, bias=None, return_lse=False):
+def score_cross_entropy(Q, items, target, bias=None, return_lse=False, return_logits=False):
     r"""Softmax cross-entropy of dot-product scores over the whole catalogue.
 
     .. math:: \ell_r = \log \sum_c e^{z_{rc}} - z_{r, t_r}, \qquad
@@ -326,11 +326,17 @@ def score_cross_entropy(Q, items, target, bias=None, return_lse=False):
     return_lse : bool
         Also return the per-row log-sum-exp (float64), which
         :func:`score_cross_entropy_backward` takes.
+    return_logits : bool
+        Also return the (m, n_items) product ``Q @ items.T`` (bias not
+        added), formed whole instead of block by block.  Handing it to
+        :func:`score_cross_entropy_backward` spares that pass one of its
+        three products; it costs an (m, n_items) array.
 
     Returns
     -------
     loss : ndarray (m,), dtype of Q
     lse : ndarray (m,), float64 (with ``return_lse``)
+    logits : ndarray (m, n_items), dtype of Q (with ``return_logits``)
 
     Examples
     --------
@@ -341,19 +347,23 @@ def score_cross_entropy(Q, items, target, bias=None, return_lse=False):
     array([0.6931, 0.3133])
     """
     backend, Q, items, target, bias = _score_ce_inputs(Q, items, target, bias)
-    loss, lse = _dispatch.kernels("score_cross_entropy", backend).forward(
-        Q, items, target, bias, max(1, int(config.score_block_items)))
-    return (loss, lse) if return_lse else loss
+    loss, lse, logits = _dispatch.kernels("score_cross_entropy", backend).forward(
+        Q, items, target, bias, max(1, int(config.score_block_items)), bool(return_logits))
+    out = (loss,) + ((lse,) if return_lse else ()) + ((logits,) if return_logits else ())
+    return out if len(out) > 1 else loss
 
 
-def score_cross_entropy_backward(grad_loss, Q, items, target, lse, bias=None):
+def score_cross_entropy_backward(grad_loss, Q, items, target, lse, bias=None, logits=None):
     r"""Gradients of ``Σ_r grad_loss[r] · loss[r]`` of :func:`score_cross_entropy`.
 
     With :math:`p_{rc}` the softmax of row r:
     ``grad_Q[r] = g_r Σ_c (p_rc - [c = t_r]) items[c]``,
     ``grad_items[c] = Σ_r g_r (p_rc - [c = t_r]) Q[r]`` and
     ``grad_bias[c] = Σ_r g_r (p_rc - [c = t_r])``.  The scores are formed
-    again block by block (one more product instead of an (m, n_items) store).
+    again block by block (one more product instead of an (m, n_items) store)
+    unless ``logits``, the forward's ``return_logits`` array, is given: it
+    is then **overwritten** with the gradient of the scores and the
+    products are not formed again.
 
     Returns
     -------
@@ -368,5 +378,13 @@ def score_cross_entropy_backward(grad_loss, Q, items, target, lse, bias=None):
             raise ValueError(f"{name} must be 1-D with one value per row of Q ({m}), got shape {tuple(a.shape)}")
     grad_loss = xp.ascontiguousarray(grad_loss, dtype=Q.dtype)
     lse = xp.ascontiguousarray(lse, dtype=np.float64)
+    if logits is not None:
+        _dispatch.backend_of(Q=Q, logits=logits)
+        want = (m, items.shape[0])
+        if tuple(logits.shape) != want or logits.dtype != Q.dtype:
+            raise ValueError(f"logits must be the forward's (m, n_items) = {want} array of {Q.dtype}, "
+                             f"got shape {tuple(logits.shape)} of {logits.dtype}")
+        if not logits.flags.c_contiguous or (backend == "cpu" and not logits.flags.writeable):
+            raise ValueError("logits must be C-contiguous and writeable (the backward overwrites it)")
     return _dispatch.kernels("score_cross_entropy", backend).backward(
-        grad_loss, Q, items, target, lse, bias, max(1, int(config.score_block_items)))
+        grad_loss, Q, items, target, lse, bias, max(1, int(config.score_block_items)), logits)

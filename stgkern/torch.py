@@ -76,6 +76,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import config as _config
 from . import conv as _conv
 from . import edge as _edge
 from . import readout as _readout
@@ -548,10 +549,12 @@ def segment_reduce(x, ptr, reduce="sum"):
 class _ScoreCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, items, target, bias):
+        keep = q.shape[0] * items.shape[0] * q.element_size() <= _config.score_keep_bytes
         with _on_device(q.device):
-            loss, lse = _readout.score_cross_entropy(_as_array(q), _as_array(items), _as_array(target),
-                                                     _as_array(bias), return_lse=True)
-        ctx.lse = lse
+            loss, lse, *logits = _readout.score_cross_entropy(
+                _as_array(q), _as_array(items), _as_array(target), _as_array(bias), return_lse=True,
+                return_logits=keep)
+        ctx.lse, ctx.logits = lse, (logits[0] if keep else None)
         ctx.save_for_backward(q, items, target, bias)
         return _as_tensor(loss)
 
@@ -559,10 +562,11 @@ class _ScoreCrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_loss):
         q, items, target, bias = ctx.saved_tensors
+        logits, ctx.logits = ctx.logits, None      # overwritten: a second backward forms the products again
         with _on_device(q.device):
             gq, gi, gb = _readout.score_cross_entropy_backward(
                 _as_array(grad_loss.contiguous()), _as_array(q), _as_array(items), _as_array(target), ctx.lse,
-                _as_array(bias))
+                _as_array(bias), logits=logits)
         return _as_tensor(gq), _as_tensor(gi), None, (_as_tensor(gb) if bias is not None else None)
 
 

@@ -45,12 +45,18 @@ def _gpu_vs_cpu(cp, Q, E, t, b, g, dtype):
     np.testing.assert_allclose(cp.asnumpy(lse), lse_c, rtol=TOL[dtype])
     cpu = stgkern.score_cross_entropy_backward(g, Q, E, t, lse_c, b)
     gpu = stgkern.score_cross_entropy_backward(d["g"], d["Q"], d["E"], d["t"], lse, d["b"])
-    for got, want in zip(gpu, cpu):
+    # the kept-logits path: the forward returns Q @ items.T, the backward turns it into its gradient
+    _, lse_k, logits = stgkern.score_cross_entropy(d["Q"], d["E"], d["t"], d["b"], return_lse=True,
+                                                   return_logits=True)
+    assert isinstance(logits, cp.ndarray) and logits.shape == (len(t), len(E))
+    kept = stgkern.score_cross_entropy_backward(d["g"], d["Q"], d["E"], d["t"], lse_k, d["b"], logits=logits)
+    for got, got_k, want in zip(gpu, kept, cpu):
         if want is None:
-            assert got is None
+            assert got is None and got_k is None
         else:
             assert isinstance(got, cp.ndarray) and got.dtype == dtype
             _near(cp.asnumpy(got), want, dtype)
+            _near(cp.asnumpy(got_k), want, dtype)
 
 
 @pytest.mark.cuda
@@ -75,9 +81,12 @@ def test_gpu_multi_tile_and_empty(cp, rng, monkeypatch, dtype):
 
 # --------------------------------------------------------------------------- emulated
 
-def _run_emu(k, Q, E, t, b, g, dtype):
-    loss, lse = k.forward(Q, E, t, b, 1)
-    gQ, gE, gb = k.backward(g.astype(dtype), Q, E, t, lse, b, 1)
+def _run_emu(k, Q, E, t, b, g, dtype, keep=False):
+    loss, lse, logits = k.forward(Q, E, t, b, 1, keep)
+    assert (logits is None) != keep
+    if keep:
+        np.testing.assert_allclose(logits, Q @ E.T, rtol=0, atol=TOL[dtype] * (1 + np.abs(Q @ E.T).max(initial=0)))
+    gQ, gE, gb = k.backward(g.astype(dtype), Q, E, t, lse, b, 1, logits)
     assert loss.dtype == dtype and lse.dtype == np.float64 and loss.shape == lse.shape == (len(t),)
     assert gQ.dtype == gE.dtype == dtype and gQ.shape == Q.shape and gE.shape == E.shape
     ref, rQ, rE, rb = naive_score_cross_entropy(Q, E, t, b, g)
@@ -93,8 +102,9 @@ def _run_emu(k, Q, E, t, b, g, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-@pytest.mark.parametrize("width", [1, 4, 13, 64], ids=["w1", "w4", "w13", "w64-whole"])
-def test_emulated_matches_reference(emu, rng, monkeypatch, dtype, bias, width):
+@pytest.mark.parametrize("width, keep", [(1, False), (4, False), (13, False), (64, False), (4, True)],
+                         ids=["w1", "w4", "w13", "w64-whole", "kept-logits"])
+def test_emulated_matches_reference(emu, rng, monkeypatch, dtype, bias, width, keep):
     k = emu["score_cross_entropy"]
     m, n = 5, 13
     monkeypatch.setattr(k, "TILE_VALUES", m * width)     # tiles of `width` items (whole catalogue at 64)
@@ -102,7 +112,7 @@ def test_emulated_matches_reference(emu, rng, monkeypatch, dtype, bias, width):
     # targets on both sides of a tile boundary, the first and the last item
     t[:] = [0, min(width, n) - 1, min(width, n - 1), n - 1, 6]
     with config.override(cuda_threads_per_block=32):
-        _run_emu(k, Q, E, t, b, rng.standard_normal(m), dtype)
+        _run_emu(k, Q, E, t, b, rng.standard_normal(m), dtype, keep)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -112,7 +122,7 @@ def test_emulated_one_item_and_large_logits(emu, rng, monkeypatch, dtype):
     Q, E, t, b = _case(rng, 3, 1, 4, dtype, True)
     with config.override(cuda_threads_per_block=64):
         _run_emu(k, Q, E, t, b, np.ones(3), dtype)
-        loss, _ = k.forward(Q, E, t, b, 1)
+        loss = k.forward(Q, E, t, b, 1)[0]
         np.testing.assert_allclose(loss, 0, atol=TOL[dtype])
         # logits in the hundreds (exp overflows without the max shift), a row of equal scores,
         # and more rows than a block has warps
@@ -127,8 +137,9 @@ def test_emulated_no_rows(emu, rng):
     k = emu["score_cross_entropy"]
     for bias in (False, True):
         Q, E, t, b = _case(rng, 0, 6, 3, np.float32, bias)
-        loss, lse = k.forward(Q, E, t, b, 1)
+        loss, lse, logits = k.forward(Q, E, t, b, 1, bias)       # kept logits too: (0, 6)
         assert loss.shape == lse.shape == (0,) and loss.dtype == np.float32 and lse.dtype == np.float64
-        gQ, gE, gb = k.backward(np.zeros(0, np.float32), Q, E, t, lse, b, 1)
+        assert (logits is None) if not bias else logits.shape == (0, 6)
+        gQ, gE, gb = k.backward(np.zeros(0, np.float32), Q, E, t, lse, b, 1, logits)
         assert gQ.shape == (0, 3) and not gE.any() and gE.shape == E.shape
         assert (gb is None) if not bias else (gb.shape == (6,) and not gb.any())

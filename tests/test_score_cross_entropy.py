@@ -18,9 +18,16 @@ def _case(rng, m, n, d, dtype, bias, scale=1.0):
     return Q, E, t, b
 
 
-def _check(Q, E, t, b, g, dtype):
-    loss, lse = stgkern.score_cross_entropy(Q, E, t, b, return_lse=True)
-    gQ, gE, gb = stgkern.score_cross_entropy_backward(g, Q, E, t, lse, b)
+def _check(Q, E, t, b, g, dtype, keep=False):
+    if keep:
+        loss, lse, logits = stgkern.score_cross_entropy(Q, E, t, b, return_lse=True, return_logits=True)
+        assert logits.shape == (len(t), len(E)) and logits.dtype == dtype
+        np.testing.assert_allclose(logits, Q @ E.T, rtol=0, atol=TOL[dtype] * (1 + np.abs(Q @ E.T).max(initial=0)))
+        assert np.array_equal(stgkern.score_cross_entropy(Q, E, t, b, return_logits=True)[0], loss)
+    else:
+        loss, lse = stgkern.score_cross_entropy(Q, E, t, b, return_lse=True)
+        logits = None
+    gQ, gE, gb = stgkern.score_cross_entropy_backward(g, Q, E, t, lse, b, logits=logits)
     ref, rQ, rE, rb = naive_score_cross_entropy(Q, E, t, b, g)
     assert loss.dtype == dtype and loss.shape == (len(t),) and lse.dtype == np.float64
     assert gQ.dtype == dtype and gE.dtype == dtype and gQ.shape == Q.shape and gE.shape == E.shape
@@ -36,14 +43,30 @@ def _check(Q, E, t, b, g, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-@pytest.mark.parametrize("block", [None, 1, 7], ids=["default", "block1", "block7"])
+@pytest.mark.parametrize("block", [None, 1, 7, "kept"], ids=["default", "block1", "block7", "kept-logits"])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (5, 33, 3), (13, 1025, 17), (300, 91, 8)],
                          ids=["one", "small", "odd", "many-rows"])
 def test_matches_reference(dtype, bias, block, shape, rng):
     Q, E, t, b = _case(rng, *shape, dtype, bias)
     g = rng.standard_normal(shape[0])
-    with config.override(**({} if block is None else {"score_block_items": block})):
-        _check(Q, E, t, b, g, dtype)
+    keep = block == "kept"
+    with config.override(**({} if block in (None, "kept") else {"score_block_items": block})):
+        _check(Q, E, t, b, g, dtype, keep)
+
+
+def test_kept_logits_errors(rng):
+    Q, E, t, b = _case(rng, 3, 6, 4, np.float32, True)
+    loss, lse, logits = stgkern.score_cross_entropy(Q, E, t, b, return_lse=True, return_logits=True)
+    g = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="logits must be the forward"):
+        stgkern.score_cross_entropy_backward(g, Q, E, t, lse, b, logits=logits[:, :5].copy())
+    with pytest.raises(ValueError, match="logits must be the forward"):
+        stgkern.score_cross_entropy_backward(g, Q, E, t, lse, b, logits=logits.astype(np.float64))
+    with pytest.raises(ValueError, match="writeable"):
+        logits.flags.writeable = False
+        stgkern.score_cross_entropy_backward(g, Q, E, t, lse, b, logits=logits)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        stgkern.score_cross_entropy_backward(g, Q, E, t, lse, b, logits=np.asfortranarray(Q @ E.T))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -137,6 +160,17 @@ def test_torch_matches_cross_entropy_and_gradcheck():
         ours = score_cross_entropy(q, E, t, b, reduction=red)
         ref = torch.nn.functional.cross_entropy(q @ E.T + b, t, reduction=red)
         torch.testing.assert_close(ours, ref)
+    # the kept-logits path (the default at this size) and the re-forming one agree; a second
+    # backward through a retained graph forms the products again (the kept array was overwritten)
+    grads = []
+    for keep in (1 << 30, 0):
+        with config.override(score_keep_bytes=keep):
+            loss = score_cross_entropy(q, E, t, b)
+            grads.append(torch.autograd.grad(loss, (q, E, b), retain_graph=True))
+            grads.append(torch.autograd.grad(loss, (q, E, b)))
+    for other in grads[1:]:
+        for a, c in zip(grads[0], other):
+            torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="reduction"):
         score_cross_entropy(q, E, t, reduction="avg")
     with pytest.raises(TypeError, match="dtype"):

@@ -17,7 +17,10 @@ so it is not used here.)  For each tile, in ascending item order:
   ``tile @ items[s:e]`` is added into ``grad_Q`` in tile order, and
   ``tile.sum(0)`` is this tile's slice of ``grad_bias``.
 
-The (m, n_items) score matrix is never stored and no atomics are used.
+The (m, n_items) score matrix is never stored (unless ``keep`` asks the
+forward to return it: then it is one tile of width n_items, and the backward
+turns that tile into its gradient in place instead of forming it again) and
+no atomics are used.
 """
 from __future__ import annotations
 
@@ -37,14 +40,15 @@ def _tiles(n: int, w: int):
     return [(s, min(n, s + w)) for s in range(0, n, w)]
 
 
-def forward(Q, items, target, bias, block):
-    """Per-row loss (Q's dtype) and log-sum-exp (float64); inputs validated and contiguous."""
+def forward(Q, items, target, bias, block, keep=False):
+    """``(loss, lse, logits)``: per-row loss (Q's dtype), log-sum-exp (float64) and, with
+    ``keep``, the (m, n_items) product ``Q @ items.T`` (else None); inputs validated and contiguous."""
     import cupy as cp
 
     m, n = Q.shape[0], items.shape[0]
     if m == 0:
-        return cp.zeros(0, Q.dtype), cp.zeros(0, np.float64)
-    w = _width(m, n)
+        return cp.zeros(0, Q.dtype), cp.zeros(0, np.float64), (cp.zeros((0, n), Q.dtype) if keep else None)
+    w = n if keep else _width(m, n)
     tiles = _tiles(n, w)
     tmax = cp.empty((len(tiles), m), np.float64)
     tsum = cp.empty((len(tiles), m), np.float64)
@@ -60,11 +64,12 @@ def forward(Q, items, target, bias, block):
     t_logit = (Q.astype(np.float64) * items[target].astype(np.float64)).sum(axis=1)
     if bias is not None:
         t_logit += bias[target]
-    return (lse - t_logit).astype(Q.dtype), lse
+    return (lse - t_logit).astype(Q.dtype), lse, (buf.reshape(m, n) if keep else None)
 
 
-def backward(grad_loss, Q, items, target, lse, bias, block):
-    """``(grad_Q, grad_items, grad_bias or None)``; ``grad_loss`` in Q's dtype, ``lse`` float64."""
+def backward(grad_loss, Q, items, target, lse, bias, block, logits=None):
+    """``(grad_Q, grad_items, grad_bias or None)``; ``grad_loss`` in Q's dtype, ``lse`` float64;
+    ``logits`` (m, n_items), when given, is ``Q @ items.T`` from the forward, overwritten in place."""
     import cupy as cp
 
     m, n = Q.shape[0], items.shape[0]
@@ -75,6 +80,14 @@ def backward(grad_loss, Q, items, target, lse, bias, block):
         gE[...] = 0
         if gb is not None:
             gb[...] = 0
+        return gQ, gE, gb
+    if logits is not None:
+        launch("score_cross_entropy", "sce_tile_grad", Q.dtype, np.int64, m,
+               (logits, bias, target, lse, grad_loss, 0, m, n))
+        cp.matmul(logits.T, Q, out=gE)
+        cp.matmul(logits, items, out=gQ)
+        if gb is not None:
+            logits.sum(axis=0, out=gb)
         return gQ, gE, gb
     w = _width(m, n)
     buf = cp.empty(m * w, Q.dtype)

@@ -11,6 +11,12 @@ come from one BLAS call into a reused scratch tile, then
   of ``grad_items`` are written whole, ``grad_Q`` adds one product per
   block in block order.
 
+With ``keep`` the forward forms the whole (m, n_items) product in one BLAS
+call and returns it (``Q @ items.T``, bias not added) for the backward to
+turn into its gradient tile in place: one product fewer, at the cost of an
+(m, n_items) store (the torch wrapper asks for it below
+``config.score_keep_bytes``).
+
 The BLAS calls are made from Python, not inside Numba's threads: once torch
 is imported Numba runs on OpenMP, and OpenBLAS called from an OpenMP region
 falls back to one thread with a warning per call.  float32 uses a
@@ -83,11 +89,13 @@ def _row_sum(v):
 
 
 @numba.njit(cache=True, parallel=True)
-def block_max_sumexp(L, bias, has_bias, s, bmax, bsum, exp_row):
-    """Rows of the logit block ``L`` (items ``s:s+L.shape[1]``): ``bmax[r]`` = max, ``bsum[r]`` = Σ exp(· - max)."""
+def block_max_sumexp(L, bias, has_bias, s, bmax, bsum, exp_row, keep):
+    """Rows of the logit block ``L`` (items ``s:s+L.shape[1]``): ``bmax[r]`` = max, ``bsum[r]`` = Σ exp(· - max).
+
+    ``L`` is worked on in place unless ``keep`` (then each row is copied to scratch first)."""
     w = L.shape[1]
     for r in prange(L.shape[0]):
-        row = L[r]
+        row = L[r].copy() if keep else L[r]
         scale = np.empty(w, np.float32)
         if has_bias:
             for c in range(w):
@@ -133,12 +141,13 @@ def _block(m, n, block):
     return int(max(1, min(n, int(block) * max(1, 256 // max(1, m)))))
 
 
-def forward(Q, items, target, bias, block):
-    """Per-row loss (Q's dtype) and log-sum-exp (float64); inputs validated and contiguous."""
+def forward(Q, items, target, bias, block, keep=False):
+    """``(loss, lse, logits)``: per-row loss (Q's dtype), log-sum-exp (float64) and, with
+    ``keep``, the (m, n_items) product ``Q @ items.T`` (else None); inputs validated and contiguous."""
     m, n = Q.shape[0], items.shape[0]
     if m == 0:
-        return np.zeros(0, Q.dtype), np.zeros(0)
-    w = _block(m, n, block)
+        return np.zeros(0, Q.dtype), np.zeros(0), (np.zeros((0, n), Q.dtype) if keep else None)
+    w = n if keep else _block(m, n, block)
     nb = (n + w - 1) // w
     bmax = np.empty((nb, m), np.float64)
     bsum = np.empty((nb, m), np.float64)
@@ -149,17 +158,19 @@ def forward(Q, items, target, bias, block):
         s, e = b * w, min(n, (b + 1) * w)
         L = buf[:m * (e - s)].reshape(m, e - s)
         np.matmul(Q, items[s:e].T, out=L)        # BLAS, its own threads
-        block_max_sumexp(L, b_arr, has_bias, s, bmax[b], bsum[b], _exp_fn(Q.dtype))
+        block_max_sumexp(L, b_arr, has_bias, s, bmax[b], bsum[b], _exp_fn(Q.dtype), keep)
     top = bmax.max(axis=0)
     lse = top + np.log((bsum * np.exp(bmax - top)).sum(axis=0))
     # the target's logit as a float64 dot (the value in the blocks, up to rounding)
     t_logit = np.einsum("ij,ij->i", Q.astype(np.float64), items[target].astype(np.float64))
     if has_bias:
         t_logit += bias[target]
-    return (lse - t_logit).astype(Q.dtype), lse
+    return (lse - t_logit).astype(Q.dtype), lse, (buf.reshape(m, n) if keep else None)
 
 
-def backward(grad_loss, Q, items, target, lse, bias, block):
+def backward(grad_loss, Q, items, target, lse, bias, block, logits=None):
+    """``(grad_Q, grad_items, grad_bias or None)``; ``logits`` (m, n_items), when given, is
+    ``Q @ items.T`` from the forward and is overwritten instead of forming the products again."""
     m, n = Q.shape[0], items.shape[0]
     has_bias = bias is not None
     gE = np.empty_like(items)
@@ -170,9 +181,16 @@ def backward(grad_loss, Q, items, target, lse, bias, block):
         if has_bias:
             gb[:] = 0
         return gQ, gE, gb
-    w = _block(m, n, block)
     b_arr = bias if has_bias else np.zeros(1, Q.dtype)
     lse_t, g_t = lse.astype(Q.dtype), grad_loss.astype(Q.dtype)
+    if logits is not None:
+        block_grad_logits(logits, b_arr, has_bias, 0, lse_t, g_t, target, _exp_fn(Q.dtype))
+        np.matmul(logits.T, Q, out=gE)
+        np.matmul(logits, items, out=gQ)
+        if has_bias:
+            logits.sum(axis=0, out=gb)
+        return gQ, gE, gb
+    w = _block(m, n, block)
     buf = np.empty(m * w, Q.dtype)
     tmp = np.empty_like(Q)
     for s in range(0, n, w):
