@@ -91,17 +91,19 @@ class DenseGlobal(nn.Module):
 
 
 class DenseGCEGNN(nn.Module):
-    """GCE-GNN with one global hop; ``adj_table``/``num_table``: (n_items + 1, S) neighbour ids (1-based) and counts."""
+    """GCE-GNN with ``hops`` global hops; ``adj_table``/``num_table``: (n_items + 1, S) neighbour ids
+    (1-based) and counts."""
 
-    def __init__(self, n_items, adj_table, num_table, hidden_size=100, alpha=0.2):
+    def __init__(self, n_items, adj_table, num_table, hidden_size=100, alpha=0.2, hops=1):
         super().__init__()
         d = hidden_size
-        self.dim = d
+        self.dim, self.hops = d, hops
         self.adj_all = torch.as_tensor(adj_table, dtype=torch.int64)
         self.num = torch.as_tensor(num_table, dtype=torch.float64)
         self.sample_num = self.adj_all.shape[1]
         self.local_agg = DenseLocal(d, alpha)
-        self.agg_gcn_0 = DenseGlobal(d, 0.0)
+        for r in range(hops):
+            self.add_module(f"agg_gcn_{r}", DenseGlobal(d, 0.0))
         self.embedding = nn.Embedding(n_items + 1, d)
         self.pos_embedding = nn.Embedding(200, d)
         self.w_1 = nn.Parameter(torch.empty(2 * d, d))
@@ -122,7 +124,8 @@ class DenseGCEGNN(nn.Module):
         num = np.zeros((model.n_items + 1, S))
         adj[1:] = nb.indices.reshape(-1, S) + 1
         num[1:] = nb.weight.reshape(-1, S)
-        dense = cls(model.n_items, adj, num, model.hidden_size, model.local_agg.alpha).to(model.embedding.weight.dtype)
+        dense = cls(model.n_items, adj, num, model.hidden_size, model.local_agg.alpha,
+                    model.hops).to(model.embedding.weight.dtype)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         emb = state.pop("embedding.weight")
         state["embedding.weight"] = torch.cat([torch.zeros(1, emb.shape[1], dtype=emb.dtype), emb])
@@ -132,16 +135,24 @@ class DenseGCEGNN(nn.Module):
 
     def node_states(self, items, adj, mask, inputs):
         B, L = inputs.shape
+        S, d = self.sample_num, self.dim
         h = self.embedding(items)
         h_local = self.local_agg(h, adj.to(h.dtype))
-        nbr = self.adj_all[items.view(-1)].view(B, -1)
-        w = self.num[items.view(-1)].view(B, -1)
+        # the neighbour tree, level by level: every slot of a level is an entity of the next one
+        level_items, level_weights = [items], []
+        for _ in range(self.hops):
+            flat = level_items[-1].reshape(-1)
+            level_items.append(self.adj_all[flat].view(B, -1))
+            level_weights.append(self.num[flat].view(B, -1))
+        vectors = [self.embedding(i) for i in level_items]
         item_emb = self.embedding(inputs) * mask.to(h.dtype).unsqueeze(-1)
         s = (torch.sum(item_emb, 1) / torch.sum(mask.to(h.dtype), -1).unsqueeze(-1)).unsqueeze(-2)
-        s = s.repeat(1, h.shape[1], 1)
-        h_global = self.agg_gcn_0(h, self.embedding(nbr).view(B, -1, self.sample_num, self.dim),
-                                  w.view(B, -1, self.sample_num), s)
-        return h_local + h_global.view(B, -1, self.dim)
+        for r in range(self.hops):
+            agg = getattr(self, f"agg_gcn_{r}")
+            vectors = [agg(vectors[k], vectors[k + 1].view(B, -1, S, d), level_weights[k].view(B, -1, S),
+                           s.repeat(1, vectors[k].shape[1], 1)).view(B, -1, d)
+                       for k in range(self.hops - r)]
+        return h_local + vectors[0]
 
     def session_vectors(self, alias, adj, items, mask, inputs):
         hidden = self.node_states(items, adj, mask, inputs)

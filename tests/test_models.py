@@ -197,14 +197,15 @@ def test_diginetica_counts(shared_data):
 
 
 # ---------------------------------------------------------------- GCE-GNN
-def _gce(rng, n_items=15, n_sess=8, dtype=torch.float64, hidden=6):
+def _gce(rng, n_items=15, n_sess=8, dtype=torch.float64, hidden=6, hops=1):
     from stgkern.models.gcegnn import GCEGNN, global_neighbors
     tp, ti = _sessions(rng, 40, n_items)
     ti = np.concatenate([np.arange(n_items), ti])        # every item has neighbours
     tp = np.concatenate([[0], tp + n_items])
     nb = global_neighbors(tp, ti, n_items, epsilon=3, top=4, sample=4, seed=1)
     torch.manual_seed(0)
-    model = GCEGNN(n_items, nb, hidden_size=hidden, dropout_gcn=0.0, dropout_local=0.0, dropout_global=0.0).to(dtype)
+    model = GCEGNN(n_items, nb, hidden_size=hidden, hops=hops, dropout_gcn=0.0, dropout_local=0.0,
+                   dropout_global=0.0).to(dtype)
     ptr, items = _sessions(rng, n_sess, n_items)
     return model, nb, ptr, items
 
@@ -233,9 +234,11 @@ def test_gcegnn_relation_graph_matches_published_adjacency(rng):
             assert node_item[nodes].tolist() == [i - 1 for i in dn[off:off + len(nodes)].tolist()]
 
 
-def test_gcegnn_matches_dense_original(rng):
+@pytest.mark.parametrize("hops", [1, 2, 3])
+def test_gcegnn_matches_dense_original(hops, rng):
     from naive_gcegnn import DenseGCEGNN, dense_gce_inputs
-    model, nb, ptr, items = _gce(rng)
+    model, nb, ptr, items = _gce(rng, hops=hops)
+    assert [n for n, _ in model.named_children() if n.startswith("agg_gcn")] == [f"agg_gcn_{r}" for r in range(hops)]
     target = rng.integers(0, model.n_items, len(ptr) - 1)
     dense = DenseGCEGNN.from_sparse(model)
     seqs = naive_split(ptr, items)
@@ -277,7 +280,8 @@ def test_gcegnn_fit_and_save(rng, tmp_path):
     d = _tiny_data(rng)
     nb = global_neighbors(d.train_ptr, d.train_items, d.n_items)
     torch.manual_seed(0)
-    m = GCEGNN(d.n_items, nb, hidden_size=8)
+    m = GCEGNN(d.n_items, nb, hidden_size=8)                          # the published two hops
+    assert m.hops == 2 and m.config()["hops"] == 2
     r = fit(m, d, epochs=2, batch_size=16, lr=0.01, seed=2, progress=False, log=lambda s: None)
     assert r.curve[-1]["loss"] < r.curve[0]["loss"] + 1.0 and r.best_epoch in (1, 2)
     save(m, tmp_path / "g.pt", r)

@@ -17,6 +17,8 @@ def add_train_arguments(p):
     p.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a validation gain")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--hidden", type=int, default=100, help="embedding and state width")
+    p.add_argument("--hops", type=int, default=2, help="gcegnn: depth of the global neighbour tree "
+                   "(published n_iter: 2 for Diginetica)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-decay", type=float, default=0.1, help="learning-rate factor every --lr-step epochs")
     p.add_argument("--lr-step", type=int, default=3)
@@ -43,6 +45,10 @@ def _check_paths(args):
     import os
     if not os.path.isdir(args.data):
         raise UserError(f"--data {args.data} is not a folder")
+    for flag in ("hops", "hidden", "batch_size", "epochs"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     for flag in ("save", "json"):
         path = getattr(args, flag, None)
         if path:
@@ -77,7 +83,7 @@ def _table(curve, stream=sys.stdout):
               file=stream)
 
 
-def build_model(name, data, hidden=100, valid_fraction=0.1, split_seed=0, seed=0):
+def build_model(name, data, hidden=100, valid_fraction=0.1, split_seed=0, seed=0, hops=2):
     """A freshly initialised published model for ``data`` (seeded).  GCE-GNN's global graph is
     built from the training sessions :func:`fit` will train on (the validation sessions held out)."""
     import torch
@@ -89,7 +95,7 @@ def build_model(name, data, hidden=100, valid_fraction=0.1, split_seed=0, seed=0
     (tp, ti), _ = split_validation(data.train_ptr, data.train_items, valid_fraction, split_seed)
     nb = global_neighbors(tp, ti, data.n_items, seed=seed)
     torch.manual_seed(seed)
-    return GCEGNN(data.n_items, nb, hidden_size=hidden)
+    return GCEGNN(data.n_items, nb, hidden_size=hidden, hops=hops)
 
 
 def train(args):
@@ -105,7 +111,8 @@ def train(args):
     from . import fit, save
     data = _load(args)
     print(f"{data!r}", file=sys.stderr)
-    model = build_model(args.model, data, hidden=args.hidden, valid_fraction=args.valid_fraction, seed=args.seed)
+    model = build_model(args.model, data, hidden=args.hidden, valid_fraction=args.valid_fraction, seed=args.seed,
+                        hops=args.hops)
     res = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_dc=args.lr_decay,
               lr_dc_step=args.lr_step, l2=args.l2, patience=args.patience, valid_fraction=args.valid_fraction,
               seed=args.seed, max_batches=args.max_batches)

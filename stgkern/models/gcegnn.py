@@ -15,7 +15,12 @@ Two views of every item of a session are summed:
   :math:`\pi_{vk} = w_2^T \mathrm{LeakyReLU}(W_1^T [s \circ h_{n_k}; c_k])`,
   softmaxed over k, then :math:`h^g_v = \mathrm{ReLU}(W_3^T [h_v; \sum_k \pi_{vk} h_{n_k}])`
   (the same three kernels over a bipartite graph from the batch's nodes to
-  the item table).
+  the item table).  With ``hops`` = H > 1 (the published Diginetica setting
+  is 2) the neighbours form a tree H levels deep -- every neighbour slot is
+  its own entity, whose children are its item's neighbours -- and round
+  ``r`` of H applies aggregator ``agg_gcn_r`` at levels ``0 .. H-1-r``,
+  each level reading the level below as the previous round left it, as the
+  published code does.
 
 The session vector is a position-aware soft attention over the positions
 (position 0 = the last click), and items are scored against the embedding
@@ -92,20 +97,36 @@ def global_neighbors(ptr, items, n_items, epsilon=3, top=12, sample=12, seed=0, 
 
 # ---------------------------------------------------------------- a batch
 @dataclass
+class GlobalLevel:
+    """One level of the global neighbour tree of a batch.
+
+    Its rows are the level's entities (level 0: the batch's nodes; level
+    h + 1: one per neighbour slot of level h), ``item`` their item ids and
+    ``session`` their sessions; ``items_graph`` pulls from their neighbours'
+    item ids (columns: the item table), ``entity_graph`` from the next
+    level's entities (columns: that level's rows, in slot order), and
+    ``weight`` is the neighbours' pair counts.
+    """
+    items_graph: Graph
+    entity_graph: Graph
+    weight: torch.Tensor
+    item: torch.Tensor
+    session: torch.Tensor
+
+
+@dataclass
 class GCEBatch:
     """A batch of sequences for :class:`GCEGNN`.
 
     ``graph``: the block-diagonal session graph, row ``i`` pulls from every
     ``j`` it has a relation with, ``kind`` the relation (0..3 for self, in,
-    out, both); ``global_graph``: row ``i`` (a batch node) pulls from its
-    item's global neighbours (sources are item ids), ``global_weight`` their
-    counts; per position ``alias`` (node), ``rpos`` (distance from the
+    out, both); ``levels``: the global neighbour tree (:class:`GlobalLevel`,
+    one per hop); per position ``alias`` (node), ``rpos`` (distance from the
     session's last click), ``seq`` (session); ``pos_ptr``; ``node_seq``.
     """
     graph: Graph
     kind: torch.Tensor
-    global_graph: Graph
-    global_weight: torch.Tensor
+    levels: list
     node_item: torch.Tensor
     node_seq: torch.Tensor
     alias: torch.Tensor
@@ -149,24 +170,37 @@ def relation_graph(g):
     return indptr, c, merged          # merged: 0 self, 1 in, 2 out, 3 both
 
 
-def make_gce_batch(ptr, items, neighbors: GlobalNeighbors, rows=None, target=None):
-    """The :class:`GCEBatch` of sequences ``rows`` of ``(ptr, items)`` (0-based ids)."""
+def global_levels(neighbors: GlobalNeighbors, node_item, node_seq, hops):
+    """The ``hops`` levels of the global neighbour tree over the nodes ``node_item`` (sessions ``node_seq``)."""
+    T = torch.from_numpy
+    levels, item, sess = [], np.asarray(node_item, np.int64), np.asarray(node_seq, np.int64)
+    for _ in range(hops):
+        gptr, gidx = gather_rows(neighbors.indptr, neighbors.indices, item)
+        _, gw = gather_rows(neighbors.indptr, neighbors.weight, item)
+        nnz = len(gidx)
+        levels.append(GlobalLevel(
+            items_graph=Graph(gptr, gidx, neighbors.n_items, check=False),
+            entity_graph=Graph(gptr, np.arange(nnz, dtype=np.int64), nnz, check=False, rows_sorted=True),
+            weight=T(gw.astype(np.float32)), item=T(item), session=T(sess)))
+        item, sess = gidx.astype(np.int64), np.repeat(sess, np.diff(gptr))
+    return levels
+
+
+def make_gce_batch(ptr, items, neighbors: GlobalNeighbors, rows=None, target=None, hops=1):
+    """The :class:`GCEBatch` of sequences ``rows`` of ``(ptr, items)`` (0-based ids), ``hops`` global levels."""
     ptr, items, lens, target = select(ptr, items, rows, target)
     g, node_item, alias = session_graph(ptr, items)
     indptr, indices, kind = relation_graph(g)
     n_nodes = g.n_nodes
     sess = Graph(indptr, indices, n_nodes, check=False, rows_sorted=True)
-    gptr, gidx = gather_rows(neighbors.indptr, neighbors.indices, node_item)
-    _, gw = gather_rows(neighbors.indptr, neighbors.weight, node_item)
-    glob = Graph(gptr, gidx, neighbors.n_items, check=False)
+    node_seq = np.repeat(np.arange(len(lens), dtype=np.int64), np.diff(g.segment_ptr))
     seq = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
     rpos = (ptr[1:][seq] - 1) - np.arange(len(items), dtype=np.int64)
     T = torch.from_numpy
     return GCEBatch(
-        graph=sess, kind=T(kind.astype(np.int64)), global_graph=glob, global_weight=T(gw.astype(np.float32)),
-        node_item=T(node_item), node_seq=T(np.repeat(np.arange(len(lens), dtype=np.int64),
-                                                      np.diff(g.segment_ptr))),
-        alias=T(alias), rpos=T(rpos), seq=T(seq), pos_ptr=ptr, target=target)
+        graph=sess, kind=T(kind.astype(np.int64)), levels=global_levels(neighbors, node_item, node_seq, hops),
+        node_item=T(node_item), node_seq=T(node_seq), alias=T(alias), rpos=T(rpos), seq=T(seq), pos_ptr=ptr,
+        target=target)
 
 
 # ---------------------------------------------------------------- the model
@@ -198,19 +232,20 @@ class GlobalAggregator(nn.Module):
         self.w_3 = nn.Parameter(torch.empty(2 * dim, dim))
         self.bias = nn.Parameter(torch.empty(dim))        # published, unused
 
-    def forward(self, b: GCEBatch, h, table, session):
+    def forward(self, graph, weight, h, table, session):
+        """Rows ``h`` pull from ``table`` over ``graph`` (counts ``weight``), attention conditioned on ``session``."""
         d = h.shape[1]
-        x = stgtorch.sddmm(b.global_graph, session, table, op="mul")          # (nnz, d): s ∘ h_n
-        z = x @ self.w_1[:d] + b.global_weight.to(h.dtype)[:, None] * self.w_1[d]
+        x = stgtorch.sddmm(graph, session, table, op="mul")                   # (nnz, d): s ∘ h_n
+        z = x @ self.w_1[:d] + weight.to(h.dtype)[:, None] * self.w_1[d]
         pi = (F.leaky_relu(z, 0.2) @ self.w_2)[:, 0]
-        att = stgtorch.edge_softmax(b.global_graph, pi)
-        nv = stgtorch.spmm(b.global_graph, table, att)
+        att = stgtorch.edge_softmax(graph, pi)
+        nv = stgtorch.spmm(graph, table, att)
         out = F.dropout(torch.cat([h, nv], 1), self.dropout, training=self.training)
         return self.act(out @ self.w_3)
 
 
 class GCEGNN(nn.Module):
-    """GCE-GNN over ``n_items`` items (ids ``0 .. n_items - 1``) with one global hop.
+    """GCE-GNN over ``n_items`` items (ids ``0 .. n_items - 1``).
 
     Parameters
     ----------
@@ -219,23 +254,31 @@ class GCEGNN(nn.Module):
         From :func:`global_neighbors` on the training sequences.
     hidden_size : int
         Published: 100.
+    hops : int
+        Depth of the global neighbour tree (published ``n_iter``: 2 for
+        Diginetica, 1 for Tmall and Nowplaying).  An entity whose item has
+        no global neighbour aggregates nothing (zeros) where the published
+        table would give it twelve copies of the padding row.
     dropout_gcn, dropout_local, dropout_global : float
         Published for Diginetica: 0.2, 0.0, 0.5.
     alpha : float
         LeakyReLU slope of the session-level attention (0.2).
     """
 
-    def __init__(self, n_items, neighbors, hidden_size=100, dropout_gcn=0.2, dropout_local=0.0,
+    def __init__(self, n_items, neighbors, hidden_size=100, hops=2, dropout_gcn=0.2, dropout_local=0.0,
                  dropout_global=0.5, alpha=0.2, max_positions=200):
         super().__init__()
         d = hidden_size
-        self.n_items, self.hidden_size = int(n_items), d
+        if int(hops) < 1:
+            raise ValueError(f"hops must be at least 1, got {hops}")
+        self.n_items, self.hidden_size, self.hops = int(n_items), d, int(hops)
         self.neighbors = neighbors
         self.dropout_local, self.dropout_global = dropout_local, dropout_global
-        self._cfg = {"dropout_gcn": dropout_gcn, "dropout_local": dropout_local, "dropout_global": dropout_global,
-                     "alpha": alpha, "max_positions": max_positions}
+        self._cfg = {"hops": self.hops, "dropout_gcn": dropout_gcn, "dropout_local": dropout_local,
+                     "dropout_global": dropout_global, "alpha": alpha, "max_positions": max_positions}
         self.local_agg = LocalAggregator(d, alpha)
-        self.agg_gcn_0 = GlobalAggregator(d, dropout_gcn)
+        for r in range(self.hops):                  # the published names: agg_gcn_0, agg_gcn_1, ...
+            self.add_module(f"agg_gcn_{r}", GlobalAggregator(d, dropout_gcn))
         self.embedding = nn.Embedding(self.n_items, d)
         self.pos_embedding = nn.Embedding(max_positions, d)
         self.w_1 = nn.Parameter(torch.empty(2 * d, d))
@@ -254,14 +297,25 @@ class GCEGNN(nn.Module):
             w.data.uniform_(-stdv, stdv)
 
     def make_batch(self, ptr, items, rows=None, target=None):
-        return make_gce_batch(ptr, items, self.neighbors, rows, target)
+        return make_gce_batch(ptr, items, self.neighbors, rows, target, self.hops)
 
     def node_states(self, b: GCEBatch):
+        if len(b.levels) != self.hops:
+            raise ValueError(f"the batch has {len(b.levels)} global levels, the model {self.hops} hops: "
+                             "build it with model.make_batch")
         table = self.embedding.weight
         h = table[b.node_item]
         h_local = self.local_agg(b, h)
         session = stgtorch.segment_reduce(h[b.alias], b.pos_ptr, "mean")      # mean embedding of the positions
-        h_global = self.agg_gcn_0(b, h, table, session[b.node_seq])
+        lv = b.levels
+        vec = [h] + [table[level.item] for level in lv[1:]]                  # every level's entities
+        for r in range(self.hops):
+            agg = getattr(self, f"agg_gcn_{r}")
+            # round 0 reads the item table; later rounds the level below as the previous round left it
+            vec = [agg(lv[k].items_graph if r == 0 else lv[k].entity_graph, lv[k].weight, vec[k],
+                       table if r == 0 else vec[k + 1], session[lv[k].session])
+                   for k in range(self.hops - r)]
+        h_global = vec[0]
         return (F.dropout(h_local, self.dropout_local, training=self.training)
                 + F.dropout(h_global, self.dropout_global, training=self.training))
 

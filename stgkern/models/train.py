@@ -263,6 +263,7 @@ def build(config, neighbors=None):
         if neighbors is None:
             raise ValueError("a saved GCE-GNN must carry its neighbour table ('neighbors')")
         nb = GlobalNeighbors(**{k: v.numpy() for k, v in neighbors.items()})
+        cfg.setdefault("hops", 1)                  # written before the hop count was a setting: one hop
         return GCEGNN(cfg.pop("n_items"), nb, **cfg)
     raise ValueError(f"unknown model {name!r} in the saved configuration; this stgkern knows 'srgnn', 'gcegnn'")
 
