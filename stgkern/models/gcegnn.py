@@ -100,16 +100,28 @@ def global_neighbors(ptr, items, n_items, epsilon=3, top=12, sample=12, seed=0, 
 class GlobalLevel:
     """One level of the global neighbour tree of a batch.
 
-    Its rows are the level's entities (level 0: the batch's nodes; level
-    h + 1: one per neighbour slot of level h), ``item`` their item ids and
-    ``session`` their sessions; ``items_graph`` pulls from their neighbours'
-    item ids (columns: the item table), ``entity_graph`` from the next
-    level's entities (columns: that level's rows, in slot order), and
-    ``weight`` is the neighbours' pair counts.
+    Its **entities** are level 0's batch nodes, or one per neighbour slot of
+    the level above; ``item`` and ``session`` give each entity's item and
+    session, and ``entity_graph`` pulls from the next level's entities
+    (columns: that level's entities, in slot order; ``slot`` maps its edges
+    to the ``items_graph`` edges they repeat).  Entities of one
+    session with one item see the same neighbours, so the first round's
+    attention runs once per distinct (session, item) **row**: ``row`` maps
+    entities to rows, ``items_graph`` pulls each row from its neighbours'
+    item ids (columns: the item table) with pair counts ``weight``, and the
+    attention's d x d product runs once per distinct (session, neighbour
+    item) **pair** (``pair_graph``: sessions to items, ``pair`` maps each
+    ``items_graph`` edge to its pair).  The results are exact; only the
+    repeated work is gone.  Item ids here are positions in the batch's
+    ``used`` items.
     """
     items_graph: Graph
-    entity_graph: Graph
     weight: torch.Tensor
+    row: torch.Tensor
+    pair_graph: Graph
+    pair: torch.Tensor
+    entity_graph: Graph
+    slot: torch.Tensor
     item: torch.Tensor
     session: torch.Tensor
 
@@ -121,12 +133,13 @@ class GCEBatch:
     ``graph``: the block-diagonal session graph, row ``i`` pulls from every
     ``j`` it has a relation with, ``kind`` the relation (0..3 for self, in,
     out, both); ``levels``: the global neighbour tree (:class:`GlobalLevel`,
-    one per hop); per position ``alias`` (node), ``rpos`` (distance from the
+    one per hop), whose item ids index ``used``; per position ``alias`` (node), ``rpos`` (distance from the
     session's last click), ``seq`` (session); ``pos_ptr``; ``node_seq``.
     """
     graph: Graph
     kind: torch.Tensor
     levels: list
+    used: torch.Tensor
     node_item: torch.Tensor
     node_seq: torch.Tensor
     alias: torch.Tensor
@@ -170,20 +183,48 @@ def relation_graph(g):
     return indptr, c, merged          # merged: 0 self, 1 in, 2 out, 3 both
 
 
-def global_levels(neighbors: GlobalNeighbors, node_item, node_seq, hops):
-    """The ``hops`` levels of the global neighbour tree over the nodes ``node_item`` (sessions ``node_seq``)."""
-    T = torch.from_numpy
-    levels, item, sess = [], np.asarray(node_item, np.int64), np.asarray(node_seq, np.int64)
+def _distinct(session, item, n_items):
+    """Distinct ``(session, item)`` pairs in key order: ``(sessions, items, inverse)``."""
+    key = session * np.int64(n_items) + item
+    uniq, inv = np.unique(key, return_inverse=True)
+    return uniq // n_items, uniq % n_items, inv.reshape(-1)
+
+
+def global_levels(neighbors: GlobalNeighbors, node_item, node_seq, hops, n_sessions):
+    """The ``hops`` levels of the global neighbour tree over the nodes ``node_item`` (sessions ``node_seq``).
+
+    Returns ``(levels, used)``: item ids in the levels index ``used``, the
+    sorted distinct items the tree touches, so that the model reads one
+    (len(used), d) slice of the item table (one gradient scatter into the
+    table instead of one per kernel).
+    """
+    n = neighbors.n_items
+    raw, item, sess = [], np.asarray(node_item, np.int64), np.asarray(node_seq, np.int64)
     for _ in range(hops):
-        gptr, gidx = gather_rows(neighbors.indptr, neighbors.indices, item)
-        _, gw = gather_rows(neighbors.indptr, neighbors.weight, item)
-        nnz = len(gidx)
-        levels.append(GlobalLevel(
-            items_graph=Graph(gptr, gidx, neighbors.n_items, check=False),
-            entity_graph=Graph(gptr, np.arange(nnz, dtype=np.int64), nnz, check=False, rows_sorted=True),
-            weight=T(gw.astype(np.float32)), item=T(item), session=T(sess)))
-        item, sess = gidx.astype(np.int64), np.repeat(sess, np.diff(gptr))
-    return levels
+        r_sess, r_item, row = _distinct(sess, item, n)
+        gptr, gidx = gather_rows(neighbors.indptr, neighbors.indices, r_item)
+        _, gw = gather_rows(neighbors.indptr, neighbors.weight, r_item)
+        p_sess, p_item, pair = _distinct(np.repeat(r_sess, np.diff(gptr)), gidx, n)
+        pptr = np.zeros(n_sessions + 1, np.int64)
+        np.cumsum(np.bincount(p_sess, minlength=n_sessions), out=pptr[1:])
+        # every entity's slots: its row's neighbour list, in order
+        eptr, eidx = gather_rows(gptr, np.arange(len(gidx), dtype=np.int64), row)
+        raw.append((gptr, gidx, gw, row, pptr, p_item, pair, eptr, eidx, item, sess))
+        item, sess = gidx[eidx].astype(np.int64), np.repeat(sess, np.diff(eptr))
+    used = np.unique(np.concatenate([np.asarray(node_item, np.int64)] + [r[1] for r in raw] + [r[9] for r in raw]))
+    T = torch.from_numpy
+    m = len(used)
+
+    def local(ids):
+        return np.searchsorted(used, ids).astype(np.int64)
+
+    levels = [GlobalLevel(
+        items_graph=Graph(gptr, local(gidx), m, check=False), weight=T(gw.astype(np.float32)), row=T(row),
+        pair_graph=Graph(pptr, local(p_item), m, check=False, rows_sorted=True), pair=T(pair),
+        entity_graph=Graph(eptr, np.arange(len(eidx), dtype=np.int64), len(eidx), check=False, rows_sorted=True),
+        slot=T(eidx), item=T(local(item)), session=T(sess))
+        for gptr, gidx, gw, row, pptr, p_item, pair, eptr, eidx, item, sess in raw]
+    return levels, used
 
 
 def make_gce_batch(ptr, items, neighbors: GlobalNeighbors, rows=None, target=None, hops=1):
@@ -196,9 +237,10 @@ def make_gce_batch(ptr, items, neighbors: GlobalNeighbors, rows=None, target=Non
     node_seq = np.repeat(np.arange(len(lens), dtype=np.int64), np.diff(g.segment_ptr))
     seq = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
     rpos = (ptr[1:][seq] - 1) - np.arange(len(items), dtype=np.int64)
+    levels, used = global_levels(neighbors, node_item, node_seq, hops, len(lens))
     T = torch.from_numpy
     return GCEBatch(
-        graph=sess, kind=T(kind.astype(np.int64)), levels=global_levels(neighbors, node_item, node_seq, hops),
+        graph=sess, kind=T(kind.astype(np.int64)), levels=levels, used=T(used),
         node_item=T(node_item), node_seq=T(node_seq), alias=T(alias), rpos=T(rpos), seq=T(seq), pos_ptr=ptr,
         target=target)
 
@@ -232,14 +274,19 @@ class GlobalAggregator(nn.Module):
         self.w_3 = nn.Parameter(torch.empty(2 * dim, dim))
         self.bias = nn.Parameter(torch.empty(dim))        # published, unused
 
-    def forward(self, graph, weight, h, table, session):
-        """Rows ``h`` pull from ``table`` over ``graph`` (counts ``weight``), attention conditioned on ``session``."""
+    def forward(self, graph, weight, h, table, xw, rows=None):
+        """``act(W_3^T [h; Σ_k π_k table[k]])`` for the rows of ``graph`` (pair counts ``weight``).
+
+        ``xw`` is ``(s ∘ table[k]) W_1[:d]`` per edge of ``graph``; with
+        ``rows`` the graph's rows are distinct entities and ``rows`` maps
+        the entities ``h`` to them.
+        """
         d = h.shape[1]
-        x = stgtorch.sddmm(graph, session, table, op="mul")                   # (nnz, d): s ∘ h_n
-        z = x @ self.w_1[:d] + weight.to(h.dtype)[:, None] * self.w_1[d]
-        pi = (F.leaky_relu(z, 0.2) @ self.w_2)[:, 0]
+        pi = (F.leaky_relu(xw + weight.to(h.dtype)[:, None] * self.w_1[d], 0.2) @ self.w_2)[:, 0]
         att = stgtorch.edge_softmax(graph, pi)
         nv = stgtorch.spmm(graph, table, att)
+        if rows is not None:
+            nv = nv[rows]
         out = F.dropout(torch.cat([h, nv], 1), self.dropout, training=self.training)
         return self.act(out @ self.w_3)
 
@@ -303,18 +350,24 @@ class GCEGNN(nn.Module):
         if len(b.levels) != self.hops:
             raise ValueError(f"the batch has {len(b.levels)} global levels, the model {self.hops} hops: "
                              "build it with model.make_batch")
-        table = self.embedding.weight
-        h = table[b.node_item]
+        table = self.embedding.weight[b.used]           # the items this batch's tree touches
+        h = self.embedding.weight[b.node_item]
         h_local = self.local_agg(b, h)
         session = stgtorch.segment_reduce(h[b.alias], b.pos_ptr, "mean")      # mean embedding of the positions
-        lv = b.levels
+        lv, d = b.levels, self.hidden_size
         vec = [h] + [table[level.item] for level in lv[1:]]                  # every level's entities
         for r in range(self.hops):
             agg = getattr(self, f"agg_gcn_{r}")
-            # round 0 reads the item table; later rounds the level below as the previous round left it
-            vec = [agg(lv[k].items_graph if r == 0 else lv[k].entity_graph, lv[k].weight, vec[k],
-                       table if r == 0 else vec[k + 1], session[lv[k].session])
-                   for k in range(self.hops - r)]
+            w1 = agg.w_1[:d]
+            if r == 0:      # round 0 reads the item table: once per distinct row and pair
+                vec = [agg(level.items_graph, level.weight, vec[k], table,
+                           (stgtorch.sddmm(level.pair_graph, session, table, op="mul") @ w1)[level.pair],
+                           level.row)
+                       for k, level in enumerate(lv)]
+            else:           # later rounds read the level below as the previous round left it
+                vec = [agg(lv[k].entity_graph, lv[k].weight[lv[k].slot], vec[k], vec[k + 1],
+                           stgtorch.sddmm(lv[k].entity_graph, session[lv[k].session], vec[k + 1], op="mul") @ w1)
+                       for k in range(self.hops - r)]
         h_global = vec[0]
         return (F.dropout(h_local, self.dropout_local, training=self.training)
                 + F.dropout(h_global, self.dropout_global, training=self.training))
