@@ -534,9 +534,10 @@ def naive_segment_reduce(X, ptr, reduce):
             elif reduce == "mean":
                 out[s, f] = math.fsum(col) / (b - a)
             elif reduce == "max":
-                best = a
+                nan_rows = [r for r in range(a, b) if np.isnan(X2[r, f])]
+                best = nan_rows[0] if nan_rows else a       # NumPy's max: NaN anywhere wins
                 for r in range(a, b):
-                    if X2[r, f] > X2[best, f]:
+                    if not nan_rows and X2[r, f] > X2[best, f]:
                         best = r
                 out[s, f], arg[s, f] = X2[best, f], best
             elif reduce == "last":
@@ -664,6 +665,10 @@ def naive_gather_reduce(indptr, indices, X, E, op, reduce):
             if reduce in ("sum", "mean"):
                 out[i, f] = sum(m for m, _ in msgs) / (len(msgs) if reduce == "mean" else 1)
             else:
+                nans = [mk for mk in msgs if mk[0] != mk[0]]
+                if nans:                    # NumPy's max/min: NaN anywhere is the result (its first edge)
+                    out[i, f], arg[i, f] = nans[0]
+                    continue
                 best = msgs[0]
                 for m, k in msgs[1:]:
                     if (m > best[0]) if reduce == "max" else (m < best[0]):

@@ -25,7 +25,7 @@ __global__ void segment_reduce_fwd(const i64* ptr, const T* X, T* out, i64* arg,
                 acc = X[a * F + f];
                 for (i64 r = a + 1; r < b; ++r) {
                     const T v = X[r * F + f];
-                    if (v > acc) { acc = v; best = r; }
+                    if (stgkern::wins(v, acc, true, stgkern::kMax)) { acc = v; best = r; }
                 }
             } else {
                 for (i64 r = a; r < b; ++r) acc += X[r * F + f];

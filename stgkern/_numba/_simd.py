@@ -56,6 +56,9 @@ Nothing is bounds-checked: callers pass ``o`` of length ``X.shape[1]``,
 ``0 <= s <= e <= len(idx)`` (and ``len(coef)`` or ``len(cidx)``), a 2-D
 ``coef`` of ``X.shape[1]`` columns, and in-range indices, as the validated
 public functions guarantee.
+
+Kernels built on these intrinsics record ``_simd``'s revision in a comment
+(Numba's on-disk cache keys on the calling file's stamp only); bump both.
 """
 from __future__ import annotations
 
@@ -242,9 +245,10 @@ def _emit_blocks(builder, r, fbp, nvec, vty, lanes, emit):
 def _emit_arg_pass(builder, r, fb, nvec, vty, lanes, op, pred):
     """max (``pred`` ">") or min ("<") of the row's terms for features
     ``[fb, fb + nvec·lanes)`` and the CSR position that holds it: the first
-    edge's term, replaced only by a strictly greater (smaller) one, so the
-    lowest position wins ties and NaN never replaces a number (it wins only
-    as the first term).  Empty rows give 0 and -1."""
+    edge's term, replaced only by a strictly greater (smaller) one or by a
+    NaN while it is a number, so the lowest position wins ties and a NaN
+    anywhere in the row is the result (NumPy's ``max``), at its first
+    position.  Empty rows give 0 and -1."""
     ity = ir.VectorType(_I64, lanes) if isinstance(vty, ir.VectorType) else _I64
     accs = [cgutils.alloca_once(builder, vty) for _ in range(nvec)]
     args = [cgutils.alloca_once(builder, ity) for _ in range(nvec)]
@@ -256,7 +260,8 @@ def _emit_arg_pass(builder, r, fb, nvec, vty, lanes, op, pred):
         ks = _splat(builder, k, ity)
         for a, g, t in zip(accs, args, _term(builder, r, k, fb, nvec, vty, lanes, op)):
             cur = builder.load(a)
-            win = builder.fcmp_ordered(pred, t, cur)
+            win = builder.or_(builder.fcmp_ordered(pred, t, cur),      # false when either is NaN
+                              builder.and_(builder.fcmp_unordered("uno", t, t), builder.fcmp_ordered("ord", cur, cur)))
             builder.store(builder.select(win, t, cur), a)
             builder.store(builder.select(win, ks, builder.load(g)), g)
         return builder.add(k, _I64(1))

@@ -20,6 +20,10 @@ output element is written by exactly one ``prange`` iteration and summed in
 a fixed order (CSR order, sum/mean folded pairwise), so results are
 bit-identical for any thread count.
 """
+# Numba's on-disk cache keys on this file's stamp, not on _simd.py's: the generated
+# gather code is part of these kernels, so a change there is recorded here too.
+# _simd revision: 2 (max/min propagate NaN as NumPy does)
+
 import numba
 import numpy as np
 from numba import prange

@@ -30,9 +30,11 @@ def _forward(X, ptr, code, out, arg):
                 arg[s, f] = a
             for r in range(a + 1, b):
                 for f in range(F):
-                    # strict '>' keeps the lowest row on ties
-                    if X[r, f] > out[s, f]:
-                        out[s, f] = X[r, f]
+                    # strict '>' keeps the lowest row on ties; a NaN wins over a number and
+                    # is never replaced (NumPy's max: NaN anywhere gives NaN)
+                    v, cur = X[r, f], out[s, f]
+                    if cur == cur and (v > cur or v != v):
+                        out[s, f] = v
                         arg[s, f] = r
         else:
             for r in range(a, b):

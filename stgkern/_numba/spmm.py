@@ -14,6 +14,10 @@ Inputs arrive validated and C-contiguous; ``edge_weight`` already has X's dtype.
 Each output row is written by exactly one ``prange`` iteration, so results are
 bit-identical for any thread count.
 """
+# Numba's on-disk cache keys on this file's stamp, not on _simd.py's: the generated
+# gather code is part of these kernels, so a change there is recorded here too.
+# _simd revision: 2 (max/min propagate NaN as NumPy does)
+
 import numba
 import numpy as np
 from numba import prange

@@ -56,7 +56,7 @@ __device__ __forceinline__ Partial<T> reduce_range(const I* __restrict__ indices
             const T m = E == nullptr ? x : combine(x, e, op);
             if (!extreme) {
                 p.acc += m;
-            } else if (reduce == kMax ? m > p.acc : m < p.acc) {  // strict: ties keep the lowest k
+            } else if (wins(m, p.acc, p.best >= 0, reduce)) {  // strict: ties keep the lowest k
                 p.acc = m;
                 p.best = k;
             }
@@ -151,7 +151,7 @@ __device__ void gather_reduce_vec(const i64* __restrict__ indptr, const I* __res
                 const T m = E == nullptr ? x : combine(x, e, op);
                 if (!extreme) {
                     acc[u] += m;
-                } else if (reduce == kMax ? m > acc[u] : m < acc[u]) {
+                } else if (wins(m, acc[u], best[u] >= 0, reduce)) {
                     acc[u] = m;
                     best[u] = k;
                 }
@@ -197,7 +197,7 @@ __device__ void gather_reduce_long(const i64* __restrict__ rows, const i64* __re
                 const T v = s_acc[w][lane];
                 if (!extreme) {
                     r.acc += v;
-                } else if (s_best[w][lane] >= 0 && (r.best < 0 || (reduce == kMax ? v > r.acc : v < r.acc))) {
+                } else if (s_best[w][lane] >= 0 && wins(v, r.acc, r.best >= 0, reduce)) {
                     r.acc = v;
                     r.best = s_best[w][lane];
                 }

@@ -16,6 +16,18 @@ constexpr unsigned kFull = 0xffffffffu;
 // Reductions
 enum Reduce : int { kSum = 0, kMean = 1, kMax = 2, kMin = 3 };
 
+// Does term m replace the running max/min acc (have: acc holds a term yet)?  A
+// strictly greater (smaller) number does; a NaN does while acc is a number, and
+// nothing replaces a NaN: NaN anywhere in a reduction is its result, at its
+// first position, as NumPy's max/min give.
+template <typename T>
+__device__ __forceinline__ bool wins(T m, T acc, bool have, int reduce) {
+    if (!have) return true;
+    if (acc != acc) return false;
+    if (m != m) return true;
+    return reduce == kMax ? m > acc : m < acc;
+}
+
 template <typename T> __device__ __forceinline__ T neg_inf();
 template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_float(0xff800000); }
 template <> __device__ __forceinline__ double neg_inf<double>() { return __longlong_as_double(0xfff0000000000000LL); }
