@@ -89,6 +89,9 @@ def nonneg_int(value, name: str, *, allow_none=False, minimum=0):
         raise TypeError(f"{name} must be an integer{' or None' if allow_none else ''}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} = {value} is beyond the int64 range the kernels count in "
+                         f"(at most {np.iinfo(np.int64).max})")
     return int(value)
 
 
@@ -100,6 +103,11 @@ def integer_ids(a, name: str):
     if a.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer ids, got dtype {a.dtype}; "
                         f"map labels to integers first (e.g. pandas.factorize)")
+    if a.dtype.kind == "u" and a.dtype.itemsize == 8 and a.size:
+        hi = int(a.max())
+        if hi > np.iinfo(np.int64).max:          # would wrap to a negative id in int64
+            raise ValueError(f"{name} holds the id {hi}, above the int64 range ids are kept in; "
+                             f"renumber them densely first (np.unique(ids, return_inverse=True)[1])")
     return a
 
 
@@ -144,3 +152,23 @@ def _xp(a):
         return np
     import cupy  # only reached for CuPy input
     return cupy
+
+
+def graph(g, name: str = "g"):
+    """``g`` when it is a :class:`stgkern.Graph`, else a TypeError that says how to build one
+    from what was passed (a SciPy sparse matrix, a PyG ``edge_index``, an (indptr, indices) pair)."""
+    from .graph import Graph
+    if isinstance(g, Graph):
+        return g
+    kind = type(g).__name__
+    mod = type(g).__module__.split(".")[0]
+    if mod == "scipy":
+        how = "stgkern.Graph.from_scipy(A) (row i of A pulls from the columns it holds)"
+    elif mod == "torch" or (hasattr(g, "shape") and len(getattr(g, "shape", ())) == 2 and g.shape[0] == 2):
+        how = "stgkern.Graph.from_edge_index(edge_index, n_nodes) (a PyG-style 2 x nnz source/target array)"
+    elif isinstance(g, tuple) and len(g) in (2, 3):
+        how = "stgkern.Graph(indptr, indices[, n_src]) from the CSR arrays"
+    else:
+        how = "stgkern.Graph(indptr, indices), Graph.from_scipy(A) or Graph.from_edge_index(edge_index, n)"
+    raise TypeError(f"{name} must be a stgkern.Graph, got {kind}; build one with {how}")
+

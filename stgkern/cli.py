@@ -77,6 +77,48 @@ class _DataError(Exception):
     """A log that does not match its format, or nothing left to evaluate: reported in one line."""
 
 
+def _fail(cmd, msg):
+    """A user's mistake: one line on stderr, exit code 2 (no usage dump, no traceback)."""
+    print(f"stgkern {cmd}: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _writable(flag, path):
+    import os
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise _DataError(f"{flag} {path}: cannot write there (checked before the run starts)")
+
+
+def _check_demo_args(args):
+    """Every demo argument a user can get wrong, checked before any work starts."""
+    if args.data and not args.format:
+        raise _DataError("--data needs --format (one of: " + ", ".join(FORMATS) + ")")
+    if args.format and not args.data:
+        raise _DataError("--format describes --data; pass both (without them the synthetic log is used)")
+    for flag, path in (("--data", args.data), ("--categories", args.categories)):
+        if path is not None:
+            try:
+                with open(path):
+                    pass
+            except OSError as exc:
+                raise _DataError(f"cannot read {flag} {path}: {exc.strerror}") from None
+    if args.categories and (not args.data or args.format not in ("movielens", "recbole")):
+        raise _DataError("--categories goes with --data in format movielens (movies.csv) or recbole (.item)")
+    at_least = {"users": 1, "seeds": 1, "epochs": 1, "k_core": 1, "min_length": 3, "window": 0,
+                "category_window": 0}
+    for name, lo in at_least.items():
+        v = getattr(args, name)
+        if v < lo:
+            raise _DataError(f"--{name.replace('_', '-')} must be at least {lo}, got {v}")
+    if not args.horizon_hours >= 0:
+        raise _DataError(f"--horizon-hours must be at least 0, got {args.horizon_hours}")
+    if not args.tau_hours > 0:
+        raise _DataError(f"--tau-hours must be positive, got {args.tau_hours}")
+    if args.json:
+        _writable("--json", args.json)
+
+
 def _load(path, fmt, categories=None):
     from stgkern import data as sd
     try:
@@ -209,7 +251,7 @@ def demo(args) -> dict:
     if backend == "auto":
         backend = "torch" if sm.torch_available() else "numpy"
     elif backend == "torch" and not sm.torch_available():
-        raise SystemExit("stgkern demo: --backend torch needs PyTorch (pip install 'stgkern[torch]'); "
+        raise _DataError("--backend torch needs PyTorch (pip install 'stgkern[torch]'); "
                          "use --backend numpy for the closed form")
     if backend == "torch":
         import torch
@@ -419,26 +461,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     if args.cmd == "demo":
-        if args.data and not args.format:
-            p.error("--data needs --format (one of: " + ", ".join(FORMATS) + ")")
-        if args.data:
-            # a missing file or one whose lines do not match the format: one clear line, no traceback
-            for flag, path in (("--data", args.data), ("--categories", args.categories)):
-                if path is None:
-                    continue
-                try:
-                    with open(path):
-                        pass
-                except OSError as exc:
-                    d.error(f"cannot read {flag} {path}: {exc.strerror}")
-        if args.seeds < 1:
-            d.error(f"--seeds must be at least 1, got {args.seeds}")
-        if args.categories and (not args.data or args.format not in ("movielens", "recbole")):
-            p.error("--categories goes with --data in format movielens (movies.csv) or recbole (.item)")
         try:
+            _check_demo_args(args)
             s = demo(args)
         except _DataError as exc:
-            d.error(str(exc))
+            _fail("demo", str(exc))
         _print_summary(s)
         if args.json:
             with open(args.json, "w") as fh:
@@ -447,7 +474,7 @@ def main(argv=None) -> int:
         try:
             getattr(mcli, args.cmd)(args)
         except mcli.UserError as exc:
-            (tr if args.cmd == "train" else ev).error(str(exc))
+            _fail(args.cmd, str(exc))
     elif args.cmd == "bench":
         return bench.run(args)
     elif args.cmd == "info":

@@ -117,6 +117,9 @@ def sequences(log):
     if user.size and int(user.min()) < 0:
         raise ValueError(f"log.user must be dense ids >= 0, found {int(user.min())}; factorize the users first")
     n_users = int(user.max()) + 1 if user.size else 0
+    # ptr has one entry per user id up to the largest: refuse a sparse id space before allocating
+    _validate.fits(8 * (n_users + 1), f"sequences' ptr for user ids up to {n_users - 1} "
+                   f"(renumber users densely, e.g. np.unique(log.user, return_inverse=True)[1])")
     order = np.lexsort((time, user))  # stable: ties keep input order
     ptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(user, minlength=n_users), out=ptr[1:])

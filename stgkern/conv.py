@@ -28,8 +28,12 @@ def _check_out(out, rows, like, backend, **reads):
         raise ValueError(f"out has shape {tuple(out.shape)} and dtype {out.dtype}; expected {want} {like.dtype}")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous (the kernel writes whole rows)")
+    if backend == _dispatch.CPU and not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writeable array (or leave out=None for a new one)")
     xp = _dispatch.array_module(backend)
     for name, a in reads.items():
+        if a is None:
+            continue
         if xp.shares_memory(out, a) if backend == _dispatch.CPU else _overlap(out, a):
             raise ValueError(f"out overlaps {name}; the kernel reads {name} while it writes out: "
                              f"pass a separate array")
@@ -75,10 +79,10 @@ def spmm(g, X, edge_weight=None, reduce="sum", return_arg=False, out=None):
     --------
     >>> out = spmm(g, X, reduce="mean")  # doctest: +SKIP
     """
-    backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, X=X, edge_weight=edge_weight)
+    backend = _dispatch.backend_of(indptr=_validate.graph(g).indptr, indices=g.indices, X=X, edge_weight=edge_weight)
     X, edge_weight = _check(g, X, edge_weight, reduce)
     if out is not None:
-        out = _check_out(out, g.n_nodes, X, backend, X=X)
+        out = _check_out(out, g.n_nodes, X, backend, X=X, edge_weight=edge_weight, **{"g.indices": g.indices, "g.indptr": g.indptr})
     out, arg = _dispatch.kernels("spmm", backend).forward(g, X, edge_weight, reduce, out=out)
     return (out, arg) if return_arg else out
 
@@ -96,7 +100,7 @@ def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None, out=
     ``accumulate=True`` ``grad_X`` is added to what ``out`` holds (a layer's
     ``grad_X = self term + spmm_backward(...)`` without a second array).
     """
-    backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, grad_out=grad_out, X=X,
+    backend = _dispatch.backend_of(indptr=_validate.graph(g).indptr, indices=g.indices, grad_out=grad_out, X=X,
                                    edge_weight=edge_weight, arg=arg)
     X, edge_weight = _check(g, X, edge_weight, reduce)
     grad_out = _validate.features(grad_out, "grad_out", g.n_nodes)
@@ -105,17 +109,12 @@ def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None, out=
         raise ValueError(f"grad_out has shape {tuple(grad_out.shape)} but X has shape {tuple(X.shape)}; "
                          f"grad_out must be (n_nodes, {X.shape[1]})")
     if reduce in ("max", "min"):
-        want = (g.n_nodes, X.shape[1])
-        if arg is None or tuple(arg.shape) != want:
-            raise ValueError(f"reduce={reduce!r} needs arg of shape {want} (from spmm(..., return_arg=True)), "
-                             f"got {None if arg is None else tuple(arg.shape)}")
-        if arg.dtype != np.int64:
-            raise TypeError(f"arg has dtype {arg.dtype}; expected int64 from spmm(..., return_arg=True)")
-        arg = _validate._xp(arg).ascontiguousarray(arg)
+        arg = _check_arg(arg, reduce, (g.n_nodes, X.shape[1]), "spmm", g.indptr)
     if accumulate and out is None:
         raise ValueError("accumulate=True adds grad_X to out; pass out=")
     if out is not None:
-        out = _check_out(out, g.n_src, X, backend, X=X, grad_out=grad_out)
+        out = _check_out(out, g.n_src, X, backend, X=X, grad_out=grad_out, edge_weight=edge_weight, arg=arg,
+                         **{"g.indices": g.indices, "g.indptr": g.indptr})
     return _dispatch.kernels("spmm", backend).backward(g, grad_out, X, edge_weight, reduce, arg, out=out,
                                                        accumulate=bool(accumulate))
 
@@ -135,7 +134,9 @@ def _check_mp(g, X, E, op, reduce, name="X"):
     return X, E
 
 
-def _check_arg(arg, reduce, want, producer):
+def _check_arg(arg, reduce, want, producer, indptr):
+    """The winners of a max/min forward: int64 of shape ``want``, each an edge id of its own
+    row (``-1`` for an empty row), as ``producer(..., return_arg=True)`` returns them."""
     if reduce not in ("max", "min"):
         return None
     if arg is None or tuple(arg.shape) != want:
@@ -143,7 +144,15 @@ def _check_arg(arg, reduce, want, producer):
                          f"got {None if arg is None else tuple(arg.shape)}")
     if arg.dtype != np.int64:
         raise TypeError(f"arg has dtype {arg.dtype}; expected int64 from {producer}(..., return_arg=True)")
-    return _validate._xp(arg).ascontiguousarray(arg)
+    xp = _validate._xp(arg)
+    lo, hi = indptr[:-1, None], indptr[1:, None]
+    ok = ((arg >= lo) & (arg < hi)) | ((arg == -1) & (hi == lo))
+    if arg.size and not bool(ok.all()):
+        i = int(xp.flatnonzero(~ok.all(axis=1))[0])
+        raise ValueError(f"arg row {i} holds edge ids outside row {i}'s edges "
+                         f"({int(indptr[i])}..{int(indptr[i + 1]) - 1}, or -1 if it has none); "
+                         f"pass the arg {producer}(..., return_arg=True) returned for this graph")
+    return xp.ascontiguousarray(arg)
 
 
 def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False, out=None):
@@ -181,10 +190,10 @@ def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False, out=None)
     >>> out = message_passing(g, X, E, op="mul", reduce="sum")  # doctest: +SKIP
     >>> out, arg = message_passing(g, X, E, reduce="max", return_arg=True)  # doctest: +SKIP
     """
-    backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, X=X, E=E)
+    backend = _dispatch.backend_of(indptr=_validate.graph(g).indptr, indices=g.indices, X=X, E=E)
     X, E = _check_mp(g, X, E, op, reduce)
     if out is not None:
-        out = _check_out(out, g.n_nodes, X, backend, X=X, E=E)
+        out = _check_out(out, g.n_nodes, X, backend, X=X, E=E, **{"g.indices": g.indices, "g.indptr": g.indptr})
     out, arg = _dispatch.kernels("message_passing", backend).forward(g, X, E, op, reduce, out=out)
     return (out, arg) if return_arg else out
 
@@ -218,12 +227,12 @@ def message_passing_backward(g, grad_out, X, E, op="mul", reduce="sum", arg=None
     >>> out, arg = message_passing(g, X, E, reduce="max", return_arg=True)  # doctest: +SKIP
     >>> gX, gE = message_passing_backward(g, G, X, E, reduce="max", arg=arg)  # doctest: +SKIP
     """
-    backend = _dispatch.backend_of(indptr=g.indptr, indices=g.indices, grad_out=grad_out, X=X, E=E, arg=arg)
+    backend = _dispatch.backend_of(indptr=_validate.graph(g).indptr, indices=g.indices, grad_out=grad_out, X=X, E=E, arg=arg)
     X, E = _check_mp(g, X, E, op, reduce)
     grad_out = _validate.features(grad_out, "grad_out", g.n_nodes)
     _validate.same_dtype(X=X, grad_out=grad_out)
     if grad_out.shape[1] != X.shape[1]:
         raise ValueError(f"grad_out has shape {tuple(grad_out.shape)} but X has shape {tuple(X.shape)}; "
                          f"grad_out must be (n_nodes, {X.shape[1]})")
-    arg = _check_arg(arg, reduce, (g.n_nodes, X.shape[1]), "message_passing")
+    arg = _check_arg(arg, reduce, (g.n_nodes, X.shape[1]), "message_passing", g.indptr)
     return _dispatch.kernels("message_passing", backend).backward(g, grad_out, X, E, op, reduce, arg)

@@ -8,13 +8,29 @@ import numpy as np
 from ._validate import finite
 
 
+def _one_type(a, name):
+    """An object column must hold one kind of label (all strings or all integers): NumPy
+    cannot order a mix, and 1 and "1" would be two ids."""
+    if a.dtype.kind == "O" and a.size:
+        kinds = {"str" if isinstance(x, str) else "int" if isinstance(x, (int, np.integer)) else type(x).__name__
+                 for x in a.ravel()}
+        if len(kinds) > 1 or not kinds <= {"str", "int"}:
+            raise TypeError(f"{name} mixes {', '.join(sorted(kinds))} values; use one type per column "
+                            f"(all strings or all integers)")
+
+
 def _dense(a, name):
     a = np.asarray(a)
     if a.dtype.kind not in "iuUSO":
         raise TypeError(f"{name} must hold integer or string ids, got dtype {a.dtype}; "
                         f"map labels to integers first (e.g. pandas.factorize)")
+    _one_type(a, name)
     ids, inv = np.unique(a, return_inverse=True)
     return inv.astype(np.int64).ravel(), ids
+
+
+#: Behaviour codes are int8.
+_MAX_BEHAVIORS = 127
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,9 @@ class EventLog:
         cols = {"user": user, "item": item, "time": time, "category": category,
                 "behavior": behavior, "value": value}
         cols = {k: np.asarray(v) for k, v in cols.items() if v is not None}
+        for k, v in cols.items():
+            if v.ndim != 1:
+                raise ValueError(f"{k} must be 1-D with one entry per event, got shape {v.shape}")
         lens = {k: len(v) for k, v in cols.items()}
         if len(set(lens.values())) > 1:
             raise ValueError("columns have different lengths: "
@@ -72,6 +91,9 @@ class EventLog:
             c, cids = np.zeros(len(t), np.int64), np.zeros(1 if len(t) else 0, np.int64)
         if "behavior" in cols:
             b = cols["behavior"]
+            if b.dtype.kind not in "iuUSO":         # the rule of the id columns: no float codes
+                raise TypeError(f"behavior must hold integer codes or string labels, got dtype {b.dtype}")
+            _one_type(b, "behavior")
             if behavior_names is None:
                 if b.dtype.kind in "iu":
                     behavior_names = tuple(str(x) for x in range(int(b.max()) + 1 if b.size else 0))
@@ -89,6 +111,9 @@ class EventLog:
                 code = np.array([lut.get(str(x), 0) for x in labels], np.int64)[code] if labels.size else code
             if len(bad):
                 raise ValueError(f"behavior has unknown label(s) {list(bad)[:20]}; known: {list(behavior_names)}")
+            if len(behavior_names) > _MAX_BEHAVIORS:
+                raise ValueError(f"{len(behavior_names)} behaviour types; at most {_MAX_BEHAVIORS} fit the int8 "
+                                 f"behaviour codes (behaviours are a few kinds such as view, cart, buy)")
             b = np.asarray(code, np.int8)
         else:
             behavior_names = tuple(behavior_names or ("event",))
@@ -173,7 +198,7 @@ def from_dataframe(df, user, item, time, category=None, behavior=None, value=Non
     return EventLog.from_arrays(g(user), g(item), g(time), g(category), g(behavior), g(value), behavior_names)
 
 
-def _read(path, names, sep=",", header=None, numeric=(), required=None):
+def _read(path, names, sep=",", header=None, numeric=(), required=None, integer=()):
     """Parse a delimited file with pandas, as strings, then check it.
 
     Every ``required`` column (default: all named ones) must be non-empty on
@@ -191,6 +216,10 @@ def _read(path, names, sep=",", header=None, numeric=(), required=None):
         raise ValueError(f"{path}: malformed file ({exc}); expected "
                          f"{len(names) if names else 'the header'}'s columns "
                          f"{names if names else ''} separated by {sep!r}") from None
+    except pd.errors.EmptyDataError:
+        want = names or required or numeric
+        raise ValueError(f"{path}: empty file; expected {'a header and ' if header is not None else ''}"
+                         f"lines of {list(want)} separated by {sep!r}") from None
     first_line = 1 if header is None else 2
     missing = [c for c in (names or []) if c not in df.columns]
     if missing:
@@ -204,17 +233,21 @@ def _read(path, names, sep=",", header=None, numeric=(), required=None):
             raise ValueError(f"{path}: line {empty[0] + first_line}, column {col!r}: missing value "
                              f"(expected {len(df.columns)} fields separated by {sep!r}: {list(df.columns)})")
     for col in numeric:
-        _numeric(df, col, path, first_line)
+        _numeric(df, col, path, first_line, integer=col in integer)
     return df
 
 
-def _numeric(df, col, path, first_line):
-    """Parse ``df[col]`` as numbers in place; the first failure names its line and column."""
+def _numeric(df, col, path, first_line, integer=False):
+    """Parse ``df[col]`` as finite numbers in place (whole ones with ``integer``); the first
+    failure names its line and column."""
     x = _pandas().to_numeric(df[col], errors="coerce")
-    bad = np.flatnonzero(x.isna().to_numpy())
-    if bad.size:
-        raise ValueError(f"{path}: line {bad[0] + first_line}, column {col!r}: "
-                         f"not a number: {df[col].iloc[bad[0]]!r}")
+    v = x.to_numpy(dtype=np.float64, na_value=np.nan)
+    for bad, what in ((np.flatnonzero(np.isnan(v)), "not a number"),
+                      (np.flatnonzero(np.isinf(v)), "not a finite number"),
+                      (np.flatnonzero(np.isfinite(v) & (v != np.floor(v))) if integer else np.zeros(0, int),
+                       "not a whole-number id")):
+        if bad.size:
+            raise ValueError(f"{path}: line {bad[0] + first_line}, column {col!r}: {what}: {df[col].iloc[bad[0]]!r}")
     df[col] = x
 
 
@@ -240,7 +273,7 @@ def load_taobao(path):
     naming the line and the column.
     """
     cols = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
-    df = _read(path, cols, numeric=cols[:3] + ["timestamp"])
+    df = _read(path, cols, numeric=cols[:3] + ["timestamp"], integer=cols[:3])
     _labels(df, "behavior_type", TAOBAO_BEHAVIORS, path, 1)
     return from_dataframe(df, "user_id", "item_id", "timestamp", "category_id", "behavior_type",
                           behavior_names=("pv", "cart", "fav", "buy"))
@@ -249,10 +282,13 @@ def load_taobao(path):
 def load_movielens(ratings_path, movies_path=None):
     """MovieLens ratings.csv; category = first genre from movies.csv."""
     cols = ["userId", "movieId", "rating", "timestamp"]
-    df = _read(ratings_path, None, header=0, numeric=cols, required=cols)
+    df = _read(ratings_path, None, header=0, numeric=cols, required=cols, integer=cols[:2])
     cat = None
     if movies_path is not None:
-        m = _pandas().read_csv(movies_path)
+        m = _read(movies_path, None, header=0, required=["movieId"], numeric=["movieId"], integer=["movieId"])
+        if "genres" not in m.columns:
+            raise ValueError(f"{movies_path}: no 'genres' column (found {list(m.columns)}); the category is "
+                             f"a movie's first genre: pass a MovieLens movies.csv, or no movies file")
         g = dict(zip(m["movieId"], m["genres"].str.split("|").str[0]))
         df["genre"] = df["movieId"].map(g).fillna("(no genres listed)")
         cat = "genre"
@@ -331,6 +367,10 @@ def split_last_period(log, period):
     """Last-period split: ``(train, test)`` at the global cut ``max(time) - period``
     (events at or after the cut are test), as session-based work (YOOCHOOSE,
     DIGINETICA) evaluates on the last day(s)."""
+    if len(log) == 0:
+        raise ValueError("split_last_period needs a log with events; this one is empty")
+    if not period >= 0:
+        raise ValueError(f"period must be a non-negative number of seconds, got {period}")
     cut = log.time.max() - period
     return log.take(log.time < cut), log.take(log.time >= cut)
 
@@ -935,6 +975,11 @@ def _synthetic_markov(n_users, n_items, n_categories, events_per_user, seed,
     for name, v in (("p_follow", p_follow), ("p_category_follow", p_category_follow)):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {v}")
+    for name, v in (("n_successors", n_successors), ("n_category_successors", n_category_successors)):
+        if int(v) < 1:
+            raise ValueError(f"{name} must be at least 1 (every item needs a likely next item), got {v}")
+    if not zipf >= 0:
+        raise ValueError(f"zipf must be a non-negative exponent, got {zipf}")
     rng = np.random.default_rng(seed)
     act = (np.arange(1, n_users + 1) ** -float(zipf))
     lens = np.maximum(1, np.round(act / act.mean() * events_per_user)).astype(np.int64)
@@ -995,6 +1040,9 @@ def load_recbole(inter_path, item_path=None):
     for col in ("user_id", "item_id", "timestamp"):
         if col not in df.columns:
             raise ValueError(f"{inter_path}: missing column {col!r}; found {list(df.columns)}")
+        empty = np.flatnonzero((df[col].str.strip() == "").to_numpy())
+        if empty.size:
+            raise ValueError(f"{inter_path}: line {empty[0] + 2}, column {col!r}: missing value")
     for col in ("timestamp", "rating"):
         if col in df.columns:
             _numeric(df, col, inter_path, 2)

@@ -16,10 +16,7 @@ _SCALAR_OPS = ("dot", "cosine")
 
 
 def _graph(g) -> Graph:
-    if not isinstance(g, Graph):
-        raise TypeError(f"g must be a stgkern.Graph, got {type(g).__name__}; build one with "
-                        f"stgkern.Graph(indptr, indices) or Graph.from_scipy / Graph.from_edge_index")
-    return g
+    return _validate.graph(g)
 
 
 def _src_features(Y, name, g):

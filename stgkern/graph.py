@@ -21,6 +21,14 @@ def index_dtype_for(n: int) -> np.dtype:
     return np.dtype(np.int32) if n <= INT32_MAX else np.dtype(np.int64)
 
 
+def _frozen(a):
+    """A read-only view of a NumPy array (CuPy arrays have no such flag: returned as they are)."""
+    if isinstance(a, np.ndarray):
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
 class Graph:
     """CSR graph by destination with optional per-edge data.
 
@@ -66,9 +74,13 @@ class Graph:
                 raise TypeError(f"{name} must be an integer array, got {a.dtype}")
         n = int(indptr.shape[0] - 1)
         n_src = n if n_src is None else _validate.nonneg_int(n_src, "n_src")
+        if check:
+            # the range checks run on the arrays as given, before any narrowing cast: an id such
+            # as 2**32 must be refused, not wrapped to a valid int32 id
+            self._check_ranges(indptr, indices, n_src)
         self._backend = backend
-        self.indptr = xp.ascontiguousarray(indptr, dtype=np.int64)
-        self.indices = xp.ascontiguousarray(indices, dtype=index_dtype_for(max(n, n_src)))
+        self._indptr = _frozen(xp.ascontiguousarray(indptr, dtype=np.int64))
+        self._indices = _frozen(xp.ascontiguousarray(indices, dtype=index_dtype_for(max(n, n_src))))
         self.n_nodes = n
         self.n_src = n_src
         if check:
@@ -85,6 +97,44 @@ class Graph:
         self._dst = None
 
     # ------------------------------------------------------------------ basics
+    # The structure the kernels index by is read-only (on the CPU): writing into
+    # g.indices after validation could send a kernel outside its arrays.  It can
+    # be replaced whole, which validates again; the arrays given to the
+    # constructor are shared when no cast is needed, and must not change either.
+    @property
+    def indptr(self):
+        return self._indptr
+
+    @indptr.setter
+    def indptr(self, a):
+        if tuple(a.shape) != tuple(self._indptr.shape) or a.dtype != np.int64:
+            raise ValueError(f"a replacement indptr must be int64 of shape {tuple(self._indptr.shape)}, "
+                             f"got {a.dtype} {tuple(a.shape)}; build a new Graph instead")
+        self._check_ranges(a, self._indices, self.n_src)
+        if self.n_nodes and bool((self.xp.diff(a) < 0).any()):
+            raise ValueError("indptr must be non-decreasing")
+        self._indptr = _frozen(self.xp.ascontiguousarray(a))
+        self._structure_changed()
+
+    @property
+    def indices(self):
+        return self._indices
+
+    @indices.setter
+    def indices(self, a):
+        if tuple(a.shape) != tuple(self._indices.shape) or a.dtype not in (np.int32, np.int64):
+            raise ValueError(f"replacement indices must be int32 or int64 of shape {tuple(self._indices.shape)}, "
+                             f"got {a.dtype} {tuple(a.shape)}; build a new Graph instead")
+        if a.dtype == np.int32 and max(self.n_nodes, self.n_src) > np.iinfo(np.int32).max:
+            raise ValueError("int32 indices cannot address this graph's nodes")
+        self._check_ranges(self._indptr, a, self.n_src)
+        self._indices = _frozen(self.xp.ascontiguousarray(a))
+        self._structure_changed()
+
+    def _structure_changed(self) -> None:
+        self._rows_sorted, self._transpose, self._dst = None, None, None
+        self.__dict__.pop("_torch_copies", None)
+
     @property
     def nnz(self) -> int:
         return int(self.indices.shape[0])
@@ -110,18 +160,23 @@ class Graph:
         extra = f", edata={sorted(self.edata)}" if self.edata else ""
         return f"Graph(n_nodes={self.n_nodes}, n_src={self.n_src}, nnz={self.nnz}, device={self.device!r}{extra})"
 
+    @staticmethod
+    def _check_ranges(indptr, indices, n_src) -> None:
+        """Value ranges of the arrays as given (any integer width, before they are cast)."""
+        nnz = int(indices.shape[0])
+        if int(indptr[0]) != 0 or int(indptr[-1]) != nnz:
+            raise ValueError(f"indptr must start at 0 and end at nnz={nnz}, got {int(indptr[0])} ... {int(indptr[-1])}")
+        if nnz:
+            lo, hi = int(indices.min()), int(indices.max())
+            if lo < 0 or hi >= n_src:
+                raise ValueError(f"indices must lie in [0, n_src={n_src}), found values in [{lo}, {hi}]")
+
     def _check_structure(self) -> None:
         xp = self.xp
         ip = self.indptr
-        if int(ip[0]) != 0 or int(ip[-1]) != self.indices.shape[0]:
-            raise ValueError(f"indptr must start at 0 and end at nnz={self.indices.shape[0]}, "
-                             f"got {int(ip[0])} ... {int(ip[-1])}")
+        self._check_ranges(ip, self.indices, self.n_src)
         if self.n_nodes and bool((xp.diff(ip) < 0).any()):
             raise ValueError("indptr must be non-decreasing")
-        if self.indices.shape[0]:
-            lo, hi = int(self.indices.min()), int(self.indices.max())
-            if lo < 0 or hi >= self.n_src:
-                raise ValueError(f"indices must lie in [0, n_src={self.n_src}), found values in [{lo}, {hi}]")
 
     def set_edata(self, name: str, values) -> None:
         """Attach a per-edge array (length ``nnz``, CSR edge order)."""
@@ -184,7 +239,7 @@ class Graph:
                 t_indptr = xp.zeros(self.n_src + 1, dtype=np.int64)
                 xp.cumsum(counts, out=t_indptr[1:])
             t = Graph(t_indptr, t_indices, self.n_nodes, check=False, rows_sorted=None)
-            t.edata["eid"] = eid
+            t.edata["eid"] = _frozen(eid)      # forward edge ids: kernels index by them
             self._transpose = t
         return self._transpose
 
@@ -229,7 +284,8 @@ class Graph:
         if isinstance(weight, str):
             weight = self.edata[weight]
         data = np.ones(self.nnz, dtype=dtype) if weight is None else np.asarray(weight)
-        return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+        # copies: the graph's own arrays are read-only, the matrix is the caller's to change
+        return sp.csr_matrix((data, self.indices.copy(), self.indptr.copy()), shape=self.shape)
 
     @classmethod
     def from_scipy(cls, A, *, weight_name: str | None = "weight") -> "Graph":

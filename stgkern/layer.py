@@ -98,6 +98,7 @@ def _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend):
 
 
 def _backend(g, **arrays):
+    _validate.graph(g)
     return _dispatch.backend_of(indptr=g.indptr, indices=g.indices, **arrays)
 
 

@@ -112,10 +112,15 @@ def _hits_matrix(lists, indptr, indices):
     """Boolean (m, k): lists[r, j] is relevant to row r; and |relevant| per row."""
     m = lists.shape[0]
     rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(indptr))
-    width = int(max(indices.max(initial=-1), lists.max(initial=-1))) + 2
-    rel_keys = np.unique(rows * width + indices)  # duplicates count once
+    # item ids ranked first, so that (row, item) keys stay small whatever the ids (near 2**62 too)
+    uniq, inv = np.unique(np.concatenate([np.asarray(indices, np.int64).ravel(), lists.ravel()]),
+                          return_inverse=True)
+    inv = inv.ravel()
+    rel_ids, list_ids = inv[:len(indices)], inv[len(indices):].reshape(lists.shape)
+    width = len(uniq) + 1
+    rel_keys = np.unique(rows * width + rel_ids)  # duplicates count once
     n_rel = np.bincount(rel_keys // width, minlength=m)
-    keys = np.arange(m, dtype=np.int64)[:, None] * width + lists
+    keys = np.arange(m, dtype=np.int64)[:, None] * width + list_ids
     if rel_keys.size == 0:
         return np.zeros(lists.shape, dtype=bool), n_rel
     pos = np.minimum(np.searchsorted(rel_keys, keys), rel_keys.size - 1)
@@ -339,6 +344,9 @@ def _labels(y_true, y_pred, n_classes):
     top = int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
     if n_classes is None:
         n_classes = top
+        # three per-class count arrays of n_classes: refuse a sparse label space before allocating
+        _validate.fits(3 * 8 * n_classes, f"per-class counts for labels up to {top - 1} "
+                       f"(renumber the labels densely, e.g. np.unique(labels, return_inverse=True)[1])")
     else:
         n_classes = _validate.nonneg_int(n_classes, "n_classes", minimum=1)
         if top > n_classes:

@@ -76,6 +76,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import _validate
 from . import config as _config
 from . import conv as _conv
 from . import edge as _edge
@@ -271,8 +272,10 @@ def _resolve(graph, x, x_name="x", num_nodes=None) -> _Resolved:
         if num_nodes is None:
             num_nodes, x_name = x.shape[0], f"{x_name}.shape[0]"
         return _from_edge_index(graph, int(num_nodes), x, x_name)
-    raise TypeError(f"graph must be a stgkern.Graph or a PyG edge_index LongTensor (2, nnz), "
-                    f"got {type(graph).__name__}")
+    try:
+        _validate.graph(graph, "graph")
+    except TypeError as e:
+        raise TypeError(f"{e}; a PyG edge_index LongTensor (2, nnz) is taken as it is") from None
 
 
 def _check_rows(t, name, n, what):

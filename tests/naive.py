@@ -940,9 +940,10 @@ def naive_pair_fold_row(X, idx, coef, s, e, op="mul"):
 
 def naive_arg_fold_row(X, idx, coef, s, e, pick="max", op="mul"):
     """Row winner per feature and its CSR position, one scalar at a time: the
-    first edge's term, replaced only by a strictly larger (smaller) one (so
-    the lowest position wins ties and NaN replaces nothing); 0 and -1 for an
-    empty row.  Terms as in :func:`naive_pair_fold_row`."""
+    first edge's term, replaced by a strictly larger (smaller) one, or by a
+    NaN while it is a number (so the lowest position wins ties and the first
+    NaN wins outright, NumPy's rule); 0 and -1 for an empty row.  Terms as in
+    :func:`naive_pair_fold_row`."""
     F = X.shape[1]
     if e == s:
         return np.zeros(F, X.dtype), np.full(F, -1, np.int64)
@@ -955,7 +956,7 @@ def naive_arg_fold_row(X, idx, coef, s, e, pick="max", op="mul"):
     for k in range(s + 1, e):
         for f in range(F):
             v = term(k, f)
-            if (v > o[f]) if pick == "max" else (v < o[f]):
+            if o[f] == o[f] and (v != v or ((v > o[f]) if pick == "max" else (v < o[f]))):
                 o[f], a[f] = v, k
     return np.array(o, X.dtype), np.array(a, np.int64)
 

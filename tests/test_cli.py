@@ -39,15 +39,16 @@ def test_demo_numpy_backend_json(tmp_path, capsys):
         assert name in printed
 
 
-def test_demo_without_torch_falls_back_to_closed_form(tmp_path, monkeypatch):
+def test_demo_without_torch_falls_back_to_closed_form(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)       # import torch -> ImportError
     out = tmp_path / "d.json"
     assert cli.main(SMALL + ["--json", str(out)]) == 0
     s = json.loads(out.read_text())
     assert s["config"]["backend"] == "numpy" and "STG closed form" in s["metrics"]
     assert s["versions"]["torch"] is None
-    with pytest.raises(SystemExit, match="needs PyTorch"):
+    with pytest.raises(SystemExit) as info:
         cli.main(SMALL + ["--backend", "torch"])
+    assert info.value.code == 2 and "needs PyTorch" in capsys.readouterr().err
 
 
 def test_demo_torch_backend_json(tmp_path):

@@ -1,0 +1,92 @@
+"""The bad-input catalogue (``bad_input_cases.py``): every row raises its exception with its words,
+before any kernel runs; ``docs/errors.md`` is generated from it; no public call crashes the process."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bad_input_cases import CASES, namespace
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("case_id, call, exc, words", CASES, ids=[c[0] for c in CASES])
+def test_catalogue(case_id, call, exc, words, tmp_path):
+    if call.startswith("load_") or "EventLog" in call or "split_last_period" in call:
+        pytest.importorskip("pandas")
+    ns = namespace(tmp_path)
+    with pytest.raises(exc) as info:
+        eval(call, ns)                                  # noqa: S307 - the catalogue's own source
+    assert words in str(info.value), f"{case_id}: {info.value}"
+
+
+def test_catalogue_ids_are_unique():
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids))
+
+
+def test_errors_doc_is_current():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import errors_doc
+    finally:
+        sys.path.pop(0)
+    assert (ROOT / "docs" / "errors.md").read_text() == errors_doc.render(), \
+        "docs/errors.md is stale: run python tools/errors_doc.py"
+
+
+def test_recall_keys_do_not_overflow_with_ids_near_2_62():
+    from stgkern import metrics
+    big = 2**62
+    lists = np.array([[big + 1, 3], [5, big]])
+    relevant = (np.array([0, 1, 3]), np.array([big + 1, big, 7]))
+    assert metrics.recall(lists, relevant) == pytest.approx(0.75)      # row 0: 1 of 1, row 1: 1 of 2
+    assert metrics.precision(lists, relevant) == pytest.approx(0.5)
+
+
+MUTATE = """
+import numpy as np, stgkern
+g = stgkern.Graph(np.array([0, 2, 3]), np.array([0, 1, 1]), 2)
+X = np.ones((2, 4))
+for attempt in (lambda: g.indices.__setitem__(0, 10**9), lambda: g.indptr.__setitem__(1, 10**9),
+                lambda: setattr(g, "indices", np.array([0, 10**9, 1])),
+                lambda: g.transpose().edata["eid"].__setitem__(0, 10**9)):
+    try:
+        attempt()
+    except ValueError:
+        pass
+    else:
+        raise SystemExit("a validated graph was changed")
+print(float(stgkern.spmm(g, X).sum()), float(stgkern.spmm(g.transpose(), X).sum()))
+"""
+
+
+def test_mutating_a_validated_graph_cannot_crash_the_process():
+    # in a subprocess: before, writing into g.indices then calling spmm was a segfault
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", MUTATE], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["12.0", "12.0"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["demo", "--window", "-1"], "--window must be at least 0, got -1"),
+    (["demo", "--horizon-hours", "-5"], "--horizon-hours must be at least 0"),
+    (["demo", "--users", "0"], "--users must be at least 1, got 0"),
+    (["demo", "--tau-hours", "0"], "--tau-hours must be positive"),
+    (["demo", "--json", "/nonexistent-dir/x.json"], "cannot write there"),
+    (["demo", "--format", "taobao"], "--format describes --data"),
+    (["demo", "--data", "x.csv"], "--data needs --format"),
+    (["train", "--data", "/nonexistent-dir"], "is not a folder"),
+    (["train", "--data", ".", "--hops", "0"], "--hops must be at least 1, got 0"),
+])
+def test_cli_user_errors_are_one_line_exit_2(argv, words, capsys):
+    from stgkern.cli import main
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and err[0].startswith(f"stgkern {argv[0]}: error: "), err
