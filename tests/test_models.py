@@ -153,6 +153,18 @@ def test_fit_is_deterministic_and_learns(rng, tmp_path):
     assert evaluate(m3, d.test_ptr, d.test_items, d.test_target) == r1.test
 
 
+def test_refit_on_every_training_session(rng):
+    d = _tiny_data(rng)
+    torch.manual_seed(0)
+    m = SRGNN(d.n_items, hidden_size=8)
+    r = fit(m, d, epochs=2, batch_size=16, lr=0.01, valid_fraction=0.0, seed=5, test_each_epoch=False,
+            progress=False, log=lambda s: None)
+    n_examples = len(session_examples(d.train_ptr, d.train_items)[2])
+    assert r.valid is None and r.best_epoch == 2 and r.config["train_examples"] == n_examples
+    assert [c["valid"] for c in r.curve] == [None, None] and "test" not in r.curve[0]
+    assert r.test == r.curve[-1]["test"] == evaluate(m, d.test_ptr, d.test_items, d.test_target)
+
+
 def _write(path, lines):
     with gzip.open(path, "wt") as fh:
         fh.write("".join(line + "\n" for line in lines))

@@ -23,7 +23,9 @@ def add_train_arguments(p):
     p.add_argument("--lr-decay", type=float, default=0.1, help="learning-rate factor every --lr-step epochs")
     p.add_argument("--lr-step", type=int, default=3)
     p.add_argument("--l2", type=float, default=1e-5, help="L2 penalty (Adam weight_decay)")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="training sessions held out for validation")
+    p.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="training sessions held out for validation; 0: train on all of them for --epochs "
+                        "epochs and keep the last (the refit after a tuned run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch order")
     p.add_argument("--max-batches", type=int, help="cap batches per epoch (smoke runs)")
     p.add_argument("--save", help="write the trained model here (torch file)")
@@ -76,9 +78,10 @@ def _table(curve, stream=sys.stdout):
     head = f"{'epoch':>5} {'loss':>8} {'valid P@20':>11} {'valid MRR@20':>13} {'test P@20':>10} {'test MRR@20':>12} {'train s':>8}"
     print(head, file=stream)
     print("-" * len(head), file=stream)
+    nan = float("nan")
     for r in curve:
-        t = r.get("test", {})
-        print(f"{r['epoch']:>5} {r['loss']:8.4f} {r['valid']['P@20']:11.2f} {r['valid']['MRR@20']:13.2f} "
+        t, v = r.get("test", {}), r.get("valid") or {}
+        print(f"{r['epoch']:>5} {r['loss']:8.4f} {v.get('P@20', nan):11.2f} {v.get('MRR@20', nan):13.2f} "
               f"{t.get('P@20', float('nan')):10.2f} {t.get('MRR@20', float('nan')):12.2f} {r['train_seconds']:8.0f}",
               file=stream)
 
@@ -117,7 +120,9 @@ def train(args):
               lr_dc_step=args.lr_step, l2=args.l2, patience=args.patience, valid_fraction=args.valid_fraction,
               seed=args.seed, max_batches=args.max_batches)
     _table(res.curve)
-    print(f"\n{args.model} on {data.name}: best validation epoch {res.best_epoch}; test P@20 {res.test['P@20']:.2f}, "
+    how = (f"trained on every training session for {res.best_epoch} epochs" if res.valid is None
+           else f"best validation epoch {res.best_epoch}")
+    print(f"\n{args.model} on {data.name}: {how}; test P@20 {res.test['P@20']:.2f}, "
           f"MRR@20 {res.test['MRR@20']:.2f} ({res.seconds:.0f} s)")
     if args.save:
         save(model, args.save, res)

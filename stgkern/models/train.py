@@ -193,6 +193,12 @@ def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_ste
     figures of every epoch are recorded in the curve too (for the record
     only: the selection never looks at them).
 
+    ``valid_fraction=0`` is the refit that follows a tuned run (the
+    published workflow: tune with a held-out split, then train on all of
+    the training data): every training session is trained on for exactly
+    ``epochs`` epochs, nothing is selected, the last epoch is kept and
+    evaluated on the test set, and ``valid`` is None.
+
     Returns
     -------
     FitResult
@@ -202,6 +208,7 @@ def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_ste
     (tr_ptr, tr_items), (va_ptr, va_items) = split_validation(data.train_ptr, data.train_items, valid_fraction, split_seed)
     ex_ptr, ex_items, ex_target = session_examples(tr_ptr, tr_items)
     va = session_examples(va_ptr, va_items)
+    refit = len(va[2]) == 0                      # nothing held out: train `epochs` epochs, keep the last
     opt = make_adam(model, lr, l2)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_dc_step, gamma=lr_dc)
     cfg = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_dc": lr_dc, "lr_dc_step": lr_dc_step, "l2": l2,
@@ -218,21 +225,26 @@ def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_ste
                                      max_batches=max_batches, progress=bar)
         sched.step()
         t0 = time.perf_counter()
-        v = evaluate(model, *va)
+        v = None if refit else evaluate(model, *va)
         row = {"epoch": epoch, "loss": loss, "batches": nb, "train_seconds": secs, "valid": v}
-        if test_each_epoch:
+        if test_each_epoch or (refit and epoch == epochs):
             row["test"] = evaluate(model, data.test_ptr, data.test_items, data.test_target)
         row["eval_seconds"] = time.perf_counter() - t0
         curve.append(row)
-        log(f"epoch {epoch}: loss {loss:.4f}  valid P@20 {v['P@20']:.2f} MRR@20 {v['MRR@20']:.2f}"
-            + (f"  (test P@20 {row['test']['P@20']:.2f} MRR@20 {row['test']['MRR@20']:.2f})" if test_each_epoch else "")
+        log(f"epoch {epoch}: loss {loss:.4f}"
+            + ("" if refit else f"  valid P@20 {v['P@20']:.2f} MRR@20 {v['MRR@20']:.2f}")
+            + (f"  (test P@20 {row['test']['P@20']:.2f} MRR@20 {row['test']['MRR@20']:.2f})" if "test" in row else "")
             + f"  train {secs:.0f}s eval {row['eval_seconds']:.0f}s")
+        if refit:
+            best_epoch, best_state = epoch, None
+            continue
         if v["P@20"] > best:
             best, best_epoch = v["P@20"], epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= patience:
             break
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     test = next((r["test"] for r in curve if r["epoch"] == best_epoch and "test" in r), None)
     if test is None:
         test = evaluate(model, data.test_ptr, data.test_items, data.test_target)
