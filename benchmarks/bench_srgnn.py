@@ -7,9 +7,10 @@ times ``n_batches`` (default 240) training steps of batch 100, d = 100, for
 
 * ``stgkern``: :class:`stgkern.models.SRGNN` -- ``make_batch`` (the batch's
   session graphs as one block-diagonal CSR), ``spmm`` over in/out edges,
-  ``segment_reduce`` readout, ``score_cross_entropy`` (full-catalogue softmax
-  without the score matrix), torch's fused Adam; the step's Numba kernels on
-  one thread, as ``fit`` runs them (``one_numba_thread``);
+  ``segment_reduce`` readout, ``score_cross_entropy`` (full-catalogue softmax;
+  the (100, 43,097) product kept from the forward for the backward, so three
+  products against the item table, not four), torch's fused Adam; the step's
+  Numba kernels on one thread, as ``fit`` runs them (``one_numba_thread``);
 * ``dense``: the published formulation (``tests/naive_srgnn.py``): every
   batch padded to the data set's longest session and laid out by the
   original's Python ``get_slice`` (dense ``[A_in | A_out]`` per session),
