@@ -83,13 +83,6 @@ def _fail(cmd, msg):
     raise SystemExit(2)
 
 
-def _writable(flag, path):
-    import os
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise _DataError(f"{flag} {path}: cannot write there (checked before the run starts)")
-
-
 def _check_demo_args(args):
     """Every demo argument a user can get wrong, checked before any work starts."""
     if args.data and not args.format:
@@ -115,8 +108,10 @@ def _check_demo_args(args):
         raise _DataError(f"--horizon-hours must be at least 0, got {args.horizon_hours}")
     if not args.tau_hours > 0:
         raise _DataError(f"--tau-hours must be positive, got {args.tau_hours}")
-    if args.json:
-        _writable("--json", args.json)
+    from .models.cli import unwritable
+    why = unwritable(args.json) if args.json else None
+    if why:
+        raise _DataError(f"--json {args.json}: {why}")
 
 
 def _load(path, fmt, categories=None):

@@ -19,9 +19,16 @@ def _check(g, X, edge_weight, reduce, name="X"):
     return X, edge_weight
 
 
-def _check_out(out, rows, like, backend, **reads):
+def _graph_backend(g, **arrays):
+    """The backend of ``g`` (checked to be a Graph) and ``arrays``."""
+    _validate.graph(g)
+    return _dispatch.backend_of(indptr=g.indptr, indices=g.indices, **arrays)
+
+
+def _check_out(out, rows, like, backend, g, **reads):
     """``out=``: a C-contiguous (rows, F) array of ``like``'s width, dtype and backend,
-    overlapping none of ``reads`` (the arrays the kernel reads while it writes out)."""
+    overlapping none of ``reads`` nor ``g``'s structure (what the kernel reads while it writes out)."""
+    reads.update({"g.indices": g.indices, "g.indptr": g.indptr})
     want = (rows, like.shape[1])
     _dispatch.backend_of(X=like, out=out)
     if tuple(out.shape) != want or out.dtype != like.dtype:
@@ -79,10 +86,10 @@ def spmm(g, X, edge_weight=None, reduce="sum", return_arg=False, out=None):
     --------
     >>> out = spmm(g, X, reduce="mean")  # doctest: +SKIP
     """
-    backend = _dispatch.backend_of(indptr=_validate.graph(g).indptr, indices=g.indices, X=X, edge_weight=edge_weight)
+    backend = _graph_backend(g, X=X, edge_weight=edge_weight)
     X, edge_weight = _check(g, X, edge_weight, reduce)
     if out is not None:
-        out = _check_out(out, g.n_nodes, X, backend, X=X, edge_weight=edge_weight, **{"g.indices": g.indices, "g.indptr": g.indptr})
+        out = _check_out(out, g.n_nodes, X, backend, g, X=X, edge_weight=edge_weight)
     out, arg = _dispatch.kernels("spmm", backend).forward(g, X, edge_weight, reduce, out=out)
     return (out, arg) if return_arg else out
 
@@ -100,7 +107,7 @@ def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None, out=
     ``accumulate=True`` ``grad_X`` is added to what ``out`` holds (a layer's
     ``grad_X = self term + spmm_backward(...)`` without a second array).
     """
-    backend = _dispatch.backend_of(indptr=_validate.graph(g).indptr, indices=g.indices, grad_out=grad_out, X=X,
+    backend = _graph_backend(g, grad_out=grad_out, X=X,
                                    edge_weight=edge_weight, arg=arg)
     X, edge_weight = _check(g, X, edge_weight, reduce)
     grad_out = _validate.features(grad_out, "grad_out", g.n_nodes)
@@ -108,13 +115,11 @@ def spmm_backward(g, grad_out, X, edge_weight=None, reduce="sum", arg=None, out=
     if grad_out.shape[1] != X.shape[1]:
         raise ValueError(f"grad_out has shape {tuple(grad_out.shape)} but X has shape {tuple(X.shape)}; "
                          f"grad_out must be (n_nodes, {X.shape[1]})")
-    if reduce in ("max", "min"):
-        arg = _check_arg(arg, reduce, (g.n_nodes, X.shape[1]), "spmm", g.indptr)
+    arg = _check_arg(arg, reduce, (g.n_nodes, X.shape[1]), "spmm", g.indptr)
     if accumulate and out is None:
         raise ValueError("accumulate=True adds grad_X to out; pass out=")
     if out is not None:
-        out = _check_out(out, g.n_src, X, backend, X=X, grad_out=grad_out, edge_weight=edge_weight, arg=arg,
-                         **{"g.indices": g.indices, "g.indptr": g.indptr})
+        out = _check_out(out, g.n_src, X, backend, g, X=X, grad_out=grad_out, edge_weight=edge_weight, arg=arg)
     return _dispatch.kernels("spmm", backend).backward(g, grad_out, X, edge_weight, reduce, arg, out=out,
                                                        accumulate=bool(accumulate))
 
@@ -190,10 +195,10 @@ def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False, out=None)
     >>> out = message_passing(g, X, E, op="mul", reduce="sum")  # doctest: +SKIP
     >>> out, arg = message_passing(g, X, E, reduce="max", return_arg=True)  # doctest: +SKIP
     """
-    backend = _dispatch.backend_of(indptr=_validate.graph(g).indptr, indices=g.indices, X=X, E=E)
+    backend = _graph_backend(g, X=X, E=E)
     X, E = _check_mp(g, X, E, op, reduce)
     if out is not None:
-        out = _check_out(out, g.n_nodes, X, backend, X=X, E=E, **{"g.indices": g.indices, "g.indptr": g.indptr})
+        out = _check_out(out, g.n_nodes, X, backend, g, X=X, E=E)
     out, arg = _dispatch.kernels("message_passing", backend).forward(g, X, E, op, reduce, out=out)
     return (out, arg) if return_arg else out
 
@@ -227,7 +232,7 @@ def message_passing_backward(g, grad_out, X, E, op="mul", reduce="sum", arg=None
     >>> out, arg = message_passing(g, X, E, reduce="max", return_arg=True)  # doctest: +SKIP
     >>> gX, gE = message_passing_backward(g, G, X, E, reduce="max", arg=arg)  # doctest: +SKIP
     """
-    backend = _dispatch.backend_of(indptr=_validate.graph(g).indptr, indices=g.indices, grad_out=grad_out, X=X, E=E, arg=arg)
+    backend = _graph_backend(g, grad_out=grad_out, X=X, E=E, arg=arg)
     X, E = _check_mp(g, X, E, op, reduce)
     grad_out = _validate.features(grad_out, "grad_out", g.n_nodes)
     _validate.same_dtype(X=X, grad_out=grad_out)

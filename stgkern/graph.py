@@ -98,23 +98,13 @@ class Graph:
 
     # ------------------------------------------------------------------ basics
     # The structure the kernels index by is read-only (on the CPU): writing into
-    # g.indices after validation could send a kernel outside its arrays.  It can
-    # be replaced whole, which validates again; the arrays given to the
+    # g.indices after validation could send a kernel outside its arrays.  The
+    # indices can be replaced whole (say, in another index width), which
+    # validates again; the arrays given to the
     # constructor are shared when no cast is needed, and must not change either.
     @property
     def indptr(self):
         return self._indptr
-
-    @indptr.setter
-    def indptr(self, a):
-        if tuple(a.shape) != tuple(self._indptr.shape) or a.dtype != np.int64:
-            raise ValueError(f"a replacement indptr must be int64 of shape {tuple(self._indptr.shape)}, "
-                             f"got {a.dtype} {tuple(a.shape)}; build a new Graph instead")
-        self._check_ranges(a, self._indices, self.n_src)
-        if self.n_nodes and bool((self.xp.diff(a) < 0).any()):
-            raise ValueError("indptr must be non-decreasing")
-        self._indptr = _frozen(self.xp.ascontiguousarray(a))
-        self._structure_changed()
 
     @property
     def indices(self):

@@ -97,11 +97,6 @@ def _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend):
     return out, saved
 
 
-def _backend(g, **arrays):
-    _validate.graph(g)
-    return _dispatch.backend_of(indptr=g.indptr, indices=g.indices, **arrays)
-
-
 def graph_conv(g, X, W_self, W_neigh=None, bias=None, edge_weight=None, reduce="sum", activation=None):
     """Graph convolution layer (self term plus aggregated neighbours).
 
@@ -143,7 +138,7 @@ def graph_conv(g, X, W_self, W_neigh=None, bias=None, edge_weight=None, reduce="
            [1., 1., 0.],
            [1., 1., 1.]], dtype=float32)
     """
-    backend = _backend(g, X=X, W_self=W_self, W_neigh=W_neigh, bias=bias, edge_weight=edge_weight)
+    backend = conv._graph_backend(g, X=X, W_self=W_self, W_neigh=W_neigh, bias=bias, edge_weight=edge_weight)
     X, W_self, W_neigh, bias, w = _check(g, X, W_self, W_neigh, bias, edge_weight, reduce, activation)
     return _forward(g, X, W_self, W_neigh, bias, w, reduce, activation, backend)[0]
 
@@ -187,7 +182,7 @@ def graph_conv_backward(g, grad_out, X, W_self, W_neigh=None, bias=None, edge_we
     >>> gX, gWs, gWn, gb, gw = graph_conv_backward(g, np.ones_like(out), X, Ws, Wn, b,
     ...                                            activation="relu", out=out)  # doctest: +SKIP
     """
-    backend = _backend(g, grad_out=grad_out, X=X, W_self=W_self, W_neigh=W_neigh, bias=bias,
+    backend = conv._graph_backend(g, grad_out=grad_out, X=X, W_self=W_self, W_neigh=W_neigh, bias=bias,
                        edge_weight=edge_weight, out=out)
     X, W_self, W_neigh, bias, w = _check(g, X, W_self, W_neigh, bias, edge_weight, reduce, activation)
     F_out = W_self.shape[1]

@@ -77,7 +77,7 @@ def test_mutating_a_validated_graph_cannot_crash_the_process():
     (["demo", "--horizon-hours", "-5"], "--horizon-hours must be at least 0"),
     (["demo", "--users", "0"], "--users must be at least 1, got 0"),
     (["demo", "--tau-hours", "0"], "--tau-hours must be positive"),
-    (["demo", "--json", "/nonexistent-dir/x.json"], "cannot write there"),
+    (["demo", "--json", "/nonexistent-dir/x.json"], "--json /nonexistent-dir/x.json: cannot write into /nonexistent-dir"),
     (["demo", "--format", "taobao"], "--format describes --data"),
     (["demo", "--data", "x.csv"], "--data needs --format"),
     (["train", "--data", "/nonexistent-dir"], "is not a folder"),

@@ -43,20 +43,26 @@ class UserError(Exception):
     """A mistake on the command line: reported in one line, exit code 2."""
 
 
+def unwritable(path):
+    """Why an output file cannot be written at ``path`` (checked before a run starts), or None."""
+    import os
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "it is a folder"
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        return f"cannot write into {folder}"
+    return None
+
+
 def _check_paths(args):
     import os
     if not os.path.isdir(args.data):
         raise UserError(f"--data {args.data} is not a folder")
-    for flag in ("hops", "hidden", "batch_size", "epochs"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     for flag in ("save", "json"):
         path = getattr(args, flag, None)
-        if path:
-            folder = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-                raise UserError(f"--{flag} {path}: cannot write into {folder}")
+        why = unwritable(path) if path else None
+        if why:
+            raise UserError(f"--{flag} {path}: {why}")
 
 
 def _torch():
@@ -102,7 +108,7 @@ def build_model(name, data, hidden=100, valid_fraction=0.1, split_seed=0, seed=0
 
 
 def train(args):
-    for name in ("epochs", "batch_size", "hidden", "lr_step"):
+    for name in ("epochs", "batch_size", "hidden", "lr_step", "hops"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.max_batches is not None and args.max_batches < 1:
