@@ -154,15 +154,27 @@ def test_fit_is_deterministic_and_learns(rng, tmp_path):
 
 
 def test_refit_on_every_training_session(rng):
+    import numba
     d = _tiny_data(rng)
+    seen = []
+
+    class Probe(SRGNN):                      # the thread counts each training step runs at
+        def loss(self, b):
+            seen.append((numba.get_num_threads(), torch.get_num_threads()))
+            return super().loss(b)
+
     torch.manual_seed(0)
-    m = SRGNN(d.n_items, hidden_size=8)
+    m = Probe(d.n_items, hidden_size=8)
+    before = (numba.get_num_threads(), torch.get_num_threads())
     r = fit(m, d, epochs=2, batch_size=16, lr=0.01, valid_fraction=0.0, seed=5, test_each_epoch=False,
             progress=False, log=lambda s: None)
     n_examples = len(session_examples(d.train_ptr, d.train_items)[2])
     assert r.valid is None and r.best_epoch == 2 and r.config["train_examples"] == n_examples
     assert [c["valid"] for c in r.curve] == [None, None] and "test" not in r.curve[0]
     assert r.test == r.curve[-1]["test"] == evaluate(m, d.test_ptr, d.test_items, d.test_target)
+    # steps on one Numba and one torch thread (step_threads), both counts restored after
+    assert seen and set(seen) == {(1, 1)}
+    assert (numba.get_num_threads(), torch.get_num_threads()) == before
 
 
 def _write(path, lines):

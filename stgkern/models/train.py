@@ -118,23 +118,29 @@ class FitResult:
 
 
 @contextlib.contextmanager
-def one_numba_thread():
-    """Run a training step's kernels on one Numba thread.
+def step_threads():
+    """Run a training step's Numba kernels and torch ops on one thread each.
 
     A batch's session graphs are a few hundred nodes: the kernels take
     microseconds and a parallel region costs more than it saves.  Once torch
     is imported Numba's threads are OpenMP's, and their fork/join around
     every small kernel, next to torch's and OpenBLAS's own threads, made a
-    step 4x slower here (bench_srgnn: 192 against 50 ms per batch).  The big
-    products still use every core through BLAS.
+    step 4x slower here (bench_srgnn: 192 against 50 ms per batch).  torch's
+    own OpenMP workers, which spin after each of the step's small layers,
+    took the cores from the scoring layer's OpenBLAS threads next: with
+    torch at one thread a step went from 72-88 to 54-59 ms on two cores.
+    The big products (``score_cross_entropy``, NumPy BLAS) still use every
+    core.  Both thread counts are restored on exit.
     """
     import numba
-    old = numba.get_num_threads()
+    old_nb, old_torch = numba.get_num_threads(), torch.get_num_threads()
     numba.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
-        numba.set_num_threads(old)
+        numba.set_num_threads(old_nb)
+        torch.set_num_threads(old_torch)
 
 
 def make_adam(model, lr, l2):
@@ -155,7 +161,7 @@ def train_epoch(model, opt, ex_ptr, ex_items, target, *, batch_size, rng, max_ba
     if max_batches is not None:
         n_batches = min(n_batches, int(max_batches))
     total, t0 = 0.0, time.perf_counter()
-    with one_numba_thread():
+    with step_threads():
         total = _run_batches(model, opt, ex_ptr, ex_items, target, order, batch_size, n_batches, progress)
     if progress is not None:
         progress(n_batches, total / max(n_batches, 1), final=True)
