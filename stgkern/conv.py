@@ -150,14 +150,21 @@ def _check_arg(arg, reduce, want, producer, indptr):
     if arg.dtype != np.int64:
         raise TypeError(f"arg has dtype {arg.dtype}; expected int64 from {producer}(..., return_arg=True)")
     xp = _validate._xp(arg)
-    lo, hi = indptr[:-1, None], indptr[1:, None]
-    ok = ((arg >= lo) & (arg < hi)) | ((arg == -1) & (hi == lo))
-    if arg.size and not bool(ok.all()):
-        i = int(xp.flatnonzero(~ok.all(axis=1))[0])
+    arg = xp.ascontiguousarray(arg)
+    if not arg.size:
+        return arg
+    if xp is np:
+        from ._numba.checks import first_bad_arg_row
+        i = int(first_bad_arg_row(arg, np.ascontiguousarray(indptr, np.int64)))
+    else:
+        lo, hi = indptr[:-1, None], indptr[1:, None]
+        ok = ((arg >= lo) & (arg < hi)) | ((arg == -1) & (hi == lo))
+        i = -1 if bool(ok.all()) else int(xp.flatnonzero(~ok.all(axis=1))[0])
+    if i >= 0:
         raise ValueError(f"arg row {i} holds edge ids outside row {i}'s edges "
                          f"({int(indptr[i])}..{int(indptr[i + 1]) - 1}, or -1 if it has none); "
                          f"pass the arg {producer}(..., return_arg=True) returned for this graph")
-    return xp.ascontiguousarray(arg)
+    return arg
 
 
 def message_passing(g, X, E, op="mul", reduce="sum", return_arg=False, out=None):

@@ -90,3 +90,29 @@ def test_cli_user_errors_are_one_line_exit_2(argv, words, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0] and err[0].startswith(f"stgkern {argv[0]}: error: "), err
+
+
+def test_arg_check_names_the_first_corrupt_row():
+    """The one-pass arg check against the rule written out: every entry an edge id of its own
+    row, or -1 where the row is empty; the error names the first row that breaks it."""
+    import stgkern
+    from naive import naive_random_csr
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        n_src = int(rng.integers(1, 9))
+        indptr, indices = naive_random_csr(rng, int(rng.integers(1, 9)), n_src, p=0.4)
+        g = stgkern.Graph(indptr, indices, n_src)
+        X = rng.standard_normal((g.n_src, 3))
+        _, arg = stgkern.spmm(g, X, reduce="max", return_arg=True)
+        bad = arg.copy()
+        r, f = int(rng.integers(bad.shape[0])), int(rng.integers(3))
+        bad[r, f] = rng.choice([-1, -2, g.nnz, indptr[r] - 1, indptr[r + 1], 10**12])
+        lo, hi = indptr[:-1, None], indptr[1:, None]
+        ok = ((bad >= lo) & (bad < hi)) | ((bad == -1) & (hi == lo))
+        G = np.ones((g.n_nodes, 3))
+        if ok.all():                                  # the corruption happened to be valid (-1 in an empty row)
+            stgkern.spmm_backward(g, G, X, reduce="max", arg=bad)
+            continue
+        first = int(np.flatnonzero(~ok.all(axis=1))[0])
+        with pytest.raises(ValueError, match=f"arg row {first} holds edge ids outside row {first}'s edges"):
+            stgkern.spmm_backward(g, G, X, reduce="max", arg=bad)
