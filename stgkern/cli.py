@@ -1,4 +1,4 @@
-"""Command line: ``stgkern demo`` and ``stgkern info``.
+"""stgkern: graph-neural-network kernels and models for user-behaviour sequences.
 
 ``stgkern demo`` is the whole method on an event log (the built-in synthetic
 one by default, or ``--data PATH --format taobao|movielens|recbole|yoochoose``):
@@ -407,9 +407,26 @@ def info(args) -> dict:
     return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default in --help where it has one worth showing (not None, False or
+    one the help text already gives)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "default" in h:
+            return h
+        return super()._get_help_string(action)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="stgkern", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    from . import __version__
+    p = argparse.ArgumentParser(prog="stgkern", description=__doc__.splitlines()[0],
+                                epilog="`stgkern COMMAND --help` describes each command and its options.")
+    p.add_argument("--version", action="version", version=f"stgkern {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, title="commands", metavar="COMMAND")
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, formatter_class=_HelpFormatter, **k)
     d = sub.add_parser("demo", help="the whole method on an event log: baselines, model, metrics",
                        description="Preprocess a log (k-core, minimum length), split it by time (each "
                                    "user's last event tests, the one before validates), train the "
@@ -440,7 +457,7 @@ def main(argv=None) -> int:
     d.add_argument("--json", help="also write config, times and every metric as JSON to this file")
     from . import bench
     b = sub.add_parser("bench", help="every op against its peers on the standard workloads",
-                       description=bench.__doc__.splitlines()[0])
+                       description=bench.__doc__.splitlines()[0].replace("``", ""))
     bench.add_arguments(b)
     from .models import cli as mcli
     tr = sub.add_parser("train", help="train a published session model (SR-GNN, GCE-GNN) on a benchmark split",

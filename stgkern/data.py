@@ -221,6 +221,11 @@ def _read(path, names, sep=",", header=None, numeric=(), required=None, integer=
         raise ValueError(f"{path}: empty file; expected {'a header and ' if header is not None else ''}"
                          f"lines of {list(want)} separated by {sep!r}") from None
     first_line = 1 if header is None else 2
+    if header is None and numeric and len(df) and all(
+            _pandas().isna(_pandas().to_numeric(df[c].iloc[:1], errors="coerce")).all() for c in numeric):
+        row = ",".join(df.iloc[0].astype(str).tolist())
+        raise ValueError(f"{path}: line 1 looks like a header row ({row!r}): this format has no header, its "
+                         f"columns are {list(names)}; drop that line (e.g. tail -n +2 FILE > NEW_FILE)")
     missing = [c for c in (names or []) if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")

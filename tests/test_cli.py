@@ -160,3 +160,21 @@ def test_load_passes_the_category_side_file(tmp_path):
     assert len(np.unique(with_cat.category)) == 2  # Drama, Comedy (first genre)
     with pytest.raises(ValueError, match="categories= applies to movielens"):
         sd.load(str(ratings), "taobao", categories=str(movies))
+
+
+def test_help_version_and_defaults(capsys):
+    import stgkern
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"stgkern {stgkern.__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    top = capsys.readouterr().out
+    assert "``" not in top
+    for cmd in ("demo", "bench", "train", "evaluate", "info"):
+        assert f"\n    {cmd} " in top, cmd
+    for cmd, shown in (("demo", "(default: 8)"), ("train", "(default: 100)"), ("bench", "workload size")):
+        with pytest.raises(SystemExit):
+            cli.main([cmd, "--help"])
+        h = capsys.readouterr().out
+        assert shown in h and "``" not in h and "(default: None)" not in h, cmd

@@ -15,13 +15,13 @@ def add_train_arguments(p):
                    help="srgnn (Wu et al., AAAI 2019) or gcegnn (Wang et al., SIGIR 2020)")
     p.add_argument("--epochs", type=int, default=30, help="most epochs (the best validation epoch is kept)")
     p.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a validation gain")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100, help="training prefixes per optimiser step")
     p.add_argument("--hidden", type=int, default=100, help="embedding and state width")
     p.add_argument("--hops", type=int, default=2, help="gcegnn: depth of the global neighbour tree "
                    "(published n_iter: 2 for Diginetica)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--lr-decay", type=float, default=0.1, help="learning-rate factor every --lr-step epochs")
-    p.add_argument("--lr-step", type=int, default=3)
+    p.add_argument("--lr-step", type=int, default=3, help="epochs between learning-rate decays")
     p.add_argument("--l2", type=float, default=1e-5, help="L2 penalty (Adam weight_decay)")
     p.add_argument("--valid-fraction", type=float, default=0.1,
                    help="training sessions held out for validation; 0: train on all of them for --epochs "
