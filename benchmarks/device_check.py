@@ -317,7 +317,7 @@ def run_gpu(args):
         res["checks"][f"spmm/{gname}"] = check(f"spmm/{gname}", out, A @ X)
         t = gpu_time(lambda: stgkern.spmm(g, X), args.reps)
         tp = gpu_time(lambda: A @ X, args.reps)
-        floor = 8 * nnz + 8 * n * F  # perfect reuse of X (DESIGN.md)
+        floor = 8 * nnz + 8 * n * F  # perfect reuse of X (docs/design.md)
         record("spmm_sum_F%d" % F, gname, t, floor, "cupyx csr @ X", tp, 2 * nnz * F)
         res.setdefault("graphs", {})[gname] = {"n": n, "nnz": nnz}
         if gname != "window":
