@@ -21,6 +21,17 @@ def index_dtype_for(n: int) -> np.dtype:
     return np.dtype(np.int32) if n <= INT32_MAX else np.dtype(np.int64)
 
 
+def _from_torch(a):
+    """A torch tensor as a NumPy (CPU) or CuPy (CUDA) array sharing its memory; anything else as is."""
+    if type(a).__module__.split(".")[0] != "torch":
+        return a
+    a = a.detach()
+    if a.device.type == "cpu":
+        return a.resolve_conj().resolve_neg().numpy()
+    import cupy
+    return cupy.from_dlpack(a)
+
+
 def _frozen(a):
     """A read-only view of a NumPy array (CuPy arrays have no such flag: returned as they are)."""
     if isinstance(a, np.ndarray):
@@ -263,19 +274,28 @@ class Graph:
         g.edge_order = opt(self.edge_order)
         return g
 
-    def to_scipy(self, weight=None, dtype=np.float32):
-        """``scipy.sparse.csr_matrix`` of shape (n_nodes, n_src); A[i, j] = weight of edge j -> i.
+    def to_scipy(self, weight=None, dtype=None, *, matrix=False):
+        """``scipy.sparse.csr_array`` of shape (n_nodes, n_src); A[i, j] = weight of edge j -> i.
 
         ``weight`` is an edata name or a length-``nnz`` array; default ones.
+        ``dtype`` is the values' type (default: the weight's own, float32 for
+        ones).  ``matrix=True`` gives the older ``csr_matrix`` instead.  The
+        result owns copies of the arrays (the graph's are read-only).
         """
         import scipy.sparse as sp
         if self._backend != _dispatch.CPU:
             raise TypeError("to_scipy needs a CPU graph; call g.to('cpu') first (or use cupyx.scipy.sparse)")
         if isinstance(weight, str):
             weight = self.edata[weight]
-        data = np.ones(self.nnz, dtype=dtype) if weight is None else np.asarray(weight)
-        # copies: the graph's own arrays are read-only, the matrix is the caller's to change
-        return sp.csr_matrix((data, self.indices.copy(), self.indptr.copy()), shape=self.shape)
+        if weight is None:
+            data = np.ones(self.nnz, dtype=np.float32 if dtype is None else dtype)
+        else:
+            data = np.array(weight, dtype=dtype, copy=True)
+            if data.shape != (self.nnz,):
+                raise ValueError(f"weight must hold one value per edge, shape ({self.nnz},); "
+                                 f"got shape {data.shape}")
+        cls = sp.csr_matrix if matrix else sp.csr_array
+        return cls((data, self.indices.copy(), self.indptr.copy()), shape=self.shape)
 
     @classmethod
     def from_scipy(cls, A, *, weight_name: str | None = "weight") -> "Graph":
@@ -291,20 +311,31 @@ class Graph:
         edata = {weight_name: A.data} if weight_name else None
         return cls(A.indptr, A.indices, A.shape[1], edata=edata, rows_sorted=bool(A.has_sorted_indices) or None)
 
-    def to_edge_index(self):
-        """PyG-style ``edge_index`` (2 x nnz, int64): row 0 sources, row 1 destinations."""
+    def to_edge_index(self, torch=False):
+        """PyG-style ``edge_index`` (2 x nnz, int64): row 0 sources, row 1 destinations.
+
+        A NumPy or CuPy array like the graph's, or with ``torch=True`` a torch
+        tensor on the matching device (handed over without a copy)."""
         xp = self.xp
-        return xp.stack([self.indices.astype(np.int64), self.dst().astype(np.int64)])
+        ei = xp.stack([self.indices.astype(np.int64), self.dst().astype(np.int64)])
+        if not torch:
+            return ei
+        import torch as _torch
+        return _torch.from_numpy(ei) if xp is np else _torch.from_dlpack(ei)
 
     @classmethod
     def from_edge_index(cls, edge_index, num_nodes: int | None = None, *, edata=None) -> "Graph":
         """Graph from a PyG-style ``edge_index`` (row 0 source, row 1 destination).
 
-        Edges are ordered by (destination, source), stable for duplicates
+        ``edge_index`` and the ``edata`` arrays may be NumPy or CuPy arrays or
+        torch tensors (CPU tensors become NumPy arrays, CUDA ones CuPy arrays,
+        without a copy).  Edges are ordered by (destination, source), stable for duplicates
         (which are kept: nothing is merged or dropped).  ``g.edge_order[k]``
         is the input position of CSR edge ``k``; per-edge arrays in
         ``edata`` are permuted accordingly.
         """
+        edge_index = _from_torch(edge_index)
+        edata = {k: _from_torch(v) for k, v in (edata or {}).items()}
         backend = _dispatch.backend_of(edge_index=edge_index)
         xp = _dispatch.array_module(backend)
         if edge_index.ndim != 2 or edge_index.shape[0] != 2:

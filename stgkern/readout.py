@@ -14,6 +14,11 @@ _REDUCES = ("sum", "mean", "max", "last")
 
 
 def _segment_ptr(ptr, n_rows: int, xp):
+    if ptr is None:
+        raise TypeError("ptr is None: segment offsets are needed (n_seg + 1 values from 0 to the rows of X). "
+                        "Graph.segment_ptr is set only for graphs built from an event log (window_graph, "
+                        "session_graph); for a graph from from_scipy / from_edge_index pass offsets yourself, "
+                        "e.g. numpy.array([0, g.n_nodes]) for one segment")
     if ptr.ndim != 1 or ptr.shape[0] < 1:
         raise ValueError(f"ptr must be a 1-D array of segment offsets with at least one entry "
                          f"(n_seg + 1 values, starting at 0), got shape {tuple(ptr.shape)}")

@@ -159,3 +159,41 @@ def test_expand_ptr_gpu_formula_matches_repeat(monkeypatch, rng):
         got = _dispatch.expand_ptr(p.astype(np.int64), np.int32)
         assert got.dtype == np.int32
         np.testing.assert_array_equal(got, w)
+
+
+def test_conversions_with_torch_and_scipy_formats():
+    torch = pytest.importorskip("torch")
+    import scipy.sparse as sp
+    ei = torch.tensor([[0, 1, 2, 2, 0], [1, 2, 0, 1, 1]])
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
+    g = Graph.from_edge_index(ei, 3, edata={"w": w})
+    ref = Graph.from_edge_index(ei.numpy(), 3, edata={"w": w.numpy()})
+    np.testing.assert_array_equal(g.indptr, ref.indptr)
+    np.testing.assert_array_equal(g.indices, ref.indices)
+    np.testing.assert_array_equal(g.edata["w"], ref.edata["w"])
+    back = g.to_edge_index(torch=True)
+    assert isinstance(back, torch.Tensor) and back.dtype == torch.int64
+    np.testing.assert_array_equal(back.numpy(), g.to_edge_index())
+    # the same edge multiset as the input (CSR order: by destination, then source)
+    assert sorted(map(tuple, back.T.tolist())) == sorted(map(tuple, ei.T.tolist()))
+
+    A = g.to_scipy(weight="w")
+    assert isinstance(A, sp.csr_array) and A.dtype == np.float64       # the weight's own dtype
+    assert isinstance(g.to_scipy(matrix=True), sp.csr_matrix)
+    assert g.to_scipy().dtype == np.float32 and g.to_scipy(weight="w", dtype=np.float32).dtype == np.float32
+    dense = np.zeros((3, 3))
+    np.add.at(dense, (ei[1].numpy(), ei[0].numpy()), w.numpy())
+    np.testing.assert_array_equal(A.toarray(), dense)
+    with pytest.raises(ValueError, match="one value per edge"):
+        g.to_scipy(weight=np.ones(2))
+    for fmt in ("csr", "csc", "coo", "lil", "dok", "bsr"):
+        h = Graph.from_scipy(sp.csr_array(dense).asformat(fmt))
+        np.testing.assert_array_equal(h.to_scipy(weight="weight").toarray(), dense)
+
+
+def test_segment_reduce_on_a_graph_without_segments_says_why():
+    import stgkern
+    g = Graph.from_edge_index(np.array([[0, 1], [1, 0]]), 2)
+    assert g.segment_ptr is None
+    with pytest.raises(TypeError, match="segment_ptr is set only for graphs built from an event log"):
+        stgkern.segment_reduce(np.ones((2, 3)), g.segment_ptr)
