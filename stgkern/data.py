@@ -33,6 +33,43 @@ def _dense(a, name):
 _MAX_BEHAVIORS = 127
 
 
+def _time_seconds(t):
+    """Event times as seconds: numbers as they are; ``datetime64`` of any unit as int64 seconds
+    since the epoch (float64 where some time has a fraction of a second); ISO-8601 strings and
+    pandas ``Timestamp`` objects (timezone-aware ones at their UTC instant) through pandas."""
+    if t.dtype.kind in "OUS":
+        try:
+            pd = _pandas()
+        except ImportError:
+            raise TypeError(f"time holds {t.dtype} values; pass seconds or numpy datetime64 "
+                            f"(numpy.array(times, 'datetime64[s]')), or install pandas to parse "
+                            f"date strings") from None
+        try:
+            d = pd.to_datetime(pd.Series(t, dtype=object), utc=True, format="ISO8601")
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise TypeError(f"time holds {t.dtype} values that are not dates or times in ISO 8601 "
+                            f"(e.g. '2017-11-25T09:30:00+08:00') ({exc}); pass seconds or numpy "
+                            f"datetime64") from None
+        t = d.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    if t.dtype.kind == "M":
+        nat = np.flatnonzero(np.isnat(t))
+        if nat.size:
+            raise ValueError(f"time has {nat.size} missing date(s) (NaT), first at position {nat[0]}; "
+                             f"drop or fill them first")
+        unit, count = np.datetime_data(t.dtype)
+        per_s = np.timedelta64(1, "s") / np.timedelta64(count, unit)   # ticks per second
+        ticks = t.view(np.int64)
+        if per_s <= 1:                                  # seconds or coarser: exact whole seconds
+            return t.astype("datetime64[s]").view(np.int64)
+        per_s = int(round(per_s))
+        if not (ticks % per_s).any():
+            return ticks // per_s
+        return ticks / per_s
+    if t.dtype.kind not in "iuf":
+        raise TypeError(f"time must be numeric seconds, datetime64 or ISO 8601 strings, got dtype {t.dtype}")
+    return t
+
+
 @dataclass(frozen=True)
 class EventLog:
     """Columnar event log: dense int64 ``user``/``item``/``category``, int8 ``behavior``,
@@ -78,9 +115,7 @@ class EventLog:
         if len(set(lens.values())) > 1:
             raise ValueError("columns have different lengths: "
                              + ", ".join(f"{k}={n}" for k, n in lens.items()) + "; pass one entry per event")
-        t = cols["time"]
-        if t.dtype.kind not in "iuf":
-            raise TypeError(f"time must be numeric seconds, got dtype {t.dtype}")
+        t = _time_seconds(cols["time"])
         t = finite(t, "time")
         t = t.astype(np.int64) if t.dtype.kind in "iu" else t.astype(np.float64)
         u, uids = _dense(cols["user"], "user")
@@ -175,7 +210,8 @@ def from_dataframe(df, user, item, time, category=None, behavior=None, value=Non
     ----------
     df : pandas.DataFrame
     user, item, time : str
-        Column names (required).  Ids may be integers or strings; time numeric seconds.
+        Column names (required).  Ids may be integers or strings; time numeric seconds,
+        datetimes (timezone-aware ones taken at their UTC instant) or ISO 8601 strings.
     category, behavior, value : str, optional
         Column names; a missing category puts every item in category 0, a
         missing behaviour makes every event the single behaviour "event".

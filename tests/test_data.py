@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from stgkern.data import (EventLog, k_core, split_leave_one_out, synthetic_log, load_taobao,
-                          load_movielens, filter_time)
+                          load_movielens, filter_time, from_dataframe)
 from naive import naive_k_core
 
 
@@ -176,3 +176,32 @@ def test_synthetic_structure():
     assert share[0] > 0.8 and 0 < share[3] < share[1]
     with pytest.raises(ValueError, match="p_follow"):
         synthetic_log(n_users=5, p_follow=1.5, process="markov")
+
+
+@pytest.mark.parametrize("unit", ["D", "h", "m", "s", "ms", "us", "ns"])
+def test_event_times_from_datetime64_any_unit(unit):
+    base = np.datetime64("2017-11-25T09:30:00", "s")
+    t = (base + np.array([0, 3600, 86400]).astype("timedelta64[s]")).astype(f"datetime64[{unit}]")
+    log = EventLog.from_arrays([1, 1, 2], [5, 6, 5], t)
+    want = t.astype("datetime64[s]").astype(np.int64)            # seconds since the epoch
+    assert log.time.dtype == np.int64
+    np.testing.assert_array_equal(log.time, want)
+
+
+def test_event_times_with_fractions_strings_and_time_zones():
+    pd = pytest.importorskip("pandas")
+    t = np.array(["2024-01-01T00:00:00.250", "2024-01-01T00:00:01"], "datetime64[ms]")
+    log = EventLog.from_arrays([1, 1], [5, 6], t)
+    assert log.time.dtype == np.float64
+    np.testing.assert_array_equal(log.time, [1704067200.25, 1704067201.0])
+    # ISO strings (with and without an offset: naive ones are UTC) and tz-aware pandas times
+    iso = np.array(["2024-01-01T08:00:00+08:00", "2024-01-01T00:00:01"])
+    np.testing.assert_array_equal(EventLog.from_arrays([1, 1], [5, 6], iso).time, [1704067200, 1704067201])
+    aware = pd.to_datetime(["2024-01-01 01:00", "2024-01-01 02:00"]).tz_localize("Europe/Berlin")
+    np.testing.assert_array_equal(EventLog.from_arrays([1, 1], [5, 6], aware).time, [1704067200, 1704070800])
+    df = pd.DataFrame({"u": [1, 1], "i": ["a", "b"], "t": aware})
+    np.testing.assert_array_equal(from_dataframe(df, "u", "i", "t").time, [1704067200, 1704070800])
+    with pytest.raises(ValueError, match="NaT"):
+        EventLog.from_arrays([1, 1], [5, 6], np.array(["2024-01-01", "NaT"], "datetime64[s]"))
+    with pytest.raises(TypeError, match="not dates or times in ISO 8601"):
+        EventLog.from_arrays([1, 1], [5, 6], np.array(["2024-01-01", "yesterday"]))
