@@ -94,6 +94,22 @@ class EventLog:
     def __len__(self):
         return len(self.user)
 
+    def __repr__(self):
+        """A summary (counts, behaviour mix, time span), not the arrays."""
+        n = len(self)
+        head = (f"EventLog({n:,} events: {self.n_users:,} users, {self.n_items:,} items, "
+                f"{self.n_categories:,} categories")
+        if n == 0:
+            return head + ")"
+        cnt = np.bincount(self.behavior, minlength=self.n_behaviors)
+        mix = ", ".join(f"{name} {k:,}" for name, k in zip(self.behavior_names, cnt))
+        lo, hi = self.time.min(), self.time.max()
+        span = f"{lo} .. {hi} s"
+        if 0 <= lo and hi < 4.1e9:                      # plausible seconds since the epoch: show dates too
+            d = lambda x: str(np.datetime64(int(x), "s")).replace("T", " ")  # noqa: E731
+            span += f" ({d(lo)} .. {d(hi)} UTC)"
+        return f"{head}; behaviours {mix}; time {span})"
+
     @classmethod
     def from_arrays(cls, user, item, time, category=None, behavior=None, value=None, behavior_names=None):
         """Build a log from raw columns, remapping ids to dense 0..n-1 ranges.

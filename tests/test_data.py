@@ -205,3 +205,14 @@ def test_event_times_with_fractions_strings_and_time_zones():
         EventLog.from_arrays([1, 1], [5, 6], np.array(["2024-01-01", "NaT"], "datetime64[s]"))
     with pytest.raises(TypeError, match="not dates or times in ISO 8601"):
         EventLog.from_arrays([1, 1], [5, 6], np.array(["2024-01-01", "yesterday"]))
+
+
+def test_event_log_prints_a_summary():
+    log = synthetic_log(n_users=20, seed=0)
+    r = repr(log)
+    assert r.startswith(f"EventLog({len(log):,} events: 20 users") and "array(" not in r
+    for name, k in zip(log.behavior_names, np.bincount(log.behavior, minlength=log.n_behaviors)):
+        assert f"{name} {k:,}" in r
+    assert str(np.datetime64(int(log.time.min()), "s")).replace("T", " ") in r
+    e = np.array([], np.int64)
+    assert repr(EventLog.from_arrays(e, e, e)) == "EventLog(0 events: 0 users, 0 items, 0 categories)"
