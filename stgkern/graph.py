@@ -244,6 +244,35 @@ class Graph:
             self._transpose = t
         return self._transpose
 
+    def to_node_order(self, rows):
+        """Per-event values given in the input's row order (``rows[r]`` for event ``r``), put
+        in node order: ``rows[g.perm]``.  Graphs from an event log number their nodes by
+        (user, time), not by input row; features computed per input row must pass through
+        here before they meet the graph's kernels."""
+        perm = self._require_perm("to_node_order")
+        if rows.shape[0] != perm.shape[0]:
+            raise ValueError(f"rows has {rows.shape[0]} entries but the graph was built from "
+                             f"{perm.shape[0]} events; pass one entry per input event")
+        return rows[perm]
+
+    def to_row_order(self, nodes):
+        """The inverse of :meth:`to_node_order`: per-node values (e.g. a layer's output) put
+        back in the input's row order, so ``out[r]`` belongs to input event ``r``."""
+        perm = self._require_perm("to_row_order")
+        if nodes.shape[0] != self.n_nodes:
+            raise ValueError(f"nodes has {nodes.shape[0]} entries but the graph has {self.n_nodes} nodes")
+        out = self.xp.empty_like(nodes)
+        out[perm] = nodes
+        return out
+
+    def _require_perm(self, what):
+        if self.perm is None:
+            raise ValueError(f"{what} needs g.perm (node -> input row), which only graphs built from an "
+                             f"event log have (window_graph); this graph's nodes are already the caller's rows")
+        if self.perm.shape[0] != self.n_nodes:
+            raise ValueError(f"{what}: g.perm covers {self.perm.shape[0]} of the {self.n_nodes} nodes")
+        return self.perm
+
     def sorted(self) -> "Graph":
         """A copy whose rows are sorted by source index (edge data permuted along)."""
         if self.rows_sorted:

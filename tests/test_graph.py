@@ -197,3 +197,23 @@ def test_segment_reduce_on_a_graph_without_segments_says_why():
     assert g.segment_ptr is None
     with pytest.raises(TypeError, match="segment_ptr is set only for graphs built from an event log"):
         stgkern.segment_reduce(np.ones((2, 3)), g.segment_ptr)
+
+
+def test_row_and_node_order_helpers():
+    import stgkern
+    log = stgkern.synthetic_log(n_users=15, seed=3)
+    shuffled = log.take(np.random.default_rng(0).permutation(len(log)))
+    g = stgkern.window_graph(shuffled, window=4)
+    # node order is (user, time): the helper gives each node its own event's value
+    users = g.to_node_order(shuffled.user)
+    np.testing.assert_array_equal(users, shuffled.user[g.perm])
+    assert (np.diff(users) >= 0).all()
+    for s, e in zip(g.segment_ptr[:-1], g.segment_ptr[1:]):
+        assert (np.diff(g.to_node_order(shuffled.time)[s:e]) >= 0).all()
+    x = np.random.default_rng(1).standard_normal((len(shuffled), 3))
+    np.testing.assert_array_equal(g.to_row_order(g.to_node_order(x)), x)
+    with pytest.raises(ValueError, match="one entry per input event"):
+        g.to_node_order(x[:-1])
+    plain = Graph.from_edge_index(np.array([[0], [1]]), 2)
+    with pytest.raises(ValueError, match="only graphs built from an event log"):
+        plain.to_node_order(np.zeros(2))
