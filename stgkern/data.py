@@ -149,7 +149,9 @@ class EventLog:
                 if b.dtype.kind in "iu":
                     behavior_names = tuple(str(x) for x in range(int(b.max()) + 1 if b.size else 0))
                 else:
-                    behavior_names = tuple(str(x) for x in np.unique(b))
+                    labels = tuple(str(x) for x in np.unique(b))
+                    # Taobao's labels keep the published code order whatever the source
+                    behavior_names = TAOBAO_BEHAVIORS if set(labels) <= set(TAOBAO_BEHAVIORS) else labels
             behavior_names = tuple(behavior_names)
             if b.dtype.kind in "iu":
                 bad = np.unique(b[(b < 0) | (b >= len(behavior_names))])
@@ -232,7 +234,9 @@ def from_dataframe(df, user, item, time, category=None, behavior=None, value=Non
         Column names; a missing category puts every item in category 0, a
         missing behaviour makes every event the single behaviour "event".
     behavior_names : sequence of str, optional
-        Allowed behaviour labels, in code order.
+        Allowed behaviour labels, in code order.  Default: the labels found,
+        sorted, except that Taobao's (a subset of pv, cart, fav, buy) keep
+        that published order, as :func:`load_taobao` codes them.
 
     Examples
     --------

@@ -26,24 +26,34 @@ def _feature_dtype(dtype):
     return dtype
 
 
-def node_feature_names(n_behaviors, *, intensity=True, context=True, causal=True):
+def node_feature_names(behaviors, *, intensity=True, context=True, causal=True):
     """Column names of :func:`node_features` in order.
 
     ``behavior=b`` (one-hot of the event's behaviour), ``log1p_value``,
     ``prev_behavior=b`` (one-hot of the user's previous event's behaviour),
-    ``next_behavior=b`` (only with ``causal=False``).
+    ``next_behavior=b`` (only with ``causal=False``).  ``behaviors`` is the
+    behaviour count (columns named by code), a sequence of behaviour names,
+    or an event log (its ``behavior_names``, e.g. pv, cart, fav, buy).
 
     >>> node_feature_names(2, causal=False)
     ['behavior=0', 'behavior=1', 'log1p_value', 'prev_behavior=0', 'prev_behavior=1', 'next_behavior=0', 'next_behavior=1']
+    >>> node_feature_names(["pv", "buy"], context=False)
+    ['behavior=pv', 'behavior=buy', 'log1p_value']
     """
-    B = _validate.nonneg_int(n_behaviors, "n_behaviors", minimum=1)
-    names = [f"behavior={b}" for b in range(B)]
+    labels = getattr(behaviors, "behavior_names", behaviors)
+    if isinstance(labels, (list, tuple)):
+        if not labels:
+            raise ValueError("behaviors is empty; an event log has at least one behaviour")
+        labels = [str(x) for x in labels]
+    else:
+        labels = [str(b) for b in range(_validate.nonneg_int(labels, "behaviors", minimum=1))]
+    names = [f"behavior={b}" for b in labels]
     if intensity:
         names.append("log1p_value")
     if context:
-        names += [f"prev_behavior={b}" for b in range(B)]
+        names += [f"prev_behavior={b}" for b in labels]
         if not causal:
-            names += [f"next_behavior={b}" for b in range(B)]
+            names += [f"next_behavior={b}" for b in labels]
     return names
 
 

@@ -216,3 +216,18 @@ def test_event_log_prints_a_summary():
     assert str(np.datetime64(int(log.time.min()), "s")).replace("T", " ") in r
     e = np.array([], np.int64)
     assert repr(EventLog.from_arrays(e, e, e)) == "EventLog(0 events: 0 users, 0 items, 0 categories)"
+
+
+def test_taobao_labels_keep_one_coding_everywhere(tmp_path):
+    pytest.importorskip("pandas")
+    b = np.array(["buy", "pv", "fav", "pv"])
+    log = EventLog.from_arrays([1, 1, 2, 2], [1, 2, 3, 4], [1, 2, 3, 4], behavior=b)
+    assert log.behavior_names == ("pv", "cart", "fav", "buy")
+    np.testing.assert_array_equal(log.behavior, [3, 0, 2, 0])
+    p = tmp_path / "t.csv"
+    p.write_text("".join(f"{u},{i},1,{x},{t}\n" for u, i, x, t in zip([1, 1, 2, 2], [1, 2, 3, 4], b, [1, 2, 3, 4])))
+    t = load_taobao(str(p))
+    assert t.behavior_names == log.behavior_names
+    np.testing.assert_array_equal(t.behavior, log.behavior)
+    other = EventLog.from_arrays([1, 1], [1, 2], [1, 2], behavior=np.array(["view", "buy"]))
+    assert other.behavior_names == ("buy", "view")                  # not Taobao's: sorted labels

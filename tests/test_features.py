@@ -182,3 +182,16 @@ def test_on_window_graph_dt():
     assert w.shape == (g.nnz,) and (w <= 1).all() and (w[g.edata["kind"] == 4] == 1).all()
     assert time_encoding(dt, 8).shape == (g.nnz, 8)
     assert (time_bucket(dt)[dt == 0] == 0).all()
+
+
+def test_node_feature_names_from_a_log_or_labels():
+    from stgkern import synthetic_log
+    log = synthetic_log(n_users=5, seed=0)
+    names = node_feature_names(log)
+    assert names[:4] == ["behavior=pv", "behavior=cart", "behavior=fav", "behavior=buy"]
+    assert names[5:] == [f"prev_behavior={b}" for b in log.behavior_names]
+    assert len(names) == node_features(log).shape[1]
+    assert node_feature_names(["a"], intensity=False, causal=False) == ["behavior=a", "prev_behavior=a",
+                                                                       "next_behavior=a"]
+    with pytest.raises(ValueError, match="empty"):
+        node_feature_names([])
