@@ -175,3 +175,26 @@ def test_torch_matches_cross_entropy_and_gradcheck():
         score_cross_entropy(q, E, t, reduction="avg")
     with pytest.raises(TypeError, match="dtype"):
         score_cross_entropy(q.float(), E, t)
+
+
+def test_kernels_load_from_numba_cache_in_a_new_process(tmp_path):
+    """A second process finds both kernels in Numba's on-disk cache: no recompilation, no cache
+    index that grows per process (a compiled helper passed in as an argument defeated the cache
+    and, after enough processes, broke it)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np, stgkern\n"
+            "from stgkern._numba import score_cross_entropy as K\n"
+            "for dt in (np.float32, np.float64):\n"
+            "    Q, E, t = np.ones((3, 2), dt), np.ones((5, 2), dt), np.array([0, 1, 4])\n"
+            "    loss, lse, L = stgkern.score_cross_entropy(Q, E, t, return_lse=True, return_logits=True)\n"
+            "    stgkern.score_cross_entropy_backward(np.ones(3, dt), Q, E, t, lse, logits=L)\n"
+            "f = (K.block_max_sumexp, K.block_grad_logits)\n"
+            "print(sum(len(k.stats.cache_misses) for k in f), sum(len(k.stats.cache_hits) for k in f))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    first, second = ([int(x) for x in r.stdout.split()] for r in runs)
+    assert first == [4, 0]                   # compiled once: two dtypes x two kernels
+    assert second == [0, 4]                  # then only loaded

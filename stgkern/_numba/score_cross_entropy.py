@@ -31,7 +31,8 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 _F = np.float32
 _LOG2E = _F(1.4426950408889634)
@@ -95,6 +96,35 @@ def sumexp_f64(src, off, v, scale):
     return s
 
 
+# The kernels pick the float32 or float64 helpers through these overloads,
+# resolved when a kernel is typed.  Passing the helper in as an argument
+# instead made every process miss Numba's cache (a dispatcher argument is
+# never the same cache key twice), recompile, and append to the cache index
+# until loading it failed.
+def exp_row(v, scale):
+    """``v[:] = exp(v)`` (float32: :func:`exp_f32`; float64: ``math.exp``)."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+def sumexp(src, off, v, scale):
+    """``Σ exp(src - off)`` (float32: :func:`sumexp_f32`; float64: ``math.exp``)."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+@overload(exp_row, inline="never")
+def _exp_row_impl(v, scale):
+    if v.dtype == types.float32:
+        return lambda v, scale: exp_f32(v, scale)
+    return lambda v, scale: exp_f64(v, scale)
+
+
+@overload(sumexp, inline="never")
+def _sumexp_impl(src, off, v, scale):
+    if src.dtype == types.float32:
+        return lambda src, off, v, scale: sumexp_f32(src, off, v, scale)
+    return lambda src, off, v, scale: sumexp_f64(src, off, v, scale)
+
+
 # Reassociation lets LLVM keep vector partial sums; the order is fixed at
 # compile time, so the result is the same on every run and thread count.
 @numba.njit(cache=True, fastmath={"reassoc", "nsz", "nnan", "ninf", "contract"})
@@ -133,7 +163,7 @@ def _row_max(v):
 
 
 @numba.njit(cache=True, parallel=True)
-def block_max_sumexp(L, bias, has_bias, s, bmax, bsum, sumexp):
+def block_max_sumexp(L, bias, has_bias, s, bmax, bsum):
     """Rows of the logit block ``L`` (items ``s:s+L.shape[1]``): ``bmax[r]`` = max, ``bsum[r]`` = Σ exp(· - max).
 
     ``L`` is left as it is (the backward reads it again when the forward
@@ -156,7 +186,7 @@ def block_max_sumexp(L, bias, has_bias, s, bmax, bsum, sumexp):
 
 
 @numba.njit(cache=True, parallel=True)
-def block_grad_logits(L, bias, has_bias, s, lse, g, target, exp_row):
+def block_grad_logits(L, bias, has_bias, s, lse, g, target):
     """The logit block ``L`` becomes ``g_r (softmax - onehot)`` in place."""
     w = L.shape[1]
     for r in prange(L.shape[0]):
@@ -176,14 +206,6 @@ def block_grad_logits(L, bias, has_bias, s, lse, g, target, exp_row):
         t = target[r] - s
         if 0 <= t < w:
             row[t] -= gr
-
-
-def _exp_fn(dtype):
-    return exp_f32 if dtype == np.float32 else exp_f64
-
-
-def _sumexp_fn(dtype):
-    return sumexp_f32 if dtype == np.float32 else sumexp_f64
 
 
 def _block(m, n, block):
@@ -209,7 +231,7 @@ def forward(Q, items, target, bias, block, keep=False):
         s, e = b * w, min(n, (b + 1) * w)
         L = buf[:m * (e - s)].reshape(m, e - s)
         np.matmul(Q, items[s:e].T, out=L)        # BLAS, its own threads
-        block_max_sumexp(L, b_arr, has_bias, s, bmax[b], bsum[b], _sumexp_fn(Q.dtype))
+        block_max_sumexp(L, b_arr, has_bias, s, bmax[b], bsum[b])
     top = bmax.max(axis=0)
     lse = top + np.log((bsum * np.exp(bmax - top)).sum(axis=0))
     # the target's logit as a float64 dot (the value in the blocks, up to rounding)
@@ -235,7 +257,7 @@ def backward(grad_loss, Q, items, target, lse, bias, block, logits=None):
     b_arr = bias if has_bias else np.zeros(1, Q.dtype)
     lse_t, g_t = lse.astype(Q.dtype), grad_loss.astype(Q.dtype)
     if logits is not None:
-        block_grad_logits(logits, b_arr, has_bias, 0, lse_t, g_t, target, _exp_fn(Q.dtype))
+        block_grad_logits(logits, b_arr, has_bias, 0, lse_t, g_t, target)
         np.matmul(logits.T, Q, out=gE)
         np.matmul(logits, items, out=gQ)
         if has_bias:
@@ -248,7 +270,7 @@ def backward(grad_loss, Q, items, target, lse, bias, block, logits=None):
         e = min(n, s + w)
         L = buf[:m * (e - s)].reshape(m, e - s)
         np.matmul(Q, items[s:e].T, out=L)
-        block_grad_logits(L, b_arr, has_bias, s, lse_t, g_t, target, _exp_fn(Q.dtype))
+        block_grad_logits(L, b_arr, has_bias, s, lse_t, g_t, target)
         np.matmul(L.T, Q, out=gE[s:e])              # this block's rows of grad_items, written once
         np.matmul(L, items[s:e], out=tmp)
         gQ += tmp                                    # block order: fixed
