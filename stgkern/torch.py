@@ -44,9 +44,12 @@ Functions (differentiable in every float tensor argument)
 Layers (``torch.nn.Module``)
 ----------------------------
 ``GraphConv(in_channels, out_channels, aggr="add", bias=True)``
-    PyG's ``GraphConv``: ``lin_rel(⊕_j w_ji x_j) + lin_root(x_i)``;
-    ``forward(x, edge_index_or_graph, edge_weight=None)``.  Same parameter
-    names, so ``load_state_dict`` of a PyG GraphConv works.
+    PyG's ``GraphConv``: ``lin_rel(⊕_j w_ji x_j) + lin_root(x_i)``, ⊕ ∈
+    add/sum, mean, max, min; ``forward(x, edge_index, edge_weight=None,
+    size=None)`` with ``x`` a tensor or a bipartite pair ``(x_src, x_dst)``,
+    ``edge_index`` an edge_index, a Graph or a torch sparse ``adj_t`` (COO,
+    CSR); ``in_channels`` may be a pair and -1 (lazy).  Same parameter
+    names, so state dicts of a PyG GraphConv load both ways.
 ``STGConv(in_channels, out_channels, n_kinds=3, tau_init=86400.0, fuse_common_neighbors=False, bias=True, *, normalize=False, eps=1e-6)``
     ``n'_i = W_self n_i + Σ_j w_ji W_neigh n_j [+ Σ_j cn_ji] + b`` with
     ``w_ji = exp(-Δt_ji / τ_kind(ji))``; learnable ``log τ`` per edge kind;
@@ -68,9 +71,10 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import sys
 import weakref
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -226,39 +230,57 @@ def _cuda_index(device):
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def _check_edge_index(ei, num_nodes, x, x_name):
+def _check_edge_index(ei, num_nodes, x, x_name, n_dst=None, dst_name=None):
     if ei.dim() != 2 or ei.shape[0] != 2:
         raise ValueError(f"edge_index must have shape (2, nnz) (row 0 sources, row 1 destinations), "
                          f"got {tuple(ei.shape)}")
     if ei.dtype.is_floating_point or ei.dtype == torch.bool or ei.is_complex():
         raise TypeError(f"edge_index has dtype {ei.dtype}; node ids must be integers (torch.long)")
     _same_device(x, x_name, ei, "edge_index")
-    if ei.shape[1]:
+    if not ei.shape[1]:
+        return
+    if n_dst is None:
         lo, hi = int(ei.min()), int(ei.max())
         if lo < 0 or hi >= num_nodes:
             raise ValueError(f"edge_index holds node ids in [{lo}, {hi}] but the graph has {num_nodes} nodes "
                              f"(from {x_name}); ids must lie in [0, {num_nodes})")
+        return
+    for row, what, n, name in ((0, "sources", num_nodes, x_name), (1, "destinations", n_dst, dst_name)):
+        lo, hi = int(ei[row].min()), int(ei[row].max())
+        if lo < 0 or hi >= n:
+            raise ValueError(f"edge_index row {row} ({what}) holds node ids in [{lo}, {hi}] but there are {n} "
+                             f"{what} (from {name}); ids must lie in [0, {n})")
 
 
-def _from_edge_index(ei, num_nodes, x, x_name):
+def _from_edge_index(ei, num_nodes, x, x_name, n_dst=None, dst_name=None):
+    """The CSR graph of an ``edge_index`` (cached per tensor).
+
+    Square with ``num_nodes`` nodes, or, given ``n_dst``, rectangular: ``n_dst``
+    destination rows over ``num_nodes`` sources (``dst_name`` says where
+    ``n_dst`` came from, for messages).
+    """
     _same_device(x, x_name.split(".")[0], ei, "edge_index")
     key = id(ei)
     hit = _EI_CACHE.get(key)
     if hit is not None:
         ref, version, n, res = hit
-        if ref() is ei and version == ei._version and n == num_nodes:
+        if ref() is ei and version == ei._version and n == (num_nodes, n_dst):
             return res
         del _EI_CACHE[key]
-    _check_edge_index(ei, num_nodes, x, x_name)
+    _check_edge_index(ei, num_nodes, x, x_name, n_dst, dst_name)
     with _on_device(ei.device):
-        g = Graph.from_edge_index(_as_array(ei.to(torch.int64)), num_nodes)
+        rows = num_nodes if n_dst is None else max(num_nodes, n_dst)
+        g = Graph.from_edge_index(_as_array(ei.to(torch.int64)), rows)
         order = _as_tensor(g.edge_order).to(torch.int64)
+        if n_dst is not None and (n_dst, num_nodes) != g.shape:
+            # ids were checked: rows past n_dst are empty, columns lie below num_nodes
+            g = Graph(g.indptr[:n_dst + 1], g.indices, num_nodes, check=False)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.shape[0], device=order.device)
     res = _Resolved(g, order, inverse)
     while len(_EI_CACHE) >= EDGE_INDEX_CACHE_SIZE:
         _EI_CACHE.pop(next(iter(_EI_CACHE)))
-    _EI_CACHE[key] = (weakref.ref(ei), ei._version, num_nodes, res)
+    _EI_CACHE[key] = (weakref.ref(ei), ei._version, (num_nodes, n_dst), res)
     return res
 
 
@@ -276,6 +298,64 @@ def _resolve(graph, x, x_name="x", num_nodes=None) -> _Resolved:
         _validate.graph(graph, "graph")
     except TypeError as e:
         raise TypeError(f"{e}; a PyG edge_index LongTensor (2, nnz) is taken as it is") from None
+
+
+def _from_sparse(adj, x, x_name):
+    """A torch sparse adjacency in PyG's ``adj_t`` orientation: ``(resolved graph, values in CSR order)``.
+
+    ``adj`` is (n_dst, n_src), row = destination, column = source, COO or
+    CSR with scalar float values (the edge weights; gradients flow back to
+    them).  COO is coalesced first (duplicate entries summed, as
+    ``torch.sparse.mm`` does); CSR entries are taken as they are.  The graph
+    is cached per tensor, like an ``edge_index``'s.
+    """
+    if adj.layout not in (torch.sparse_coo, torch.sparse_csr):
+        raise TypeError(f"a sparse adjacency must have layout torch.sparse_coo or torch.sparse_csr, got {adj.layout}; "
+                        f"convert it with adj.to_sparse_csr()")
+    if adj.dim() != 2 or adj.dense_dim() != 0:
+        raise ValueError(f"a sparse adjacency must be a 2-D (n_dst, n_src) matrix with one scalar per entry, got "
+                         f"shape {tuple(adj.shape)} with {adj.dense_dim()} dense dimension(s)")
+    if not adj.dtype.is_floating_point:
+        raise TypeError(f"the sparse adjacency has dtype {adj.dtype}; its values are edge weights and must be "
+                        f"floats (e.g. adj.to({x.dtype}))")
+    _same_device(x, x_name, adj, "the sparse adjacency")
+    coo = adj.layout == torch.sparse_coo
+    if coo and not adj.is_coalesced():
+        adj_c = adj.coalesce()               # differentiable: duplicates' values are summed
+    else:
+        adj_c = adj
+    values = adj_c.values()
+    n_dst, n_src = int(adj.shape[0]), int(adj.shape[1])
+    key = ("sparse", id(adj))
+    hit = _EI_CACHE.get(key)
+    if hit is not None:
+        ref, version, shape, res = hit
+        if ref() is adj and version == adj._version and shape == (n_dst, n_src) and res.nnz == values.shape[0]:
+            return res, values
+        del _EI_CACHE[key]
+    if coo:
+        rows, cols = adj_c.indices().detach()
+        if rows.numel():
+            for ids, what, n in ((rows, "row (destination)", n_dst), (cols, "column (source)", n_src)):
+                lo, hi = int(ids.min()), int(ids.max())
+                if lo < 0 or hi >= n:
+                    raise ValueError(f"the sparse adjacency holds {what} ids in [{lo}, {hi}] but its shape "
+                                     f"{tuple(adj.shape)} allows [0, {n})")
+        indptr = torch.zeros(n_dst + 1, dtype=torch.int64, device=adj.device)
+        torch.cumsum(torch.bincount(rows, minlength=n_dst), 0, out=indptr[1:])
+        indices = cols.clone()
+    else:
+        indptr, indices = adj.crow_indices().detach().clone(), adj.col_indices().detach().clone()
+    with _on_device(adj.device):
+        try:
+            g = Graph(_as_array(indptr), _as_array(indices), n_src)
+        except ValueError as e:
+            raise ValueError(f"the sparse adjacency {tuple(adj.shape)} is not a valid CSR matrix: {e}") from None
+    res = _Resolved(g)
+    while len(_EI_CACHE) >= EDGE_INDEX_CACHE_SIZE:
+        _EI_CACHE.pop(next(iter(_EI_CACHE)))
+    _EI_CACHE[key] = (weakref.ref(adj), adj._version, (n_dst, n_src), res)
+    return res, values
 
 
 def _check_rows(t, name, n, what):
@@ -755,34 +835,207 @@ def _per_edge(value, default_name, r, x, name, *, floating):
     return r.to_csr(value).to(dtype)
 
 
-def _layer_input(layer, x, weight):
-    """Validate a layer's node features against its parameters (width, dtype, device)."""
-    _float_tensor(x, "x", 2)
-    if x.shape[1] != layer.in_channels:
-        raise ValueError(f"x has {x.shape[1]} features but the layer expects in_channels={layer.in_channels}")
+def _layer_input(layer, x, weight, name="x", width=None, expects=None):
+    """Validate a layer's node features against its parameters (width, dtype, device).
+
+    ``width`` defaults to ``layer.in_channels``; -1 (a lazy layer) takes any
+    width.  ``expects`` words the width in the message (default
+    ``in_channels=<width>``).
+    """
+    _float_tensor(x, name, 2)
+    width = layer.in_channels if width is None else width
+    if width != -1 and x.shape[1] != width:
+        raise ValueError(f"{name} has {x.shape[1]} features but the layer expects {expects or f'in_channels={width}'}")
     if x.dtype != weight.dtype:
-        raise TypeError(f"x has dtype {x.dtype} but the layer's parameters are {weight.dtype}; cast x "
-                        f"(x.to({weight.dtype})) or the layer (layer.to({x.dtype}))")
+        raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {weight.dtype}; cast {name} "
+                        f"({name}.to({weight.dtype})) or the layer (layer.to({x.dtype}))")
     if x.device != weight.device:
-        raise ValueError(f"x is on {x.device} but the layer's parameters are on {weight.device}; move x "
-                         f"(x.to('{weight.device}')) or the layer (layer.to('{x.device}'))")
+        raise ValueError(f"{name} is on {x.device} but the layer's parameters are on {weight.device}; move {name} "
+                         f"({name}.to('{weight.device}')) or the layer (layer.to('{x.device}'))")
+
+
+def _eager_only(reason):
+    """Decorator: under ``torch.compile`` the function runs eagerly, as a graph break.
+
+    Dynamo cannot trace the NumPy/CuPy views and the Numba/CUDA launches
+    behind the kernels (tracing into them breaks Numba's compiler), so the
+    function is wrapped in ``torch._dynamo.disable(fn, reason=reason)``; with
+    ``fullgraph=True`` Dynamo then refuses it and shows ``reason``.  The
+    wrapper is made on the first call after something has imported Dynamo
+    (``torch.compile`` does), so importing stgkern.torch and eager use never
+    import it.
+    """
+    def decorate(fn):
+        disabled = []
+
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            if not disabled:
+                if "torch._dynamo" not in sys.modules:
+                    return fn(*args, **kwargs)
+                import torch._dynamo
+                disabled.append(torch._dynamo.disable(fn, reason=reason))
+            return disabled[0](*args, **kwargs)
+        return inner
+    return decorate
+
+
+class _Linear(torch.nn.Linear):
+    """``torch.nn.Linear`` that may be lazy (``in_features=-1``), like PyG's ``Linear``.
+
+    A lazy layer's weight is a ``torch.nn.parameter.UninitializedParameter``
+    until :meth:`materialize` gives it the input width and draws weight and
+    bias as PyG's default init does (kaiming-uniform weight and uniform bias,
+    both in ``±1/sqrt(in)`` as in ``torch.nn.Linear``; the same draws in the
+    same order, so under one seed they equal PyG's).  State dicts follow PyG's ``Linear``: an uninitialised
+    weight is saved as such, and loading one makes the layer lazy again;
+    loading a real weight into a lazy layer materialises it with that shape.
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features = in_features, out_features
+        if in_features == -1:
+            self.weight = torch.nn.parameter.UninitializedParameter()
+        else:
+            self.weight = torch.nn.Parameter(torch.empty(out_features, in_features))
+        if bias:
+            self.bias = torch.nn.Parameter(torch.zeros(out_features))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    @property
+    def lazy(self):
+        return torch.nn.parameter.is_lazy(self.weight)
+
+    def reset_parameters(self):
+        if not self.lazy:
+            super().reset_parameters()
+
+    @torch.no_grad()
+    def materialize(self, in_features):
+        """Give a lazy layer its input width and draw its parameters (nothing if not lazy).
+
+        The bounds are PyG's own expressions (``torch.nn.Linear``'s differ in
+        the last bit), so under one seed both libraries draw the same values.
+        """
+        if self.lazy:
+            self.in_features = int(in_features)
+            self.weight.materialize((self.out_features, self.in_features))
+            fan = self.in_features
+            self.weight.uniform_(-math.sqrt(6 / ((1 + 5) * fan)), math.sqrt(6 / ((1 + 5) * fan)))
+            if self.bias is not None:
+                self.bias.uniform_(-1.0 / math.sqrt(fan), 1.0 / math.sqrt(fan))
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if not self.lazy:
+            return super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = self.weight
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        weight = state_dict.get(prefix + "weight")
+        if weight is not None and torch.nn.parameter.is_lazy(weight):
+            if not self.lazy:
+                dtype, device = self.weight.dtype, self.weight.device
+                self.in_features = -1
+                self.weight = torch.nn.parameter.UninitializedParameter(device=device, dtype=dtype)
+        elif weight is not None and self.lazy and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            self.in_features = int(weight.shape[-1])
+            self.weight.materialize((self.out_features, self.in_features))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+#: ``aggr`` names PyG's GraphConv resolves to an aggregation stgkern has (after PyG's
+#: normalisation: lower case, without "-", "_", " "), and the spmm reduce they run.
+_GRAPHCONV_AGGR = {"add": "sum", "sum": "sum", "sumaggregation": "sum", "mean": "mean", "meanaggregation": "mean",
+                   "max": "max", "maxaggregation": "max", "min": "min", "minaggregation": "min"}
+
+
+def _graphconv_reduce(aggr):
+    key = aggr.lower().replace("-", "").replace("_", "").replace(" ", "") if isinstance(aggr, str) else None
+    if key not in _GRAPHCONV_AGGR:
+        raise ValueError(f"aggr={aggr!r} is not supported; choose one of 'add', 'sum', 'mean', 'max', 'min' (PyG's "
+                         f"other aggregations, lists and Aggregation modules have no stgkern kernel)")
+    return _GRAPHCONV_AGGR[key]
+
+
+def _in_channels(value):
+    """``in_channels`` as PyG takes it: an int or a pair (sources, destinations); -1 = lazy."""
+    pair = isinstance(value, (tuple, list))
+    if pair and len(value) != 2:
+        raise ValueError(f"in_channels must be an int or a pair (in_src, in_dst), got {value!r}")
+    out = []
+    for i, v in enumerate(value if pair else (value,)):
+        name = f"in_channels[{i}]" if pair else "in_channels"
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int (-1 for lazy initialisation), got {type(v).__name__}")
+        if v < 1 and v != -1:
+            raise ValueError(f"{name} must be positive, or -1 to take the width from the first forward, got {v}")
+        out.append(int(v))
+    return tuple(out) if pair else out[0]
+
+
+_NO_COMPILE = ("stgkern.torch.GraphConv runs Numba/CUDA kernels on NumPy/CuPy views of its tensors, which "
+               "torch.compile cannot trace; it runs eagerly (a graph break), so fullgraph=True cannot hold it")
 
 
 class GraphConv(torch.nn.Module):
     """PyG-compatible ``GraphConv`` on stgkern kernels.
 
     ``out_i = lin_rel(⊕_{j -> i} w_ji x_j) + lin_root(x_i)`` with ⊕ from
-    ``aggr`` ("add", "mean" (divided by the in-degree), "max"; rows without
-    in-edges aggregate to 0) and ``w_ji`` the optional edge weight (max takes
-    the maximum of the weighted messages, as PyG does).  ``lin_rel`` has the
-    bias, ``lin_root`` none: the parameter layout of
-    ``torch_geometric.nn.GraphConv``, so its state dict loads as is.
+    ``aggr`` ("add"/"sum", "mean" (divided by the in-degree), "max", "min";
+    rows without in-edges aggregate to 0) and ``w_ji`` the optional edge
+    weight (max/min take the extreme of the weighted messages, as PyG does).
+    ``lin_rel`` has the bias, ``lin_root`` none: the parameter layout of
+    ``torch_geometric.nn.GraphConv``, so state dicts load as they are, both
+    ways, lazy ones included.
 
     Parameters
     ----------
-    in_channels, out_channels : int
-    aggr : {"add", "mean", "max"}
+    in_channels : int or (int, int)
+        Input width, or (source width, destination width) for bipartite
+        graphs; -1 (alone or in the pair) takes the width from the first
+        forward (PyG's lazy initialisation: ``lin_rel`` from ``x_src``,
+        ``lin_root`` from ``x_dst``, drawn as PyG draws them).
+    out_channels : int
+    aggr : {"add", "sum", "mean", "max", "min"}
+        Also PyG's spellings of these ("Max", "max_aggregation",
+        "MaxAggregation", ...).  Anything else is a ValueError.
     bias : bool
+
+    Forward
+    -------
+    ``forward(x, edge_index, edge_weight=None, size=None)``:
+
+    * ``x``: Tensor (n, in) for a square graph, or a pair ``(x_src, x_dst)``
+      (``x_dst`` may be None: then there is no root term) for a bipartite
+      one, which has ``n_dst`` destination rows over ``n_src`` sources;
+    * ``edge_index``: a PyG ``edge_index`` LongTensor (2, nnz) (row 0
+      source; per-edge weights in its column order), a ``stgkern.Graph``
+      (CSR by destination; weights in CSR order), or a torch sparse tensor
+      (COO or CSR) in PyG's ``adj_t`` orientation: shape (n_dst, n_src),
+      row = destination, column = source, its values the edge weights
+      (differentiable; COO duplicates are summed, as ``torch.sparse.mm``
+      does).  With a sparse tensor ``edge_weight`` must be None (PyG ignores
+      it there; here that is an error).  ``torch_sparse.SparseTensor`` is not
+      taken (convert it with ``adj.to_torch_sparse_csr_tensor()``);
+    * ``size``: ``(n_src, n_dst)`` as in PyG (either may be None); for an
+      edge_index it sets the node counts (default: rows of ``x_src``, and
+      rows of ``x_dst``, or ``n_src`` without it), otherwise it must agree
+      with the graph.
+
+    Returns Tensor (n_dst, out_channels).
+
+    ``torch.compile`` works: the layer runs eagerly inside the compiled model
+    (a graph break; ``fullgraph=True`` is refused).  ``torch.jit.script`` and
+    ``torch.jit.trace`` raise a RuntimeError: TorchScript cannot express the
+    kernels, and a trace would freeze the graph it saw.
 
     Examples
     --------
@@ -790,38 +1043,131 @@ class GraphConv(torch.nn.Module):
     >>> out = conv(torch.randn(5, 16), torch.tensor([[0, 1, 2], [1, 2, 3]]))
     >>> tuple(out.shape)
     (5, 32)
+    >>> bip = GraphConv((16, 8), 4, aggr="min")
+    >>> tuple(bip((torch.randn(5, 16), torch.randn(3, 8)), torch.tensor([[0, 4], [2, 2]])).shape)
+    (3, 4)
     """
-
-    _AGGR: ClassVar[dict] = {"add": "sum", "sum": "sum", "mean": "mean", "max": "max"}
 
     def __init__(self, in_channels, out_channels, aggr="add", bias=True):
         super().__init__()
-        if aggr not in self._AGGR:
-            raise ValueError(f"aggr={aggr!r} is not supported; choose one of ['add', 'mean', 'max']")
-        self.in_channels, self.out_channels, self.aggr = int(in_channels), int(out_channels), aggr
-        self.lin_rel = torch.nn.Linear(self.in_channels, self.out_channels, bias=bias)
-        self.lin_root = torch.nn.Linear(self.in_channels, self.out_channels, bias=False)
+        _graphconv_reduce(aggr)
+        self.in_channels, self.out_channels, self.aggr = _in_channels(in_channels), int(out_channels), aggr
+        in_src, in_dst = self.in_channels if isinstance(self.in_channels, tuple) else (self.in_channels,) * 2
+        self.lin_rel = _Linear(in_src, self.out_channels, bias=bias)
+        self.lin_root = _Linear(in_dst, self.out_channels, bias=False)
 
     def reset_parameters(self):
         self.lin_rel.reset_parameters()
         self.lin_root.reset_parameters()
 
-    def forward(self, x, edge_index_or_graph, edge_weight=None):
-        _layer_input(self, x, self.lin_rel.weight)
-        r = _resolve(edge_index_or_graph, x)
-        if r.g.n_src != r.g.n_nodes or x.shape[0] != r.g.n_nodes:
-            raise ValueError(f"GraphConv needs a square graph with one row of x per node; graph is {r.g.shape}, "
-                             f"x has {x.shape[0]} rows")
-        w = r.to_csr(_edge_tensor(edge_weight, "edge_weight", r.nnz, x, "x"))
-        reduce = self._AGGR[self.aggr]
-        if reduce != "max" and self.out_channels < self.in_channels:
-            # sum/mean are linear: aggregate at the narrower width
-            agg = _SpMM.apply(r.g, reduce, x @ self.lin_rel.weight.T, w)
-            if self.lin_rel.bias is not None:
-                agg = agg + self.lin_rel.bias
+    def __prepare_scriptable__(self):
+        raise RuntimeError("stgkern.torch.GraphConv cannot be compiled by torch.jit.script: its forward runs Numba/CUDA "
+                           "kernels through torch.autograd.Function on NumPy/CuPy views, which TorchScript cannot "
+                           "express. Use it eagerly or under torch.compile (it runs as a graph break there), or "
+                           "script torch_geometric.nn.GraphConv with the same state_dict.")
+
+    def _expects(self, lin, kind):
+        ic = self.in_channels
+        if isinstance(ic, int) and ic != -1:
+            return f"in_channels={ic}"
+        note = ", set by the first forward" if -1 in (ic if isinstance(ic, tuple) else (ic,)) else ""
+        return f"{lin.in_features} {kind} features (in_channels={ic!r}{note})"
+
+    @_eager_only(_NO_COMPILE)
+    def forward(self, x, edge_index, edge_weight=None, size=None):
+        if torch.jit.is_tracing():
+            raise RuntimeError("stgkern.torch.GraphConv cannot be traced by torch.jit.trace: the trace would keep "
+                               "the graph of the example input as a constant (and TorchScript cannot run the "
+                               "kernels); use the layer eagerly or under torch.compile")
+        reduce = _graphconv_reduce(self.aggr)
+        # ---- node features
+        pair = isinstance(x, (tuple, list))
+        if pair:
+            if len(x) != 2:
+                raise ValueError(f"x must be a Tensor or a pair (x_src, x_dst), got a sequence of {len(x)}")
+            x_src, x_dst = x
+            src, dst = "x[0]", "x[1]"
+            if not isinstance(x_src, torch.Tensor):
+                raise TypeError(f"x[0] (source features) must be a torch.Tensor, got {type(x_src).__name__}")
+            if x_dst is not None and not isinstance(x_dst, torch.Tensor):
+                raise TypeError(f"x[1] (destination features) must be a torch.Tensor or None, "
+                                f"got {type(x_dst).__name__}")
+        elif isinstance(x, torch.Tensor):
+            x_src = x_dst = x
+            src = dst = "x"
         else:
-            agg = self.lin_rel(_SpMM.apply(r.g, reduce, x, w))
-        return agg + self.lin_root(x)
+            raise TypeError(f"x must be a torch.Tensor (n, in_channels) or a pair (x_src, x_dst) for a bipartite "
+                            f"graph, got {type(x).__name__}")
+        rel, root = self.lin_rel, self.lin_root
+        _layer_input(self, x_src, rel.weight, src, rel.in_features, self._expects(rel, "source"))
+        if x_dst is not None:
+            _layer_input(self, x_dst, root.weight, dst, root.in_features, self._expects(root, "destination"))
+        if size is not None:
+            if not (isinstance(size, (tuple, list)) and len(size) == 2):
+                raise TypeError(f"size must be None or a pair (n_src, n_dst), got {size!r}")
+            size = tuple(None if s is None else _validate.nonneg_int(s, f"size[{i}]") for i, s in enumerate(size))
+        # ---- the graph
+        adj, values = edge_index, None
+        if isinstance(adj, torch.Tensor) and adj.layout != torch.strided:
+            r, values = _from_sparse(adj, x_src, src)
+            if edge_weight is not None:
+                raise ValueError("edge_weight was given with a sparse adjacency, whose values are the edge weights "
+                                 "(PyG ignores edge_weight there); pass edge_weight=None, or put the weights in "
+                                 "the sparse tensor's values")
+        elif isinstance(adj, torch.Tensor):
+            s0 = None if size is None else size[0]
+            s1 = None if size is None else size[1]
+            if s0 is not None and s0 != x_src.shape[0]:
+                raise ValueError(f"size[0]={s0} (sources) but {src} has {x_src.shape[0]} rows")
+            if s1 is not None and x_dst is not None and s1 != x_dst.shape[0]:
+                raise ValueError(f"size[1]={s1} (destinations) but {dst} has {x_dst.shape[0]} rows")
+            n_src = x_src.shape[0]
+            if not pair:
+                r = _from_edge_index(adj, n_src, x_src, "x.shape[0]")
+            else:
+                src_name = f"{src}.shape[0]"
+                if s1 is not None:
+                    n_dst, dst_name = s1, "size[1]"
+                elif x_dst is not None:
+                    n_dst, dst_name = x_dst.shape[0], f"{dst}.shape[0]"
+                else:
+                    n_dst, dst_name = n_src, f"{src}.shape[0], as x[1] is None and size is not given"
+                r = _from_edge_index(adj, n_src, x_src, src_name, n_dst, dst_name)
+        elif type(adj).__name__ == "SparseTensor" and type(adj).__module__.split(".")[0] == "torch_sparse":
+            raise TypeError("torch_sparse.SparseTensor is not supported; convert it with "
+                            "adj.to_torch_sparse_csr_tensor() (same adj_t orientation: row = destination)")
+        else:
+            r = _resolve(adj, x_src, src)
+        g = r.g
+        if not isinstance(adj, torch.Tensor) or values is not None:
+            if size is not None and any(s is not None and s != n for s, n in zip(size, (g.n_src, g.n_nodes))):
+                raise ValueError(f"size={size} (n_src, n_dst) disagrees with the graph, which has {g.n_src} sources "
+                                 f"and {g.n_nodes} destinations")
+        if not pair:
+            if g.n_src != g.n_nodes or x.shape[0] != g.n_nodes:
+                raise ValueError(f"GraphConv needs a square graph with one row of x per node; graph is {g.shape}, "
+                                 f"x has {x.shape[0]} rows (pass x as a pair (x_src, x_dst) for a bipartite graph)")
+        else:
+            _check_rows(x_src, src, g.n_src, "source nodes")
+            if x_dst is not None:
+                _check_rows(x_dst, dst, g.n_nodes, "destination nodes")
+        if values is not None:
+            w = values if values.dtype == x_src.dtype else values.to(x_src.dtype)
+        else:
+            w = r.to_csr(_edge_tensor(edge_weight, "edge_weight", r.nnz, x_src, src))
+        # ---- lazy parameters (PyG's order: lin_rel, then lin_root when it is used)
+        rel.materialize(x_src.shape[1])
+        if x_dst is not None:
+            root.materialize(x_dst.shape[1])
+        # ---- compute
+        if reduce in ("sum", "mean") and self.out_channels < x_src.shape[1]:
+            # sum/mean are linear: aggregate at the narrower width
+            out = _SpMM.apply(g, reduce, x_src @ rel.weight.T, w)
+            if rel.bias is not None:
+                out = out + rel.bias
+        else:
+            out = rel(_SpMM.apply(g, reduce, x_src, w))
+        return out if x_dst is None else out + root(x_dst)
 
     def extra_repr(self):
         return f"{self.in_channels}, {self.out_channels}, aggr={self.aggr!r}"
