@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(after at least 3; default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--plain", action="store_true", help="plain-text table even when rich is installed")
+    parser.add_argument("--wide", action="store_true",
+                        help="print the table as wide as it needs (default: within 120 columns)")
     parser.add_argument("--min-change", type=float, default=0.02,
                         help="compare: smallest relative change ever flagged (default 0.02)")
     parser.add_argument("--all-impls", action="store_true", help="compare: peers too, not only stgkern")
@@ -89,7 +91,7 @@ def run(args) -> int:
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report.print_table(record, use_rich=False if args.plain else None)
+    report.print_table(record, use_rich=False if args.plain else None, width=None if args.wide else report.WIDTH)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(record, fh, indent=1)

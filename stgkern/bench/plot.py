@@ -52,8 +52,8 @@ def roofline(record, path) -> str:
     ax.set_ylabel("achieved GFLOP/s")
     m = record["meta"]
     ax.set_title(f"stgkern {m['stgkern']} on {m.get('gpu_model') or m['cpu_model']} ({record['size']})", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # outside the axes, to the right: a legend inside hid points wherever it sat
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return str(path)

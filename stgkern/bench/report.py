@@ -43,15 +43,42 @@ def header(record) -> list[str]:
     return lines
 
 
-def plain(record, max_status=60) -> str:
-    """The table as plain text (fixed-width columns)."""
-    body = [tuple(c if i < len(COLUMNS) - 1 else c[:max_status] for i, c in enumerate(r)) for r in rows(record)]
+#: Default width of the printed table; ``stgkern bench --wide`` lifts it.
+WIDTH = 120
+
+
+def _clip(text, n):
+    return text if len(text) <= n else text[:max(n - 1, 0)] + "…"
+
+
+def plain(record, width=WIDTH) -> str:
+    """The table as plain text (fixed-width columns) within ``width`` characters (None: no
+    limit): the status column takes what is left (at least 16 characters), then the
+    variant, workload, op and peer names are shortened (to 8 at least, ending in …);
+    header lines are wrapped."""
+    import textwrap
+    body = rows(record)
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(COLUMNS)]
+    if width is not None:
+        sep = 2 * (len(COLUMNS) - 1)
+        fixed = sum(widths[:-1]) + sep
+        widths[-1] = max(16, min(widths[-1], width - fixed))
+        over = sum(widths) + sep - width
+        for i in (1, 2, 0, 3):                           # variant, workload, op, impl: down to 8 characters
+            if over <= 0:
+                break
+            cut = max(0, min(over, widths[i] - 8))
+            widths[i] -= cut
+            over -= cut
+        body = [tuple(_clip(c, widths[i]) for i, c in enumerate(r)) for r in body]
     right = set(range(4, 10))
 
     def line(cells):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    out = header(record) + ["", line(COLUMNS), line(["-" * w for w in widths])]
+    head = header(record)
+    if width is not None:
+        head = [w for h in head for w in textwrap.wrap(h, width, subsequent_indent="  ")]
+    out = head + ["", line(COLUMNS).rstrip(), line(["-" * w for w in widths])]
     prev = None
     for r in body:
         if prev is not None and r[:3] != prev:
@@ -63,8 +90,9 @@ def plain(record, max_status=60) -> str:
     return "\n".join(out)
 
 
-def print_table(record, stream=None, use_rich=None) -> None:
-    """Print the table: with rich when installed (and ``use_rich`` is not False), else plain text."""
+def print_table(record, stream=None, use_rich=None, width=WIDTH) -> None:
+    """Print the table within ``width`` characters (None: as wide as it needs): with rich when
+    installed (and ``use_rich`` is not False), else plain text."""
     stream = stream if stream is not None else sys.stdout
     if use_rich is not False:
         try:
@@ -74,7 +102,7 @@ def print_table(record, stream=None, use_rich=None) -> None:
             if use_rich:
                 raise RuntimeError("the rich table needs rich: pip install 'stgkern[bench]'") from None
         else:
-            con = Console(file=stream)
+            con = Console(file=stream, width=width if width is not None else 10_000)
             for h in header(record):
                 con.print(h, highlight=False)
             t = Table(*COLUMNS)
@@ -82,4 +110,4 @@ def print_table(record, stream=None, use_rich=None) -> None:
                 t.add_row(*r)
             con.print(t)
             return
-    print(plain(record), file=stream)
+    print(plain(record, width), file=stream)
