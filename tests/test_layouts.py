@@ -160,6 +160,15 @@ def close(got, ref, dtype, scale=1.0, tol=None):
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol * scale)
 
 
+def close_grads(gX, gw, rX, rw, dtype, scale, weighted):
+    """The feature gradient, and the edge-weight gradient when there are weights (else None)."""
+    close(gX, rX, dtype, scale)
+    if weighted:
+        close(gw, rw, dtype, scale)
+    else:
+        assert gw is None
+
+
 def same_arg(arg, ref_arg):
     if ref_arg is None:
         assert arg is None
@@ -229,11 +238,7 @@ def test_spmm(case, F, dtype, wdtype, kind, reduce, weighted, lay, seed):
     gX, gw = stgkern.spmm_backward(g, G, X, w, reduce, A)
     rX, rw = naive_spmm_backward(ip, ix, G0, X0, wx, reduce, ref_arg)
     scale = bound(*naive_spmm_backward(ip, ix, ab(G0), ab(X0), ab(wx), "sum", None))
-    close(gX, rX, dtype, scale)
-    if weighted:
-        close(gw, rw, dtype, scale)
-    else:
-        assert gw is None
+    close_grads(gX, gw, rX, rw, dtype, scale, weighted)
     assert_unchanged(inputs)
 
 
@@ -393,11 +398,7 @@ def test_common_neighbor_fusion(case, F, dtype, kind, weighted, lay, seed):
     gX, gw = stgkern.common_neighbor_fusion_backward(g, G, X, w)
     rX, rw = naive_common_neighbor_fusion_backward(ip, ix, G0, X0, w0)
     scale = bound(*naive_common_neighbor_fusion_backward(ip, ix, ab(G0), ab(X0), ab(w0)))
-    close(gX, rX, dtype, scale)
-    if weighted:
-        close(gw, rw, dtype, scale)
-    else:
-        assert gw is None
+    close_grads(gX, gw, rX, rw, dtype, scale, weighted)
     assert_unchanged(inputs)
 
 
