@@ -276,8 +276,13 @@ def _read(path, names, sep=",", header=None, numeric=(), required=None, integer=
         want = names or required or numeric
         raise ValueError(f"{path}: empty file; expected {'a header and ' if header is not None else ''}"
                          f"lines of {list(want)} separated by {sep!r}") from None
-    first_line = 1 if header is None else 2
-    if header is None and numeric and len(df) and all(
+    return _check_frame(df, path, names, sep, header, numeric, required, integer, 1 if header is None else 2)
+
+
+def _check_frame(df, path, names, sep, header, numeric, required, integer, first_line):
+    """The checks of :func:`_read` on a parsed frame whose first row is line ``first_line`` of
+    ``path`` (a whole file, or one chunk of it); numeric columns are converted in place."""
+    if header is None and first_line == 1 and numeric and len(df) and all(
             _pandas().isna(_pandas().to_numeric(df[c].iloc[:1], errors="coerce")).all() for c in numeric):
         row = ",".join(df.iloc[0].astype(str).tolist())
         raise ValueError(f"{path}: line 1 looks like a header row ({row!r}): this format has no header, its "

@@ -1,0 +1,131 @@
+"""stgkern.pipeline: partition by user on disk, work part by part; kill-and-resume safety."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+
+import stgkern  # noqa: E402
+from stgkern import pipeline as P  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def taobao_csv(tmp_path_factory):
+    log = stgkern.synthetic_log(n_users=120, seed=4)
+    path = tmp_path_factory.mktemp("src") / "ub.csv"
+    log.to_dataframe()[["user_id", "item_id", "category_id", "behavior", "time"]].to_csv(path, header=False,
+                                                                                        index=False)
+    return path
+
+
+def _by_user(df):
+    return df.sort_values("user_id").reset_index(drop=True)
+
+
+def _outputs(outs):
+    return _by_user(pd.concat([pd.read_parquet(o) for o in outs], ignore_index=True))
+
+
+def test_partition_keeps_every_event_and_whole_users(taobao_csv, tmp_path):
+    parts = P.partition(taobao_csv, tmp_path, 5, chunk_rows=700, progress=False)
+    whole = stgkern.load_taobao(str(taobao_csv))
+    m = P._read_manifest(parts)
+    assert m["events"] == len(whole) and m["chunks"] == -(-len(whole) // 700)
+    seen, rows = set(), []
+    for k in range(5):
+        part = P.read_part(parts, k)
+        assert len(part) == m["events_per_part"][k]
+        users = set(part.user_ids[np.unique(part.user)].tolist())
+        assert not users & seen                       # a user lives in one part only
+        seen |= users
+        assert (P.user_part(list(users), 5) == k).all()
+        rows.append(part.to_dataframe())
+    got = pd.concat(rows).sort_values(["user_id", "time", "item_id"]).reset_index(drop=True)
+    want = whole.to_dataframe().sort_values(["user_id", "time", "item_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)          # every event once, behaviours coded alike
+    before = (parts / "manifest.json").stat().st_mtime_ns
+    assert P.partition(taobao_csv, tmp_path, 5, progress=False) == parts      # done already: not redone
+    assert (parts / "manifest.json").stat().st_mtime_ns == before
+    with pytest.raises(FileExistsError, match="another source or part count"):
+        P.partition(taobao_csv, tmp_path, 7, progress=False)
+
+
+def test_map_partitions_equals_the_whole_log(taobao_csv, tmp_path):
+    parts = P.partition(taobao_csv, tmp_path, 16, chunk_rows=1000, progress=False)
+    outs = P.map_partitions(parts, tmp_path / "summary", P.window_summary, progress=False)
+    assert [o.name for o in outs] == [f"part-{k:05d}.parquet" for k in range(16)]
+    ref = _by_user(P.window_summary(stgkern.load_taobao(str(taobao_csv))))
+    pd.testing.assert_frame_equal(_outputs(outs), ref)
+    with pytest.raises(TypeError, match="must return a pandas DataFrame"):
+        P.map_partitions(parts, tmp_path / "bad", lambda log, k: len(log), progress=False)
+
+
+_KILL = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import pandas as pd
+from stgkern import pipeline as P
+stage = sys.argv[1]
+if stage == "partition":
+    real, calls = pd.DataFrame.to_parquet, [0]
+    def dying(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, *a, **k)
+    pd.DataFrame.to_parquet = dying
+    P.partition({src!r}, {work!r}, 3, chunk_rows=500, progress=False)
+else:
+    def fn(log, k):
+        if k == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return P.window_summary(log)
+    P.map_partitions({work!r} + "/parts", {work!r} + "/out", fn, progress=False)
+"""
+
+
+def test_a_killed_run_resumes_and_never_mixes_partial_output(taobao_csv, tmp_path):
+    work = tmp_path / "w"
+    script = _KILL.format(root=str(ROOT), src=str(taobao_csv), work=str(work))
+    r = subprocess.run([sys.executable, "-c", script, "partition"], capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert not (work / "parts").exists() and (work / ".parts.partial").exists()   # nothing passed off as done
+    parts = P.partition(taobao_csv, work, 3, chunk_rows=500, progress=False)      # starts the pass again
+    assert not (work / ".parts.partial").exists()
+    r = subprocess.run([sys.executable, "-c", script, "map"], capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    done = sorted(p.name for p in (work / "out").iterdir())
+    assert done == ["part-00000.parquet", "part-00001.parquet"]                  # part 2 died before writing
+    first = {p: p.stat().st_mtime_ns for p in (work / "out").iterdir()}
+    outs = P.map_partitions(parts, work / "out", P.window_summary, progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())               # finished parts not redone
+    assert not list((work / "out").glob("*.tmp"))
+    fresh = P.map_partitions(P.partition(taobao_csv, tmp_path / "again", 3, progress=False), tmp_path / "o2",
+                             P.window_summary, progress=False)
+    pd.testing.assert_frame_equal(_outputs(outs), _outputs(fresh))
+
+
+def test_bad_lines_are_named_in_any_chunk(tmp_path):
+    src = tmp_path / "bad.csv"
+    lines = [f"{u},{u + 1},3,pv,{1511544000 + u}" for u in range(2500)]
+    lines[2199] = "7,8,3,pv,not-a-time"
+    src.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="line 2200, column 'timestamp': not a number"):
+        P.partition(src, tmp_path / "w", 4, chunk_rows=1000, progress=False)
+    assert not (tmp_path / "w" / "parts").exists()
+    lines[2199] = "7,8,3,view,1511544000"
+    src.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="line 2200, column 'behavior_type': unknown behaviour 'view'"):
+        P.partition(src, tmp_path / "w", 4, chunk_rows=1000, progress=False)
+    with pytest.raises(ValueError, match="n_parts must be at least 1"):
+        P.partition(src, tmp_path / "w", 0, progress=False)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        P.partition(tmp_path / "missing.csv", tmp_path / "w", 2, progress=False)
