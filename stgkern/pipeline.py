@@ -72,11 +72,14 @@ def user_part(user_ids, n_parts):
 
 
 def _chunks(path, fmt, chunk_rows):
-    """``(first_line, DataFrame)`` per chunk of ``path``, checked line by line."""
+    """``(first_line, DataFrame)`` per chunk of ``path``, checked line by line (rows of a Parquet
+    file are counted from 1 like lines)."""
     pd = _deps()
+    if fmt == "parquet":
+        yield from _parquet_chunks(path, chunk_rows)
+        return
     if fmt != "taobao":
-        raise ValueError(f"format={fmt!r}: the pipeline reads 'taobao' CSV so far "
-                         f"(user_id,item_id,category_id,behavior_type,timestamp, no header)")
+        raise ValueError(f"format={fmt!r}: the pipeline reads 'taobao' CSV and 'parquet' so far")
     try:
         reader = pd.read_csv(path, header=None, names=_TAOBAO, dtype=str, keep_default_na=False,
                              index_col=False, chunksize=chunk_rows)
@@ -91,6 +94,27 @@ def _chunks(path, fmt, chunk_rows):
                          f"separated by ','") from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file; expected lines of {_TAOBAO} separated by ','") from None
+
+
+def _parquet_chunks(path, chunk_rows):
+    """A Parquet file with the Taobao columns (user_id, item_id, category_id, behavior_type,
+    timestamp; ids and times numeric, behaviours pv/cart/fav/buy), ``chunk_rows`` rows at a time."""
+    import pyarrow.parquet as pq
+    try:
+        f = pq.ParquetFile(path)
+    except Exception as exc:                       # pyarrow's errors for a file that is not Parquet vary
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    missing = [c for c in _TAOBAO if c not in f.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {f.schema_arrow.names} "
+                         f"(the pipeline's Parquet input has the columns {_TAOBAO})")
+    first = 1
+    for batch in f.iter_batches(batch_size=chunk_rows, columns=_TAOBAO):
+        df = batch.to_pandas().astype(str)
+        df = _data._check_frame(df, path, _TAOBAO, ",", 0, _NUMERIC, None, _INTEGER, first)
+        _data._labels(df, "behavior_type", _data.TAOBAO_BEHAVIORS, path, first)
+        yield first, df
+        first += len(df)
 
 
 class _Progress:
@@ -124,7 +148,9 @@ def partition(source, out_dir, n_parts, *, format="taobao", chunk_rows=1_000_000
     Parameters
     ----------
     source : str or Path
-        The log (``format="taobao"``: UserBehavior CSV).
+        The log: ``format="taobao"``, UserBehavior CSV; ``format="parquet"``, a
+        Parquet file with the same columns (user_id, item_id, category_id,
+        behavior_type, timestamp).
     out_dir : str or Path
     n_parts : int
         Parts to spread users over; each part should fit in memory with room

@@ -129,3 +129,21 @@ def test_bad_lines_are_named_in_any_chunk(tmp_path):
         P.partition(src, tmp_path / "w", 0, progress=False)
     with pytest.raises(FileNotFoundError, match="no such file"):
         P.partition(tmp_path / "missing.csv", tmp_path / "w", 2, progress=False)
+
+
+def test_parquet_input_partitions_like_the_csv(taobao_csv, tmp_path):
+    df = pd.read_csv(taobao_csv, header=None, names=P._TAOBAO)
+    src = tmp_path / "ub.parquet"
+    df.to_parquet(src, index=False)
+    a = P.partition(taobao_csv, tmp_path / "csv", 4, chunk_rows=600, progress=False)
+    b = P.partition(src, tmp_path / "pq", 4, format="parquet", chunk_rows=600, progress=False)
+    assert P._read_manifest(a)["events_per_part"] == P._read_manifest(b)["events_per_part"]
+    for k in range(4):
+        pd.testing.assert_frame_equal(P.read_part(a, k).to_dataframe(), P.read_part(b, k).to_dataframe())
+    df.loc[700, "timestamp"] = np.nan
+    df.to_parquet(src, index=False)
+    with pytest.raises(ValueError, match="line 701, column 'timestamp': not a number"):
+        P.partition(src, tmp_path / "pq2", 4, format="parquet", chunk_rows=600, progress=False)
+    df.drop(columns="category_id").to_parquet(src, index=False)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['category_id'\]"):
+        P.partition(src, tmp_path / "pq3", 4, format="parquet", progress=False)
