@@ -118,6 +118,8 @@ def train(args):
     _check_paths(args)
     _torch()
     from . import fit, save
+    from .train import keep_freed_memory
+    keep_freed_memory()
     data = _load(args)
     print(f"{data!r}", file=sys.stderr)
     model = build_model(args.model, data, hidden=args.hidden, valid_fraction=args.valid_fraction, seed=args.seed,
