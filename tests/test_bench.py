@@ -69,7 +69,7 @@ def test_record_has_every_field_and_is_json(tiny_record):
         assert len(r["times_s"]) >= 2 and r["median_s"] == pytest.approx(np.median(r["times_s"]))
         assert r["GB_s"] == pytest.approx(r["floor_bytes"] / r["median_s"] / 1e9)
         assert r["pct_of_copy"] == pytest.approx(100 * r["GB_s"] / rec["copy"]["GB_s"])
-        assert r["checked_against"], r
+        assert r["checked_against"] or r["status"] == "unchecked", r
         for peer, x in r["speedup_vs"].items():
             pr = next(p for p in rec["results"] if p["impl"] == peer and p["op"] == r["op"]
                       and p["variant"] == r["variant"] and p["workload"] == r["workload"])
@@ -144,12 +144,11 @@ def test_missing_peer_is_reported_as_skipped(monkeypatch):
     rows = [r for r in rec["results"] if r["impl"] == "torch_gather"]
     assert rows and all(r["status"] == "skipped" and "not installed" in r["reason"] for r in rows)
     ours = [r for r in rec["results"] if r["impl"] == "stgkern"]
-    assert all(r["status"] == "ok" and r["speedup_vs"]["torch_gather"] is None for r in ours)
+    assert all(r["speedup_vs"]["torch_gather"] is None for r in ours)
     # the other peer (pyg) still checked the output and was timed when installed
-    try:
-        import torch_geometric  # noqa: F401
-        assert all(r["checked_against"] == ["pyg"] for r in ours)
-    except ImportError:
+    if _installed("torch_geometric"):
+        assert all(r["status"] == "ok" and r["checked_against"] == ["pyg"] for r in ours)
+    else:
         assert all(r["status"] == "unchecked" for r in ours)
 
 
@@ -254,6 +253,9 @@ def test_message_passing_and_graph_conv_cases(monkeypatch):
         workloads.clear_cache()
     assert not rec["not_available"]
     ours = [r for r in rec["results"] if r["impl"] == "stgkern"]
+    if not _installed("torch"):               # torch_gather and pyg are the checking peers of these ops
+        assert len(ours) == 4 and all(r["status"] == "unchecked" for r in ours), [r["reason"] for r in ours]
+        return
     assert len(ours) == 4 and all(r["status"] == "ok" for r in ours), [r["reason"] for r in ours]
     assert {tuple(r["checked_against"]) for r in ours if r["op"] == "message_passing"} == {("torch_gather",)}
     if O.available("graph_conv") is not None:
