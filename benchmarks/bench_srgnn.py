@@ -151,8 +151,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data", "diginetica"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "srgnn_cpu.json"))
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc's default of returning large freed blocks (no keep_freed_memory)")
     args = ap.parse_args()
-    freed_kept = keep_freed_memory()          # as stgkern train runs (both formulations benefit)
+    freed_kept = False if args.system_malloc else keep_freed_memory()   # as stgkern train runs (both benefit)
 
     data = stgkern.load_diginetica(args.data)
     ex = session_examples(data.train_ptr, data.train_items)
