@@ -85,7 +85,7 @@ from . import config as _config
 from . import conv as _conv
 from . import edge as _edge
 from . import readout as _readout
-from .graph import Graph
+from .graph import Graph, _from_torch
 
 __all__ = [
     "GraphConv",
@@ -112,12 +112,8 @@ def _as_array(t):
     """A NumPy (CPU) or CuPy (CUDA) view of a tensor; no copy."""
     if t is None:
         return None
-    t = t.detach()
-    if t.device.type == "cpu":
-        return t.resolve_conj().resolve_neg().numpy()
-    if t.device.type == "cuda":
-        import cupy
-        return cupy.from_dlpack(t)
+    if t.device.type in ("cpu", "cuda"):
+        return _from_torch(t)
     raise TypeError(f"tensors on device {t.device} are not supported; use CPU or CUDA tensors")
 
 
