@@ -984,6 +984,51 @@ class _numba_threads:
         numba.set_num_threads(self.old)
 
 
+class _Adam:
+    """Adam with L2 folded into the gradient, as ``torch.optim.Adam(lr=, weight_decay=)``
+    computes it on the CPU, op for op, so the weights it trains are bit-identical
+    (``tests/test_model.py`` checks that against torch's).
+
+    Why not torch's: constructing the first torch optimiser in a process
+    imports ``torch._dynamo``, 1.0-1.4 s of the default demo's ~10 s, paid
+    again in every worker process.  Per parameter: its own step count (a
+    parameter without a gradient this step is skipped, as torch skips it) and
+    the two moment estimates.
+    """
+
+    def __init__(self, params, lr, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.weight_decay, self.eps = float(lr), float(weight_decay), float(eps)
+        self.beta1, self.beta2 = (float(b) for b in betas)
+        self.state = {}
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        torch = _torch()
+        b1, b2 = self.beta1, self.beta2
+        with torch.no_grad():
+            for p in self.params:
+                g = p.grad
+                if g is None:
+                    continue
+                st = self.state.get(p)
+                if st is None:
+                    st = self.state[p] = [0, torch.zeros_like(p, memory_format=torch.preserve_format),
+                                          torch.zeros_like(p, memory_format=torch.preserve_format)]
+                st[0] += 1
+                t, m, v = st
+                if self.weight_decay != 0:
+                    g = g.add(p, alpha=self.weight_decay)
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                step_size = self.lr / (1 - b1 ** t)
+                denom = (v.sqrt() / (1 - b2 ** t) ** 0.5).add_(self.eps)
+                p.addcdiv_(m, denom, value=-step_size)
+
+
 def _fit_minibatch(model, n_units, batch_size, loss_fn, valid_score, *, epochs, patience, lr, weight_decay,
                    seed, progress=None):
     """Mini-batch Adam over shuffled units (segments or examples), early stopping on validation.
@@ -1007,7 +1052,7 @@ def _fit_minibatch_loop(model, n_units, batch_size, loss_fn, valid_score, *, epo
                         seed, progress):
     torch = _torch()
     rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = _Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     per_epoch = max(1, -(-n_units // batch_size))
     best, best_epoch, best_state, curve, step = -np.inf, 0, None, [], 0
     for epoch in range(1, epochs + 1):

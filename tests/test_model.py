@@ -250,6 +250,31 @@ def test_minibatch_training_is_deterministic_with_several_steps(small):
     assert c["train_curve"] != a["train_curve"]                 # the seed drives init and batch order
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_adam_is_torch_adam_bit_for_bit(weight_decay):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    a = torch.nn.ModuleDict({"emb": torch.nn.Embedding(50, 8), "lin": torch.nn.Linear(8, 3),
+                             "head": torch.nn.Linear(8, 2)})
+    b = torch.nn.ModuleDict({k: type(m)(*((50, 8) if k == "emb" else (8, m.out_features))) for k, m in a.items()})
+    b.load_state_dict(a.state_dict())
+    ref = torch.optim.Adam(a.parameters(), lr=0.01, weight_decay=weight_decay)
+    ours = sm._Adam(b.parameters(), lr=0.01, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(12):
+        idx = torch.randint(0, 50, (20,), generator=gen)
+        for model, opt in ((a, ref), (b, ours)):
+            opt.zero_grad()
+            h = model["emb"](idx)
+            loss = model["lin"](h).square().mean()
+            if step % 3 == 0:                 # some steps leave a parameter without a gradient: it is skipped
+                loss = loss + model["head"](h).sum()
+            loss.backward()
+            opt.step()
+        for (name, p), q in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(p, q), (step, name)
+
+
 def test_segments_cover_each_user_from_the_end():
     log = _log([[0, 1, 2, 3, 4, 5, 6], [7, 8]]).sort()
     s, e = sm._segments(log, 3)
