@@ -73,6 +73,56 @@ class Stages:
               end="\r" if self.tty else "\n", file=self.stream, flush=True)
 
 
+    def run_jobs(self, workers, jobs):
+        """Independent stages on this process and ``workers`` (:class:`stgkern._workers.Workers`).
+
+        ``jobs``: ``(name, fn, args, kwargs)`` each, taken in order (longest
+        first schedules best): the next one goes to an idle worker if there is
+        one and otherwise runs here, with :meth:`tick` as its ``progress``
+        when it takes one.  Then one line shows the steps of the jobs still
+        running in workers.  Each stage's time is its own wall time, where it
+        ran.  Returns ``{name: result}``.
+        """
+        import inspect
+
+        from ._workers import wait_any
+        todo, running, out, steps = list(jobs), {}, {}, {}
+        end = "\r" if self.tty else "\n"
+        t0, last = time.perf_counter(), -self.every
+
+        def collect(finished):
+            for name, d, total in workers.progress():
+                steps[name] = (d, total)
+            for f in finished:
+                name = running.pop(f)
+                out[name], self.times[name] = f.result()
+                steps.pop(name, None)
+                print(f"{self._bar(len(self.times))} {name}: {self.times[name]:.2f} s (in a worker)" + " " * 40,
+                      file=self.stream, flush=True)
+
+        while todo or running:
+            collect([f for f in running if f.done()])
+            if todo:
+                name, fn, a, kw = todo.pop(0)
+                if len(running) < workers.n:
+                    running[workers.submit(name, fn, *a, **kw)] = name
+                else:
+                    if "progress" in inspect.signature(fn).parameters:
+                        kw = dict(kw, progress=self.tick)
+                    out[name] = self.run(name, fn, *a, **kw)
+                continue
+            done, _ = wait_any(list(running), 0.25)
+            collect(done)
+            now = time.perf_counter()
+            if running and (self.tty or now - last >= self.every):
+                last = now
+                busy = ", ".join(f"{n} step {steps[n][0]}/{steps[n][1]}" if n in steps else f"{n} starting"
+                                 for n in running.values())
+                print(f"{self._bar(len(self.times))} waiting for {busy} ({now - t0:.0f} s)", end=end,
+                      file=self.stream, flush=True)
+        return out
+
+
 class _DataError(Exception):
     """A log that does not match its format, or nothing left to evaluate: reported in one line."""
 
@@ -99,7 +149,7 @@ def _check_demo_args(args):
     if args.categories and (not args.data or args.format not in ("movielens", "recbole")):
         raise _DataError("--categories goes with --data in format movielens (movies.csv) or recbole (.item)")
     at_least = {"users": 1, "seeds": 1, "epochs": 1, "k_core": 1, "min_length": 3, "window": 0,
-                "category_window": 0}
+                "category_window": 0, "jobs": 0}
     for name, lo in at_least.items():
         v = getattr(args, name)
         if v < lo:
@@ -189,6 +239,13 @@ def _original_rows(log, prep, users, rows):
                     np.int64)
 
 
+def _graph_stage(prep, args, horizon):
+    """Summary of the graph the test predictions run on (train + validation events)."""
+    import stgkern
+    g = stgkern.window_graph(prep.history, window=args.window, horizon=horizon, category_window=args.category_window)
+    return _graph_summary(g, stgkern.node_features(prep.history, g), args, horizon)
+
+
 def _oracle(prep, log, truth, k=20):
     """The generator's own next-item top-k and next-behaviour probabilities: the ceiling.
 
@@ -239,7 +296,38 @@ def demo(args) -> dict:
     ``seed .. seed+N-1`` on the same data and split); ``metrics`` then holds
     the means and ``aggregate`` the mean, std, min and max of each figure.
     """
-    import stgkern
+    t_start = time.perf_counter()
+    n_seeds = max(1, int(args.seeds))
+    # worker processes for the neural models, spawned first so that they import PyTorch alongside this
+    # process; this process trains too (so one core = no workers)
+    n_workers = min(_workers_for(args), 3 * n_seeds) - 1
+    workers = None
+    if n_workers > 0 and args.backend != "numpy" and _torch_installed():
+        from ._workers import Workers
+        workers = Workers(n_workers)
+    try:
+        return _demo(args, workers, t_start)
+    finally:
+        if workers is not None:
+            workers.close(wait=False)       # they exit while the summary is printed
+
+
+def _torch_installed() -> bool:
+    """PyTorch can be found (without importing it); False when ``sys.modules['torch']`` is None."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ValueError:
+        return False
+
+
+def _workers_for(args) -> int:
+    """Processes for the trained methods, this one included: ``--jobs``, or one per usable core (0)."""
+    from ._workers import usable_cores
+    return args.jobs if args.jobs > 0 else usable_cores()
+
+
+def _demo(args, workers, t_start):
     from stgkern import model as sm
 
     backend = args.backend
@@ -258,7 +346,6 @@ def demo(args) -> dict:
     model_name = f"STG-GNN ({args.model})"
     n_seeds = max(1, int(args.seeds))
     seeds = [args.seed + i for i in range(n_seeds)]
-    truth = None
     trained = ["SR-GNN"] + (["SASRec"] if backend == "torch" else []) + ["STG closed form"] \
         + ([model_name] if backend == "torch" else [])
     per_seed = lambda name: [f"{name} #{s}" for s in seeds] if n_seeds > 1 else [name]
@@ -267,6 +354,10 @@ def demo(args) -> dict:
         names.append("oracle")
     names += [x for t in trained for x in per_seed(t)] + ["metrics"]
     stages = Stages(names)
+    if backend != "torch" and workers is not None:
+        workers.close(wait=False)
+        workers = None
+    truth = None
     if args.data:
         log = stages.run("load", _load, args.data, args.format, getattr(args, "categories", None))
         source = f"{args.format}:{args.data}"
@@ -278,36 +369,49 @@ def demo(args) -> dict:
     tau = args.tau_hours * 3600.0
     graph_args = dict(window=args.window, horizon=horizon, category_window=args.category_window, tau=tau)
 
-    def graph_stage():   # the graph the test predictions run on (train + validation events), for the summary
-        g = stgkern.window_graph(prep.history, window=args.window, horizon=horizon,
-                                 category_window=args.category_window)
-        return _graph_summary(g, stgkern.node_features(prep.history, g), args, horizon)
-    graph = stages.run("window graph + features", graph_stage)
-
-    fixed = {"most-popular": stages.run("most-popular", sm.popularity, prep),
-             "Markov": stages.run("Markov", sm.markov, prep)}
-    if "oracle" in names:
-        if truth is not None:
-            fixed["oracle"] = stages.run("oracle", _oracle, prep, log, truth)
-        else:
-            stages.names.remove("oracle")
-    train_kw = dict(epochs=args.epochs, progress=stages.tick)
-    runs, info = [], {}
-    for i, seed in enumerate(seeds):
-        tag = (lambda name: f"{name} #{seed}") if n_seeds > 1 else (lambda name: name)
-        preds, inf = dict(fixed), {}
+    tag = (lambda name, seed: f"{name} #{seed}") if n_seeds > 1 else (lambda name, seed: name)
+    # every stage after the split, in the order they run one after the other: (name, function, args,
+    # keyword args); none depends on another
+    jobs = [("window graph + features", _graph_stage, (prep, args, horizon), {}),
+            ("most-popular", sm.popularity, (prep,), {}), ("Markov", sm.markov, (prep,), {})]
+    if truth is not None:
+        jobs.append(("oracle", _oracle, (prep, log, truth), {}))
+    elif "oracle" in names:
+        stages.names.remove("oracle")
+    for seed in seeds:
         if backend == "torch":
-            sr, inf["SR-GNN"] = stages.run(tag("SR-GNN"), sm.fit_srgnn, prep, seed=seed, **train_kw)
-            sas, inf["SASRec"] = stages.run(tag("SASRec"), sm.fit_sasrec, prep, seed=seed, **train_kw)
-            preds["SR-GNN"], preds["SASRec"] = (sr, None), (sas, None)
+            jobs += [(tag("SR-GNN", seed), sm.fit_srgnn, (prep,), dict(seed=seed, epochs=args.epochs)),
+                     (tag("SASRec", seed), sm.fit_sasrec, (prep,), dict(seed=seed, epochs=args.epochs))]
         else:
-            sr, inf["SR-GNN"] = stages.run(tag("SR-GNN"), sm.srgnn_closed_form, prep, seed=seed)
-            preds["SR-GNN"] = (sr, None)
-        cf = stages.run(tag("STG closed form"), sm.fit_closed_form, prep, seed=seed, **graph_args)
+            jobs.append((tag("SR-GNN", seed), sm.srgnn_closed_form, (prep,), dict(seed=seed)))
+        jobs.append((tag("STG closed form", seed), sm.fit_closed_form, (prep,), dict(seed=seed, **graph_args)))
+        if backend == "torch":
+            jobs.append((tag(model_name, seed), sm.fit_torch, (prep,),
+                         dict(conv=args.model, seed=seed, epochs=args.epochs, **graph_args)))
+    if workers is not None:
+        # longest first (with a cold Numba cache, those that compile most early): each goes to the next
+        # free process, a worker or this one
+        order = {sm.fit_torch: 0, sm.fit_srgnn: 1, _graph_stage: 2, _oracle: 3, sm.fit_sasrec: 4}
+        results = stages.run_jobs(workers, sorted(jobs, key=lambda j: order.get(j[1], 5)))
+    else:
+        results = {}
+        for name, fn, a, kw in jobs:
+            kw = dict(kw, progress=stages.tick) if fn in (sm.fit_srgnn, sm.fit_sasrec, sm.fit_torch) else kw
+            results[name] = stages.run(name, fn, *a, **kw)
+    graph = results["window graph + features"]
+    fixed = {name: results[name] for name in ("most-popular", "Markov", "oracle") if name in results}
+    runs, info = [], {}
+    for seed in seeds:
+        preds, inf = dict(fixed), {}
+        sr, inf["SR-GNN"] = results[tag("SR-GNN", seed)]
+        preds["SR-GNN"] = (sr, None)
+        if backend == "torch":
+            sas, inf["SASRec"] = results[tag("SASRec", seed)]
+            preds["SASRec"] = (sas, None)
+        cf = results[tag("STG closed form", seed)]
         preds["STG closed form"], inf["STG closed form"] = cf[:2], cf[2]
         if backend == "torch":
-            stg = stages.run(tag(model_name), sm.fit_torch, prep, conv=args.model, seed=seed, **graph_args,
-                             **train_kw)
+            stg = results[tag(model_name, seed)]
             preds[model_name], inf[model_name] = stg[:2], stg[2]
         runs.append(preds)
         info[str(seed)] = inf
@@ -345,8 +449,10 @@ def demo(args) -> dict:
         "metrics": {n: {k: v["mean"] for k, v in m.items()} for n, m in agg.items()},
         "behavior_per_class": per_class,
         "training": info if n_seeds > 1 else info[str(seeds[0])],
-        "seconds_per_stage": stages.times,
+        "seconds_per_stage": {n: stages.times[n] for n in stages.names if n in stages.times},
         "seconds_total": float(sum(stages.times.values())),
+        "seconds_wall": time.perf_counter() - t_start,
+        "workers": 1 + (workers.n if workers is not None else 0),
     }
     if n_seeds > 1:
         out["aggregate"] = agg
@@ -390,6 +496,9 @@ def _print_summary(s):
           + ", ".join(ev["behavior_classes"]))
     print("time per stage  " + "  ".join(f"{k} {v:.1f}s" for k, v in s["seconds_per_stage"].items())
           + f"   total {s['seconds_total']:.1f}s")
+    if s.get("workers", 1) > 1:
+        print(f"wall time {s['seconds_wall']:.1f}s: the trained methods ran side by side in {s['workers']} "
+              "processes (each stage's time is its own)")
 
 
 def info(args) -> dict:
@@ -454,6 +563,9 @@ def main(argv=None) -> int:
     d.add_argument("--seeds", type=int, default=1,
                    help="train every method with this many seeds (--seed, --seed+1, ...) on the same data and "
                         "report mean ± std")
+    d.add_argument("--jobs", type=int, default=0,
+                   help="processes for the trained methods (side by side, one thread each; results are identical "
+                        "to --jobs 1); 0: one per usable core")
     d.add_argument("--json", help="also write config, times and every metric as JSON to this file")
     from . import bench
     b = sub.add_parser("bench", help="every op against its peers on the standard workloads",

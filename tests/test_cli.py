@@ -51,15 +51,47 @@ def test_demo_without_torch_falls_back_to_closed_form(tmp_path, monkeypatch, cap
     assert info.value.code == 2 and "needs PyTorch" in capsys.readouterr().err
 
 
-def test_demo_torch_backend_json(tmp_path):
+def test_demo_torch_backend_json_same_in_worker_processes(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("stgkern.torch")
-    out = tmp_path / "t.json"
-    assert cli.main(SMALL + ["--backend", "torch", "--json", str(out)]) == 0
-    s = json.loads(out.read_text())
+    out = {}
+    for jobs in (1, 2):
+        path = tmp_path / f"t{jobs}.json"
+        assert cli.main(SMALL + ["--backend", "torch", "--jobs", str(jobs), "--json", str(path)]) == 0
+        out[jobs] = json.loads(path.read_text())
+    s = out[1]
     assert {"SASRec", "STG-GNN (stgconv)", "STG closed form"} <= set(s["metrics"])
     assert s["training"]["STG-GNN (stgconv)"]["epochs_run"] <= 2
     assert s["training"]["STG-GNN (stgconv)"]["train_curve"][0]["epoch"] == 1
+    # side by side in two processes: every figure bit-identical to one process
+    assert s["workers"] == 1 and out[2]["workers"] == 2
+    for key in ("metrics", "training", "graph", "behavior_per_class"):
+        assert out[2][key] == s[key], key
+    assert list(out[2]["seconds_per_stage"]) == list(s["seconds_per_stage"])
+
+
+def _fails(progress=None):
+    raise ValueError("raised in a worker")
+
+
+def _steps(n, progress=None):
+    for i in range(1, n + 1):
+        progress(i, n)
+    return n
+
+
+def test_stages_run_jobs_schedules_reports_and_raises(capsys):
+    import io
+
+    from stgkern._workers import Workers
+    stream = io.StringIO()
+    stages = cli.Stages(["a", "b", "c"], stream=stream)
+    with Workers(1) as workers:
+        got = stages.run_jobs(workers, [("a", _steps, (3,), {}), ("b", _steps, (5,), {}), ("c", _steps, (2,), {})])
+        assert got == {"a": 3, "b": 5, "c": 2} and set(stages.times) == {"a", "b", "c"}
+        assert "(in a worker)" in stream.getvalue()      # the first job went to the idle worker
+        with pytest.raises(ValueError, match="raised in a worker"):
+            cli.Stages(["x"], stream=stream).run_jobs(workers, [("x", _fails, (), {})])
 
 
 def test_demo_seeds_aggregate(tmp_path, capsys):
