@@ -126,10 +126,11 @@ def main(argv=None):
     hr = next(iter(result["hr_by_seed"].values()))
     lines += ["", f"HR on synthetic_log(seed={args.hr_seeds.split(',')[0]}), {hr['config']['k_core']}-core, leave-one-out, "
                   f"seen items excluded ({hr['config']['eval_users']} users, {hr['config']['items']} items):", "",
-              "| method | HR@10 | HR@20 | NDCG@20 |", "|---|---|---|---|"]
+              "| method | HR@10 | HR@20 | NDCG@20 | behaviour macro-F1 |", "|---|---|---|---|---|"]
     for m in ("oracle", "stg_closed_form", "markov", "popularity"):
         if isinstance(hr.get(m), dict):
-            lines.append(f"| {m} | {hr[m]['HR@10']:.4f} | {hr[m]['HR@20']:.4f} | {hr[m]['NDCG@20']:.4f} |")
+            lines.append(f"| {m} | {hr[m]['HR@10']:.4f} | {hr[m]['HR@20']:.4f} | {hr[m]['NDCG@20']:.4f} "
+                         f"| {hr[m]['F1']:.4f} |")
     seeds = list(result["hr_by_seed"])
     if len(seeds) > 1:
         lines += ["", "HR@20 by seed:", "", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |",

@@ -37,13 +37,19 @@ def ref_next(truth, r):
     w /= w.sum()
     P = np.zeros(n_items)
     B = np.zeros(4)
-    F_rep, F_new, F_ret = np.array(prm.F_rep), np.array(prm.F_new), np.array(prm.F_ret)
+    lam = truth.behavior_propensity[prof]
+
+    def row(table, b):        # a behaviour row (the same for every b if given as 4 values), scaled by lam
+        t = np.array(table, np.float64)
+        x = (t if t.ndim == 1 else t[b]) * lam
+        return x / x.sum()
+    bp = log.behavior[r]
     for a, wa in zip(ages, w):
         m = r - a
         im, bm = log.item[m], log.behavior[m]
         rho = prm.rho[bm]
         P[im] += S * wa * rho
-        B += S * wa * (rho * F_rep[bm] + (1 - rho) * F_new)
+        B += S * wa * (rho * row(prm.F_rep, bm) + (1 - rho) * row(prm.F_new, bp))
         for j in truth.related[im]:
             P[j] += S * wa * (1 - rho) * prm.related / len(truth.related[im])
         for j, p in in_cat(cat[im]).items():
@@ -61,7 +67,7 @@ def ref_next(truth, r):
         for j, q in in_cat(c).items():
             P[j] += (1 - S) * prm.interest * p * q
     P += (1 - S) * (1 - prm.ret - prm.interest) * pop
-    B += (1 - S) * (prm.ret * F_ret + (1 - prm.ret) * F_new)
+    B += (1 - S) * (prm.ret * row(prm.F_ret, bp) + (1 - prm.ret) * row(prm.F_new, bp))
     return P, B
 
 
@@ -154,6 +160,21 @@ def test_stg_tables():
     _, t2 = synthetic_log(n_users=5, n_items=300, n_categories=12, seed=1, users=[4], return_truth=True)
     assert np.array_equal(t2.related, truth.related) and np.array_equal(t2.profile_category[0],
                                                                          truth.profile_category[4])
+    assert np.array_equal(t2.behavior_propensity[0], truth.behavior_propensity[4])
+
+
+def test_behavior_propensities_are_lognormal_with_mean_one():
+    sigma = (0.0, 0.5, 1.0, 0.25)
+    log, truth = synthetic_log(n_users=20000, n_items=50, n_categories=3, events_per_user=1, seed=2,
+                               params={"behavior_sigma": sigma}, return_truth=True)
+    lam = truth.behavior_propensity
+    assert np.all(lam[:, 0] == 1.0)
+    np.testing.assert_allclose(np.log(lam).std(axis=0), sigma, rtol=0.03)
+    np.testing.assert_allclose(np.log(lam).mean(axis=0), -0.5 * np.square(sigma), atol=0.02)
+    # no spread: every user draws from the table rows themselves
+    _, flat = synthetic_log(n_users=50, n_items=50, n_categories=3, seed=2, params={"behavior_sigma": (0,) * 4},
+                            return_truth=True)
+    assert np.all(flat.behavior_propensity == 1.0)
 
 
 # ---------------------------------------------------------------- the oracle
@@ -297,6 +318,8 @@ def test_oracle_depends_on_more_than_the_last_item():
     (dict(process="markov", users=slice(0, 2)), "users apply"),
     (dict(params={"eta": 1.5}), r"STGParams.eta must be probabilities in \[0, 1\]"),
     (dict(params={"F_new": (0.5, 0.2, 0.2, 0.2)}), "STGParams.F_new rows must sum to 1"),
+    (dict(params={"F_ret": ((0.5, 0.5, 0, 0),) * 3}), r"STGParams.F_ret must have shape \(4, 4\)"),
+    (dict(params={"behavior_sigma": (0, 1, -1, 0)}), "STGParams.behavior_sigma must hold 4 finite values"),
     (dict(params={"F_rep": ((1, 0, 0, 0),)}), r"STGParams.F_rep must have shape \(4, 4\)"),
     (dict(params={"ret": 0.5, "interest": 0.6}), "ret \\+ interest must be at most 1"),
     (dict(params={"rho": (0.1, 0.2)}), "STGParams.rho must hold 4 values"),

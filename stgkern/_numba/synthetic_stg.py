@@ -92,6 +92,40 @@ def _draw_cum(cum, lo, hi, state):
     return a
 
 
+@numba.njit(cache=True)
+def _draw_behavior(F, row, lam, state):
+    """Behaviour drawn with weights ``F[row, b] * lam[b]`` (a table row scaled by the user's propensity)."""
+    s = 0.0
+    for b in range(NB):
+        s += F[row, b] * lam[b]
+    x = _uniform(state) * s
+    b = 0
+    while b < NB - 1 and x >= F[row, b] * lam[b]:
+        x -= F[row, b] * lam[b]
+        b += 1
+    return b
+
+
+@numba.njit(cache=True)
+def _scaled(F, row, lam, b):
+    """P(behaviour b) of the table row ``F[row]`` scaled by ``lam`` and renormalised."""
+    s = 0.0
+    for c in range(NB):
+        s += F[row, c] * lam[c]
+    return F[row, b] * lam[b] / s
+
+
+@numba.njit(cache=True, parallel=True)
+def user_propensities(seed_key, users, sigma, lam):
+    """Per user, ``lam[k, b] = exp(sigma[b] Z_b - sigma[b]**2 / 2)`` (mean 1), Z from stream 2."""
+    for k in numba.prange(users.shape[0]):
+        state = np.empty(1, np.uint64)
+        state[0] = user_key(seed_key, users[k], 2)
+        for b in range(NB):
+            z = _normal(state)
+            lam[k, b] = np.exp(sigma[b] * z - 0.5 * sigma[b] * sigma[b])
+
+
 @numba.njit(cache=True, parallel=True)
 def user_lengths(seed_key, users, mu, sigma):
     """Events per user: max(1, round(exp(mu + sigma Z))), Z standard normal from stream 0."""
@@ -121,13 +155,15 @@ def _trigger_weights(time, start, last, window, psi, tau, w):
 
 
 @numba.njit(cache=True, parallel=True)
-def generate(seed_key, users, offsets, P, p_break, rho, F_rep_cum, F_new_cum, F_ret_cum,
+def generate(seed_key, users, offsets, P, p_break, rho, F_rep, F_new, F_ret, lam,
              pop_cum, by_cat, cat_ptr, cat_of, related, cat_cum, csucc, csucc_cum,
              n_profile, window,
              item, behavior, time, value, prof_cat, prof_w):
     """Fill the events of ``users[k]`` into rows offsets[k]:offsets[k+1] (see synthetic_log).
 
-    The behaviour tables come as row-wise cumulative sums (inverse-CDF draws).
+    Behaviour tables (4 x 4): ``F_rep`` by the trigger's behaviour, ``F_new``
+    and ``F_ret`` by the previous event's (a user's first event: the pv row);
+    every draw scales the row by the user's propensities ``lam[k]``.
     """
     tau = P[P_TAU]
     R = related.shape[1]
@@ -153,9 +189,10 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep_cum, F_new_cum, F_
                     item[r] = by_cat[_draw_cum(pop_cum, cat_ptr[c], cat_ptr[c + 1], state)]
                 else:
                     item[r] = by_cat[_draw_cum(pop_cum, 0, pop_cum.shape[0], state)]
-                behavior[r] = _draw_cum(F_new_cum, 0, NB, state)
+                behavior[r] = _draw_behavior(F_new, 0, lam[k], state)
                 continue
             last = r - 1
+            bp = behavior[last]
             # gap: a session break (probability by the last behaviour) or an in-session gap,
             # each a two-component hyperexponential
             if _uniform(state) < p_break[behavior[last]]:
@@ -172,20 +209,20 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep_cum, F_new_cum, F_
                 bm = behavior[m]
                 if _uniform(state) < rho[bm]:
                     item[r] = item[m]
-                    behavior[r] = _draw_cum(F_rep_cum[bm], 0, NB, state)
+                    behavior[r] = _draw_behavior(F_rep, bm, lam[k], state)
                     continue
                 if _uniform(state) < P[P_REL]:
                     item[r] = related[item[m], min(R - 1, np.int64(_uniform(state) * R))]
                 else:
                     c = cat_of[item[m]]
                     item[r] = by_cat[_draw_cum(pop_cum, cat_ptr[c], cat_ptr[c + 1], state)]
-                behavior[r] = _draw_cum(F_new_cum, 0, NB, state)
+                behavior[r] = _draw_behavior(F_new, bp, lam[k], state)
                 continue
             # long-term: return to an earlier item, an interest category, or a popularity draw
             x = _uniform(state)
             if x < P[P_RET]:
                 item[r] = item[lo + min(last - lo, np.int64(_uniform(state) * (last - lo + 1)))]
-                behavior[r] = _draw_cum(F_ret_cum, 0, NB, state)
+                behavior[r] = _draw_behavior(F_ret, bp, lam[k], state)
                 continue
             if x < P[P_RET] + P[P_INT]:
                 y = _uniform(state)
@@ -199,7 +236,7 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep_cum, F_new_cum, F_
                 item[r] = by_cat[_draw_cum(pop_cum, cat_ptr[c], cat_ptr[c + 1], state)]
             else:
                 item[r] = by_cat[_draw_cum(pop_cum, 0, pop_cum.shape[0], state)]
-            behavior[r] = _draw_cum(F_new_cum, 0, NB, state)
+            behavior[r] = _draw_behavior(F_new, bp, lam[k], state)
 
 
 @numba.njit(cache=True)
@@ -302,16 +339,20 @@ def item_dists(rows, starts, uks, P, p_break, rho, item, behavior, time, window,
 
 
 @numba.njit(cache=True, parallel=True)
-def behavior_probs(rows, starts, P, p_break, rho, F_rep, F_new, F_ret, item, behavior, time, window):
-    """P(next behaviour = b) after rows[q], shape (len(rows), NB)."""
+def behavior_probs(rows, starts, uks, P, p_break, rho, F_rep, F_new, F_ret, lam, item, behavior, time, window):
+    """P(next behaviour = b) after rows[q], shape (len(rows), NB); ``uks[q]`` is the row's user in ``lam``."""
     out = np.zeros((rows.shape[0], NB), np.float64)
     for q in numba.prange(rows.shape[0]):
         w = np.empty(window, np.float64)
-        S, n = _row_mixture(rows[q], starts[q], P, p_break, rho, item, behavior, time, window, w)
+        r, u = rows[q], uks[q]
+        bp = behavior[r]
+        S, n = _row_mixture(r, starts[q], P, p_break, rho, item, behavior, time, window, w)
         for a in range(n):
-            bm = behavior[rows[q] - a]
+            bm = behavior[r - a]
             for b in range(NB):
-                out[q, b] += S * w[a] * (rho[bm] * F_rep[bm, b] + (1.0 - rho[bm]) * F_new[b])
+                out[q, b] += S * w[a] * (rho[bm] * _scaled(F_rep, bm, lam[u], b)
+                                         + (1.0 - rho[bm]) * _scaled(F_new, bp, lam[u], b))
         for b in range(NB):
-            out[q, b] += (1.0 - S) * (P[P_RET] * F_ret[b] + (1.0 - P[P_RET]) * F_new[b])
+            out[q, b] += (1.0 - S) * (P[P_RET] * _scaled(F_ret, bp, lam[u], b)
+                                      + (1.0 - P[P_RET]) * _scaled(F_new, bp, lam[u], b))
     return out
