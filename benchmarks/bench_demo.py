@@ -1,6 +1,6 @@
 """The main job's evidence: ``stgkern demo --seeds 3`` on the three logs, and the README tables.
 
-    python benchmarks/bench_demo.py run      # the six runs (torch and numpy backends), JSON into results/
+    python benchmarks/bench_demo.py run [LOG ...]  # torch and numpy backends, 3 seeds each, JSON into results/
     python benchmarks/bench_demo.py table    # README tables (mean ± std over the seeds) from those JSON files
     python benchmarks/bench_demo.py coldstart  # first call of each op the demo uses: fresh Numba cache, then warm
 
@@ -19,6 +19,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data"
 LOGS = {
     "synthetic": [],
+    # the default log has 277 test users, a handful of each rare behaviour: too few for behaviour macro-F1
+    # differences of a few points to mean anything; ten times the users gives ~3,000 test targets
+    "synthetic_3000": ["--users", "3000"],
     "taobao": ["--data", str(DATA / "taobao_userbehavior" / "UserBehavior_sample.csv"), "--format", "taobao"],
     "movielens": ["--data", str(DATA / "ml-latest-small" / "ratings.csv"), "--format", "movielens",
                   "--categories", str(DATA / "ml-latest-small" / "movies.csv")],
@@ -29,14 +32,31 @@ ROWS = [("oracle", "oracle (generator's truth)"), ("most-popular", "most popular
 COLUMNS = ("HR@20", "NDCG@20", "MRR@20", "F1")
 
 
-def run():
+def run(names=None):
     for name, args in LOGS.items():
+        if names and name not in names:
+            continue
         for backend, suffix in (("torch", ""), ("numpy", "_numpy")):
             out = RESULTS / f"demo_{name}{suffix}.json"
             cmd = [sys.executable, "-m", "stgkern.cli", "demo", *args, "--backend", backend, "--seeds", "3",
                    "--json", str(out)]
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
+
+
+def behavior_table(name):
+    """Per-class precision / recall of next-behaviour prediction (seed 0), one row per behaviour method."""
+    s = json.loads((RESULTS / f"demo_{name}.json").read_text())
+    per = s.get("behavior_per_class") or {}
+    classes = s["evaluation"]["behavior_classes"]
+    if not per or len(classes) < 2:
+        return ""
+    lines = ["| method | " + " | ".join(f"{c} P / R" for c in classes) + " |", "|---|" + "---|" * len(classes)]
+    for key, label in ROWS:
+        if key in per:
+            lines.append(f"| {label} | " + " | ".join(f"{per[key][c]['precision']:.3f} / {per[key][c]['recall']:.3f}"
+                                                      for c in classes) + " |")
+    return "\n".join(lines)
 
 
 def table(name):
@@ -109,13 +129,16 @@ def coldstart():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["run"]:
-        run()
+    if sys.argv[1:2] == ["run"] and set(sys.argv[2:]) <= set(LOGS):
+        run(sys.argv[2:])
     elif sys.argv[1:] == ["coldstart"]:
         coldstart()
     elif sys.argv[1:] == ["table"]:
         for name in LOGS:
             print(f"\n{name}\n")
             print(table(name))
+            per_class = behavior_table(name)
+            if per_class:
+                print(f"\nnext behaviour per class (seed 0)\n\n{per_class}")
     else:
         sys.exit(__doc__)

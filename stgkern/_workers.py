@@ -52,6 +52,7 @@ def _ready():
 
 
 def _call(name, fn, args, kwargs):
+    import inspect
     last = [-_REPORT_EVERY]
 
     def progress(done, total):
@@ -60,16 +61,18 @@ def _call(name, fn, args, kwargs):
             last[0] = now
             _QUEUE.put((name, int(done), int(total)))
 
+    if "progress" in inspect.signature(fn).parameters:
+        kwargs = dict(kwargs, progress=progress)
     t0 = time.perf_counter()
-    out = fn(*args, progress=progress, **kwargs)
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0
 
 
 class Workers:
     """``n`` spawned worker processes; started at once, so they import while the caller works.
 
-    ``submit(name, fn, *args, **kwargs)`` runs ``fn(*args, progress=..., **kwargs)`` in a
-    worker and returns a future of ``(result, seconds)``; ``fn`` must be importable by
+    ``submit(name, fn, *args, **kwargs)`` runs ``fn(*args, **kwargs)`` in a worker (with
+    ``progress=`` a reporter when ``fn`` takes one) and returns a future of ``(result, seconds)``; ``fn`` must be importable by
     name (a module-level function) and its arguments picklable.  Use as a context
     manager: leaving it cancels what has not started and waits for the rest.
     """

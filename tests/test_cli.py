@@ -74,6 +74,10 @@ def _fails(progress=None):
     raise ValueError("raised in a worker")
 
 
+def _plain(x):
+    return 2 * x
+
+
 def _steps(n, progress=None):
     for i in range(1, n + 1):
         progress(i, n)
@@ -85,11 +89,13 @@ def test_stages_run_jobs_schedules_reports_and_raises(capsys):
 
     from stgkern._workers import Workers
     stream = io.StringIO()
-    stages = cli.Stages(["a", "b", "c"], stream=stream)
+    stages = cli.Stages(["p", "a", "b", "c"], stream=stream)
     with Workers(1) as workers:
-        got = stages.run_jobs(workers, [("a", _steps, (3,), {}), ("b", _steps, (5,), {}), ("c", _steps, (2,), {})])
-        assert got == {"a": 3, "b": 5, "c": 2} and set(stages.times) == {"a", "b", "c"}
-        assert "(in a worker)" in stream.getvalue()      # the first job went to the idle worker
+        jobs = [("p", _plain, (4,), {}), ("a", _steps, (3,), {}), ("b", _steps, (5,), {}), ("c", _steps, (2,), {})]
+        got = stages.run_jobs(workers, jobs)
+        assert got == {"p": 8, "a": 3, "b": 5, "c": 2} and set(stages.times) == set(got)
+        # the first job (one without a progress argument) went to the idle worker
+        assert "p: " in stream.getvalue() and "(in a worker)" in stream.getvalue()
         with pytest.raises(ValueError, match="raised in a worker"):
             cli.Stages(["x"], stream=stream).run_jobs(workers, [("x", _fails, (), {})])
 
