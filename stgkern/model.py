@@ -477,15 +477,46 @@ def _ndcg20(S, exclude, target):
     return float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean()) if len(S) else float("nan")
 
 
-def _transition_matrix(src_items, dst_items, n):
-    """Row-stochastic item -> next-item matrix (sparse) from pairs; all-zero rows stay zero."""
-    T = sp.csr_matrix((np.ones(len(src_items)), (src_items, dst_items)), shape=(n, n))
-    T.sum_duplicates()
+def transition_counts(log, n_items, n_categories):
+    """Item-level counts of a (user, time)-sorted log, the reductions behind :func:`_component_tables`.
+
+    ``T1`` (item -> next item), ``T2`` (item -> item two events later) and
+    ``TC`` (category -> next category) count pairs of consecutive events of
+    one user; ``pop`` counts events per item.  Every pair lies within one
+    user, so the counts of a log are the sums of its partitions' counts (in
+    any order: they are integers).  Sparse CSR (float64) except ``pop``.
+    """
+    src, dst = transitions(log)
+    two = np.flatnonzero(log.user[:-2] == log.user[2:])
+
+    def count(a, b, n):
+        T = sp.csr_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+        T.sum_duplicates()
+        return T
+    return {"T1": count(log.item[src], log.item[dst], n_items), "T2": count(log.item[two], log.item[two + 2], n_items),
+            "TC": count(log.category[src], log.category[dst], n_categories),
+            "pop": np.bincount(log.item, minlength=n_items).astype(np.float64)}
+
+
+def add_counts(a, b):
+    """The sum of two :func:`transition_counts` results."""
+    return {k: a[k] + b[k] for k in a}
+
+
+def _rownorm(T):
     rs = np.asarray(T.sum(axis=1)).ravel()
     return sp.diags(1.0 / np.maximum(rs, 1.0)) @ T
 
 
-def _components(log, graph, tau, rows, n_items, item_category, n_categories):
+def _component_tables(counts, item_category, n_categories):
+    """Row-stochastic transition tables and each item's share of its category, from counts."""
+    pop = counts["pop"]
+    cat_pop = np.bincount(item_category, weights=pop, minlength=n_categories)
+    return {"T1": _rownorm(counts["T1"]), "T2": _rownorm(counts["T2"]), "TC": _rownorm(counts["TC"]).toarray(),
+            "share": pop / np.maximum(cat_pop[item_category], 1.0), "item_category": item_category}
+
+
+def _components(log, graph, tau, rows, tables):
     """Transition-based score components of the given (last) rows, each row-stochastic (m, n_items).
 
     ``last``: first-order transitions from the last item; ``window``: the
@@ -493,12 +524,12 @@ def _components(log, graph, tau, rows, n_items, item_category, n_categories):
     its window-graph in-neighbours weighted by Â, the multi-order part);
     ``skip``: transitions two steps apart (item at p-1 -> item at p+1) from
     the item before the last; ``category``: next-category transitions times
-    popularity within the category.  Counts come from ``log`` only.
+    popularity within the category.  The tables (:func:`_component_tables`)
+    come from the counts of a log (this one, the training log, or the sum
+    over a partitioned log's parts); the rows' own events pick them.
     """
-    src, dst = transitions(log)
-    T1 = _transition_matrix(log.item[src], log.item[dst], n_items)
-    two = np.flatnonzero(log.user[:-2] == log.user[2:])
-    T2 = _transition_matrix(log.item[two], log.item[two + 2], n_items)
+    T1, T2, TC, share, item_category = (tables[k] for k in ("T1", "T2", "TC", "share", "item_category"))
+    n_items = T1.shape[0]
     m = len(rows)
     # the decayed bag: the last event itself (weight 1) plus Â's row of it (weight 1 in all)
     w = _decay_weights(graph, tau, np.float64)
@@ -513,12 +544,6 @@ def _components(log, graph, tau, rows, n_items, item_category, n_categories):
     prev = np.maximum(rows - 1, 0)
     has_prev = (rows > 0) & (log.user[prev] == log.user[rows])
     P_skip = (T2[log.item[prev]].toarray()) * has_prev[:, None]
-    # category transitions times the item's share of its category
-    C = n_categories
-    TC = _transition_matrix(log.category[src], log.category[dst], C).toarray()
-    pop = np.bincount(log.item, minlength=n_items).astype(np.float64)
-    cat_pop = np.bincount(item_category, weights=pop, minlength=C)
-    share = pop / np.maximum(cat_pop[item_category], 1.0)
     P_cat = TC[log.category[rows]][:, item_category] * share
     return {"last": T1[log.item[rows]].toarray(), "window": (bag @ T1).toarray(), "skip": P_skip,
             "category": P_cat}
@@ -547,8 +572,132 @@ def _choose_mix(base, comps, exclude, target, grid=MIX_GRID, rounds=2):
     return wts, best
 
 
+class ClosedFormModel:
+    """A fitted closed-form STG model (:func:`fit_closed_form`), ready to score any log's users.
+
+    It holds what training chose: the item and category embeddings, the
+    next-item :class:`Ridge` and its λ, the component weights, the behaviour
+    ridge, its λ and offsets, and the graph settings.  What it scores comes
+    from the log it is given: a user's state is a function of that user's
+    own events (window graph, node features, propagation), so the users of
+    one part of a log partitioned by user are scored exactly as in the whole
+    log.  The item-level tables of the transition components come from
+    counts (:func:`transition_counts`), additive over parts; they are set by
+    :meth:`with_counts` (at fit time: the training log's).
+
+    Items and categories are the training log's (``item_ids``,
+    ``category_ids``, the original ids).  A log in other ids (a partition
+    read from disk) is mapped onto them; an item or category training never
+    saw gets a zero embedding and no transitions, and is never recommended.
+    """
+
+    def __init__(self, *, item_ids, category_ids, item_category, n_behaviors, E_item, E_cat, graph_args, tau,
+                 ridge, lam, mix, bridge, blam, offsets):
+        self.item_ids, self.category_ids = np.asarray(item_ids), np.asarray(category_ids)
+        self.item_category = np.asarray(item_category, np.int64)
+        self.n_items, self.n_categories = len(self.item_ids), len(self.category_ids)
+        self.n_behaviors = int(n_behaviors)
+        # one extra zero row: the "unknown" item / category of a foreign log
+        self.E_item = np.vstack([E_item, np.zeros((1, E_item.shape[1]), E_item.dtype)])
+        self.E_cat = np.vstack([E_cat, np.zeros((1, E_cat.shape[1]), E_cat.dtype)])
+        self.graph_args, self.tau = dict(graph_args), float(tau)
+        self.ridge, self.lam, self.mix = ridge, lam, dict(mix)
+        self.bridge, self.blam, self.offsets = bridge, blam, np.asarray(offsets, np.float64)
+        self.tables = None
+
+    # ---- item-level tables
+    def counts(self, log):
+        """:func:`transition_counts` of ``log`` (in any row order: it is sorted by user, time) in
+        this model's ids (unknown items and categories counted under one extra id each, which no
+        score uses); sum them over a log's parts."""
+        lg = self.to_model_ids(log).sort()
+        return transition_counts(lg, self.n_items + 1, self.n_categories + 1)
+
+    def with_counts(self, counts):
+        """This model with its component tables taken from ``counts`` (returns self)."""
+        ic = np.append(self.item_category, self.n_categories)
+        self.tables = _component_tables(counts, ic, self.n_categories + 1)
+        return self
+
+    # ---- ids
+    def to_model_ids(self, log):
+        """``log`` with items and categories in this model's ids (unknown ones: ``n_items``, ``n_categories``)."""
+        import dataclasses
+        same = (len(log.item_ids) == self.n_items and np.array_equal(log.item_ids, self.item_ids)
+                and len(log.category_ids) == self.n_categories and np.array_equal(log.category_ids, self.category_ids))
+        if same:
+            return log
+
+        def remap(codes, ids, model_ids):
+            order = np.argsort(model_ids, kind="stable")
+            pos = np.searchsorted(model_ids, ids, sorter=order)
+            pos = np.minimum(pos, len(model_ids) - 1)
+            found = len(model_ids) > 0
+            hit = order[pos] if found else np.zeros(len(ids), np.int64)
+            ok = (model_ids[hit] == ids) if found else np.zeros(len(ids), bool)
+            table = np.where(ok, hit, len(model_ids)).astype(np.int64)
+            return table[codes]
+        item = remap(log.item, log.item_ids, self.item_ids)
+        cat = remap(log.category, log.category_ids, self.category_ids)
+        return dataclasses.replace(log, item=item, category=cat, item_ids=np.append(self.item_ids, -1),
+                                   category_ids=np.append(self.category_ids, -1))
+
+    # ---- scoring
+    def states(self, log):
+        """``(H, graph)``: the propagated, row-normalised state of every row of a sorted log (model ids)."""
+        from .construct import window_graph
+        g = window_graph(log, **self.graph_args)
+        H = _propagate(g, _node_inputs(log, g, self.E_item, self.E_cat, self.n_behaviors), self.tau)
+        H /= np.sqrt((H * H).sum(axis=1, keepdims=True) / H.shape[1]) + 1e-6
+        return H, g
+
+    def item_scores(self, log, rows, H, g):
+        """Dense next-item scores (len(rows), n_items) after ``rows`` of ``log`` (model ids)."""
+        if self.tables is None:
+            raise ValueError("the model has no component tables: call with_counts(counts) first")
+        comps = _components(log, g, self.tau, rows, self.tables)
+        return self.ridge.scores(H[rows], self.lam) + sum(self.mix[k] * comps[k][:, :self.n_items] for k in comps)
+
+    def behavior_scores(self, log, rows, H):
+        """Offset log-scores of the next behaviour after ``rows`` (argmax = the prediction)."""
+        X = np.hstack([H, _behavior_context(log, self.n_behaviors)])[rows]
+        return np.log(np.clip(self.bridge.scores(X, self.blam), 1e-4, None)) + self.offsets
+
+    def recommend(self, log, k=KS[-1], exclude_seen=True, block=1024):
+        """Top-``k`` items after each user's last event in ``log`` (sorted by user, time).
+
+        Returns ``(users, items, scores)``: the users present (their ids in
+        ``log.user_ids``), and (n_users, k) arrays of recommended items (the
+        model's original item ids; -1 pads a row with fewer than ``k``
+        candidates) and their scores; a user's own items are excluded with
+        ``exclude_seen``.  Users are scored ``block`` at a time, so memory
+        stays at ``block * n_items`` scores.
+        """
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if len(log) == 0:
+            return log.user_ids[:0], np.zeros((0, k), np.int64), np.zeros((0, k))
+        lg = self.to_model_ids(log).sort()
+        H, g = self.states(lg)
+        assert np.array_equal(g.perm, np.arange(len(lg)))        # sorted: node == row
+        users = np.unique(lg.user)
+        rows = last_rows(lg, users)
+        seen = _seen(lg, users, self.n_items + 1)[:, :self.n_items] if exclude_seen else None
+        items = np.full((len(users), k), -1, np.int64)
+        scores = np.full((len(users), k), -np.inf)
+        for a in range(0, len(users), block):
+            S = self.item_scores(lg, rows[a:a + block], H, g)
+            ex = seen[a:a + block] if seen is not None else None
+            idx = rank_dense(S, k, ex)
+            got = idx >= 0
+            items[a:a + block] = np.where(got, self.item_ids[np.maximum(idx, 0)], -1)
+            scores[a:a + block] = np.where(got, np.take_along_axis(S, np.maximum(idx, 0), 1), -np.inf)
+        return log.user_ids[users], items, scores
+
+
 def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3600.0, dim=CLOSED_FORM_DIM,
-                    seed=0, progress=None):
+                    seed=0, progress=None, return_model=False):
     """The method without PyTorch: fixed spatio-temporal propagation, then closed-form heads.
 
     Item and category embeddings are a randomized SVD of the training
@@ -562,11 +711,14 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
     the time-decayed window bag, skip-one, category; :func:`_components`);
     the ridge strength and the component weights are chosen on validation
     NDCG@20.  The next behaviour is a ridge on the same states with
-    per-class offsets calibrated on validation macro-F1.
+    per-class offsets calibrated on validation macro-F1.  The test targets
+    are predicted from the training + validation events, the component
+    tables counted over them.
 
-    Returns ``(topk (m, 20), behaviour (m,), info)`` for the test targets.
+    Returns ``(topk (m, 20), behaviour (m,), info)`` for the test targets,
+    and with ``return_model`` also the :class:`ClosedFormModel` (its tables
+    from the training + validation events).
     """
-    from .construct import window_graph
     tr = prep.train
     src, dst = transitions(tr)
     n, C, B = prep.n_items, prep.log.n_categories, prep.n_behaviors
@@ -576,20 +728,18 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
                        n, 2 * n + C, dim, seed)
     E_cat = _spectral(np.concatenate([tr.category[src], tr.category[dst]]),
                       np.concatenate([tr.category[dst], tr.category[src] + C]), C, 2 * C, dim // 2, seed + 1)
-    E_item, E_cat = E_item.astype(np.float32), E_cat.astype(np.float32)
-
-    def states(log):
-        g = window_graph(log, window=window, horizon=horizon, category_window=category_window)
-        H = _propagate(g, _node_inputs(log, g, E_item, E_cat, B), tau)
-        H /= np.sqrt((H * H).sum(axis=1, keepdims=True) / H.shape[1]) + 1e-6
-        return H, g
-
-    H, g = states(tr)
+    model = ClosedFormModel(item_ids=prep.log.item_ids, category_ids=prep.log.category_ids,
+                            item_category=prep.item_category, n_behaviors=B, E_item=E_item.astype(np.float32),
+                            E_cat=E_cat.astype(np.float32),
+                            graph_args=dict(window=window, horizon=horizon, category_window=category_window),
+                            tau=tau, ridge=None, lam=None, mix={}, bridge=None, blam=None, offsets=np.zeros(B))
+    H, g = model.states(tr)
     assert np.array_equal(g.perm, np.arange(len(tr)))        # tr is sorted, so node == row
     new = _new_item_mask(tr, src, dst)
     ridge = Ridge(H[src[new]], tr.item[dst[new]], n)
     lv = last_rows(tr, prep.eval_user)
-    comps_v = _components(tr, g, tau, lv, n, prep.item_category, C)
+    model.with_counts(model.counts(tr))
+    comps_v = {k: v[:, :n] for k, v in _components(tr, g, tau, lv, model.tables).items()}
     scores_v = {lam: ridge.scores(H[lv], lam) for lam in RIDGE_GRID}
     lam = max(RIDGE_GRID, key=lambda l: _ndcg20(scores_v[l], prep.seen_valid, prep.valid_item))
     wts, valid_ndcg = _choose_mix(scores_v[lam], comps_v, prep.seen_valid, prep.valid_item)
@@ -604,16 +754,19 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
         f = M.precision_recall_f1(prep.valid_behavior, (Sb + o).argmax(1), n_classes=B)[2]
         if f > best + 1e-12:
             blam, off, best = l, o, f
+    model.ridge, model.lam, model.mix = ridge, lam, wts
+    model.bridge, model.blam, model.offsets = bridge, blam, off
 
-    Ht, gt = states(prep.history)
-    lt = last_rows(prep.history, prep.eval_user)
-    comps_t = _components(prep.history, gt, tau, lt, n, prep.item_category, C)
-    St = ridge.scores(Ht[lt], lam) + sum(wts[k] * comps_t[k] for k in comps_t)
-    beh = (logs(bridge.scores(np.hstack([Ht, _behavior_context(prep.history, B)])[lt], blam)) + off).argmax(axis=1)
-    return rank_dense(St, KS[-1], prep.seen_test), beh, {
+    h = prep.history
+    model.with_counts(model.counts(h))
+    Ht, gt = model.states(h)
+    lt = last_rows(h, prep.eval_user)
+    St = model.item_scores(h, lt, Ht, gt)
+    beh = model.behavior_scores(h, lt, Ht).argmax(axis=1)
+    out = (rank_dense(St, KS[-1], prep.seen_test), beh, {
         "valid_NDCG@20": valid_ndcg, "ridge_lambda": lam, "mix": wts, "behavior_offsets": off.tolist(),
-        "valid_behavior_F1": best,
-        "state_dim": int(H.shape[1])}
+        "valid_behavior_F1": best, "state_dim": int(H.shape[1])})
+    return out + (model,) if return_model else out
 
 
 def srgnn_closed_form(prep, *, dim=CLOSED_FORM_DIM, max_len=SRGNN_MAX_LEN, seed=0):

@@ -28,6 +28,11 @@ Examples
 >>> from stgkern import pipeline                                     # doctest: +SKIP
 >>> parts = pipeline.partition("UserBehavior.csv", "work", n_parts=64)  # doctest: +SKIP
 >>> outs = pipeline.map_partitions(parts, "work/summary", pipeline.window_summary)  # doctest: +SKIP
+
+* :func:`recommend_partitions` scores every user of a partitioned log with a
+  fitted :class:`~stgkern.model.ClosedFormModel`: one pass sums the model's
+  item-level counts over the parts (a reduction in part order), then each
+  part's users get their top-k (resumable, through :func:`map_partitions`).
 """
 from __future__ import annotations
 
@@ -283,3 +288,47 @@ def window_summary(log, k=None, *, window=8, horizon=86400.0):
     last = log.time[g.perm][seg[1:] - 1] if len(seg) > 1 else np.zeros(0, log.time.dtype)
     return pd.DataFrame({"user_id": log.user_ids[users], "events": np.diff(seg), "edges": edges,
                          "last_time": last})
+
+
+def count_partitions(parts_dir, model, *, progress=True):
+    """The sum over all parts of ``model.counts(part)`` (item-level transition counts in the
+    model's ids), in part order: the reduction the component tables are made from."""
+    from .model import add_counts
+    m = _read_manifest(parts_dir)
+    if m is None:
+        raise FileNotFoundError(f"{parts_dir}: no {MANIFEST}; run stgkern.pipeline.partition first")
+    bar = _Progress(f"item counts over {m['n_parts']} parts", "events", progress)
+    total, done, counts = sum(m["events_per_part"]), 0, None
+    for k in range(m["n_parts"]):
+        c = model.counts(read_part(parts_dir, k))
+        counts = c if counts is None else add_counts(counts, c)
+        done += m["events_per_part"][k]
+        bar(done, total)
+    bar(done, total, final=True)
+    return counts
+
+
+def recommend_partitions(parts_dir, out_dir, model, *, k=20, exclude_seen=True, counts=None, progress=True):
+    """Top-``k`` items for every user of a partitioned log: ``out_dir/part-<k>.parquet`` with
+    columns ``user_id, rank, item_id, score`` (original ids; rank 1 = best; a user with fewer
+    than ``k`` candidates gets fewer rows).
+
+    ``model`` is a fitted :class:`~stgkern.model.ClosedFormModel` (``fit_closed_form(...,
+    return_model=True)``, trained on a sample that fits in memory).  Its component tables
+    are set from ``counts`` or, by default, from :func:`count_partitions` (the whole log's
+    counts); the caller's model is not changed.  Each part is then scored on its own, with
+    memory bounded by the part and ``block`` users' scores; a killed run resumes at the
+    first part without output (the counting pass runs again: pass ``counts`` to skip it).
+    A user's result is the same bits whichever part holds it (tests/test_pipeline.py).
+    """
+    import copy
+    pd = _deps()
+    m = copy.copy(model)
+    m.with_counts(count_partitions(parts_dir, model, progress=progress) if counts is None else counts)
+
+    def recommend(log, part):
+        users, items, scores = m.recommend(log, k, exclude_seen=exclude_seen)
+        keep = items.ravel() >= 0
+        return pd.DataFrame({"user_id": np.repeat(users, k)[keep], "rank": np.tile(np.arange(1, k + 1), len(users))[keep],
+                             "item_id": items.ravel()[keep], "score": scores.ravel()[keep]})
+    return map_partitions(parts_dir, out_dir, recommend, progress=progress)

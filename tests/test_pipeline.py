@@ -147,3 +147,48 @@ def test_parquet_input_partitions_like_the_csv(taobao_csv, tmp_path):
     df.drop(columns="category_id").to_parquet(src, index=False)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['category_id'\]"):
         P.partition(src, tmp_path / "pq3", 4, format="parquet", progress=False)
+
+
+def test_recommend_partitions_equals_the_whole_log(taobao_csv, tmp_path):
+    import copy
+
+    from stgkern import model as sm
+    whole = stgkern.load_taobao(str(taobao_csv))
+    prep = sm.prepare(whole)
+    *_, model = sm.fit_closed_form(prep, return_model=True)
+    parts = P.partition(taobao_csv, tmp_path, 4, chunk_rows=900, progress=False)
+    # the item-level counts are a reduction: the parts' counts sum to the whole log's, exactly
+    counts = P.count_partitions(parts, model, progress=False)
+    ref_counts = model.counts(whole)
+    for key in ("T1", "T2", "TC"):
+        assert (counts[key] != ref_counts[key]).nnz == 0
+    assert np.array_equal(counts["pop"], ref_counts["pop"])
+    ref = copy.copy(model).with_counts(ref_counts)
+    users, items, scores = ref.recommend(whole, 10)
+    outs = P.recommend_partitions(parts, tmp_path / "top", model, k=10, progress=False)
+    got = pd.concat([pd.read_parquet(o) for o in outs], ignore_index=True)
+    assert list(got.columns) == ["user_id", "rank", "item_id", "score"]
+    assert got["user_id"].nunique() == len(users) == len(np.unique(whole.user))   # every user, k-cored or not
+    want = pd.DataFrame({"user_id": np.repeat(users, 10), "rank": np.tile(np.arange(1, 11), len(users)),
+                         "item_id": items.ravel(), "score": scores.ravel()})
+    want = want[want.item_id >= 0]
+    key = ["user_id", "rank"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
+                                  want.sort_values(key).reset_index(drop=True))
+    # nothing a user touched is recommended, and only items the model knows are
+    touched = set(zip(whole.user_ids[whole.user].tolist(), whole.item_ids[whole.item].tolist()))
+    assert not any((u, i) in touched for u, i in zip(got.user_id, got.item_id))
+    assert set(got.item_id) <= set(model.item_ids.tolist())
+    assert model.tables is not None and model.tables["T1"].shape == ref.tables["T1"].shape
+
+
+def test_closed_form_model_scores_as_fit_closed_form(taobao_csv):
+    from stgkern import model as sm
+    prep = sm.prepare(stgkern.load_taobao(str(taobao_csv)))
+    top, beh, _, model = sm.fit_closed_form(prep, return_model=True)
+    users, items, _ = model.recommend(prep.history, 20)
+    row = {u: i for i, u in enumerate(users)}
+    pick = np.array([row[u] for u in prep.log.user_ids[prep.eval_user]])
+    assert np.array_equal(items[pick], prep.log.item_ids[top])
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        model.recommend(prep.history, 0)

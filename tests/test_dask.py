@@ -1,0 +1,64 @@
+"""stgkern.dask: the partitioned recommendation on a Dask cluster equals the single-process result."""
+import copy
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+import stgkern  # noqa: E402
+from stgkern import dask as sdask  # noqa: E402
+from stgkern import model as sm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def taobao_csv(tmp_path_factory):
+    log = stgkern.synthetic_log(n_users=150, seed=6)
+    df = log.to_dataframe()[["user_id", "item_id", "category_id", "behavior", "time"]]
+    df = df.sample(frac=1.0, random_state=0)          # users interleaved, as in a real log
+    path = tmp_path_factory.mktemp("src") / "ub.csv"
+    df.to_csv(path, header=False, index=False)
+    return path
+
+
+def _reference(path, model, k):
+    whole = stgkern.load_taobao(str(path))
+    ref = copy.copy(model).with_counts(model.counts(whole))
+    users, items, scores = ref.recommend(whole, k)
+    want = pd.DataFrame({"user_id": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)),
+                         "item_id": items.ravel(), "score": scores.ravel()})
+    return want[want.item_id >= 0]
+
+
+def _sorted(df):
+    return df.sort_values(["user_id", "rank"]).reset_index(drop=True)
+
+
+def test_dask_on_a_two_worker_cluster_equals_one_process(taobao_csv, tmp_path):
+    prep = sm.prepare(stgkern.load_taobao(str(taobao_csv)))
+    *_, model = sm.fit_closed_form(prep, return_model=True)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        out = sdask.recommend(taobao_csv, model, tmp_path, k=10, npartitions=5, blocksize=40_000, client=client)
+    got = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(_sorted(got), _sorted(_reference(taobao_csv, model, 10)), check_dtype=False)
+
+
+def test_dask_local_scheduler_and_bad_lines(taobao_csv, tmp_path):
+    import dask
+    prep = sm.prepare(stgkern.load_taobao(str(taobao_csv)))
+    *_, model = sm.fit_closed_form(prep, return_model=True)
+    with dask.config.set(scheduler="synchronous"):
+        out = sdask.recommend(taobao_csv, model, tmp_path / "a", k=5, npartitions=3, blocksize=30_000)
+    pd.testing.assert_frame_equal(_sorted(pd.read_parquet(out)), _sorted(_reference(taobao_csv, model, 5)),
+                                  check_dtype=False)
+    lines = taobao_csv.read_text().splitlines()
+    lines[1234] = lines[1234].replace(",pv,", ",view,").replace(",cart,", ",view,").replace(",buy,", ",view,") \
+        .replace(",fav,", ",view,")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match="line 1235"):
+        sdask.recommend(bad, model, tmp_path / "b", k=5, blocksize=30_000)
