@@ -501,6 +501,67 @@ def _print_summary(s):
               "processes (each stage's time is its own)")
 
 
+def _sample_log(args, parts_dir):
+    """The training sample: every event of the users in the first ``--train-parts`` parts."""
+    import pandas as pd
+
+    from stgkern import data as sd
+    from stgkern import pipeline
+    frames = [pipeline.read_part(parts_dir, k).to_dataframe() for k in range(args.train_parts)]
+    df = pd.concat(frames, ignore_index=True)
+    return sd.from_dataframe(df, "user_id", "item_id", "time", "category_id", "behavior",
+                             behavior_names=sd.TAOBAO_BEHAVIORS)
+
+
+def recommend(args) -> dict:
+    """``stgkern recommend``: partition, fit on a sample of users, score every user; returns a summary."""
+    from pathlib import Path
+
+    from stgkern import model as sm
+    from stgkern import pipeline
+    for name, lo in (("k", 1), ("parts", 1), ("train_parts", 1), ("workers", 0)):
+        if getattr(args, name) < lo:
+            raise _DataError(f"--{name.replace('_', '-')} must be at least {lo}, got {getattr(args, name)}")
+    if args.train_parts > args.parts:
+        raise _DataError(f"--train-parts ({args.train_parts}) cannot exceed --parts ({args.parts})")
+    out = Path(args.out)
+    t = {}
+    t0 = time.perf_counter()
+    parts = pipeline.partition(args.data, out / "work", args.parts, format=args.format)
+    t["partition"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prep = sm.prepare(_sample_log(args, parts))
+    *_, model = sm.fit_closed_form(prep, return_model=True)
+    t["fit on the sample"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if args.scheduler == "none":
+        outs = pipeline.recommend_partitions(parts, out / "recommendations", model, k=args.k)
+        where = out / "recommendations"
+    else:
+        import distributed
+
+        from stgkern import dask as sdask
+        from ._workers import usable_cores
+        if args.scheduler == "local":
+            cluster = distributed.LocalCluster(n_workers=args.workers or usable_cores(), threads_per_worker=1,
+                                               dashboard_address=None)
+        else:
+            cluster = args.scheduler
+        with distributed.Client(cluster) as client:
+            where = sdask.recommend(args.data, model, out / "dask", format=args.format, k=args.k,
+                                    npartitions=args.parts, client=client)
+        if args.scheduler == "local":
+            cluster.close()
+        outs = sorted(Path(where).glob("*.parquet"))
+    t["recommend"] = time.perf_counter() - t0
+    import pandas as pd
+    users = sum(pd.read_parquet(o, columns=["user_id"])["user_id"].nunique() for o in outs)
+    print(f"fitted on {len(prep.log):,} events of {prep.log.n_users:,} users ({args.train_parts} of {args.parts} "
+          f"parts; {prep.n_items:,} items); top-{args.k} for {users:,} users in {where}")
+    print("time per stage  " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
+    return {"users": int(users), "output": str(where), "seconds": t}
+
+
 def info(args) -> dict:
     import numba
     import scipy
@@ -580,6 +641,20 @@ def main(argv=None) -> int:
     ev = sub.add_parser("evaluate", help="P@20 and MRR@20 of a model saved by stgkern train",
                         description="Evaluate a saved session model on the test split of --data.")
     mcli.add_evaluate_arguments(ev)
+    r = sub.add_parser("recommend", help="top-k for every user of a log larger than memory (out of core or Dask)",
+                       description="Fit the closed-form STG model on the users of the first --train-parts parts, "
+                                   "then score every user part by part: on this machine out of core, or on a "
+                                   "Dask cluster (--scheduler).  Writes user_id, rank, item_id, score as Parquet.")
+    r.add_argument("--data", required=True, help="the log: a Taobao UserBehavior CSV or a Parquet file")
+    r.add_argument("--format", choices=("taobao", "parquet"), default="taobao")
+    r.add_argument("--out", required=True, help="working and output folder")
+    r.add_argument("--k", type=int, default=20, help="items per user")
+    r.add_argument("--parts", type=int, default=16, help="partitions of the log (by user hash)")
+    r.add_argument("--train-parts", type=int, default=1, help="the model is fitted on the users of this many parts")
+    r.add_argument("--scheduler", default="none",
+                   help="none: out of core on this machine (resumable); local: a Dask LocalCluster; "
+                        "or a distributed scheduler address such as tcp://host:8786")
+    r.add_argument("--workers", type=int, default=0, help="LocalCluster workers (0: one per usable core)")
     i = sub.add_parser("info", help="versions, threads and the GPU path in use")
     i.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -599,6 +674,11 @@ def main(argv=None) -> int:
             getattr(mcli, args.cmd)(args)
         except mcli.UserError as exc:
             _fail(args.cmd, str(exc))
+    elif args.cmd == "recommend":
+        try:
+            recommend(args)
+        except (_DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
+            _fail("recommend", str(exc))
     elif args.cmd == "bench":
         return bench.run(args)
     elif args.cmd == "info":

@@ -192,3 +192,16 @@ def test_closed_form_model_scores_as_fit_closed_form(taobao_csv):
     assert np.array_equal(items[pick], prep.log.item_ids[top])
     with pytest.raises(ValueError, match="k must be at least 1"):
         model.recommend(prep.history, 0)
+
+
+def test_recommend_command_out_of_core(taobao_csv, tmp_path, capsys):
+    from stgkern import cli
+    assert cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--parts", "3",
+                     "--train-parts", "2", "--k", "5"]) == 0
+    got = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "recommendations").glob("*.parquet"))])
+    assert got["user_id"].nunique() == 120 and got.groupby("user_id").size().max() == 5
+    assert "top-5 for 120 users" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--parts", "2",
+                  "--train-parts", "3"])
+    assert e.value.code == 2 and "cannot exceed --parts" in capsys.readouterr().err
