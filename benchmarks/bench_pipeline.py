@@ -1,0 +1,144 @@
+"""The out-of-core pipeline end to end on a synthetic log of any size: time, rate and peak memory per stage.
+
+    python benchmarks/bench_pipeline.py --users 200000 --work /tmp/stg-pipe \\
+        [--events-per-user 50] [--parts 64] [--train-parts 1] [--out benchmarks/results/pipeline_cpu.json]
+
+Stages, each in a fresh process (its peak resident memory comes from the
+kernel's accounting of that process alone):
+
+1. ``write``: ``synthetic_log`` generated ``--chunk-users`` users at a time and
+   appended to a Taobao UserBehavior CSV (memory bounded by the chunk: the
+   way to a 100M-event log on a small machine);
+2. ``copy``: the CSV copied by ``shutil.copyfile``, the disk's own rate, as
+   the peer the partition pass is measured against;
+3. ``partition``: :func:`stgkern.pipeline.partition`;
+4. ``fit``: the closed-form model on the users of the first ``--train-parts`` parts;
+5. ``recommend``: :func:`stgkern.pipeline.recommend_partitions` (the counting
+   pass and top-20 for every user).
+
+The log's own size in memory (an EventLog: 41 bytes an event) is printed
+beside each stage's peak, to show what bounds it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stage(name, cfg):
+    import numpy as np
+
+    import stgkern
+    from stgkern import model as sm
+    from stgkern import pipeline
+    work = Path(cfg["work"])
+    csv = work / "log.csv"
+    out = {}
+    if name == "write":
+        csv.unlink(missing_ok=True)
+        n, step, events = cfg["users"], cfg["chunk_users"], 0
+        with open(csv, "w") as fh:
+            for a in range(0, n, step):
+                log = stgkern.synthetic_log(n_users=n, n_items=cfg["items"], n_categories=cfg["categories"],
+                                            events_per_user=cfg["events_per_user"], seed=0,
+                                            users=range(a, min(n, a + step)))
+                df = log.to_dataframe()[["user_id", "item_id", "category_id", "behavior", "time"]]
+                df.to_csv(fh, header=False, index=False)
+                events += len(log)
+        out = {"events": events, "bytes": csv.stat().st_size}
+    elif name == "copy":
+        shutil.copyfile(csv, work / "copy.csv")
+        (work / "copy.csv").unlink()
+        out = {"bytes": csv.stat().st_size}
+    elif name == "partition":
+        shutil.rmtree(work / "parts", ignore_errors=True)
+        pipeline.partition(csv, work, cfg["parts"], chunk_rows=cfg["chunk_rows"], progress=False)
+    elif name == "fit":
+        import pandas as pd
+        parts = work / "parts"
+        df = pd.concat([pipeline.read_part(parts, k).to_dataframe() for k in range(cfg["train_parts"])],
+                       ignore_index=True)
+        log = stgkern.from_dataframe(df, "user_id", "item_id", "time", "category_id", "behavior",
+                                     behavior_names=stgkern.data.TAOBAO_BEHAVIORS)
+        prep = sm.prepare(log)
+        *_, model = sm.fit_closed_form(prep, return_model=True)
+        with open(work / "model.pkl", "wb") as fh:
+            pickle.dump(model, fh)
+        out = {"train_events": len(prep.log), "train_users": int(prep.log.n_users), "items": int(prep.n_items)}
+    elif name == "recommend":
+        with open(work / "model.pkl", "rb") as fh:
+            model = pickle.load(fh)
+        shutil.rmtree(work / "recommendations", ignore_errors=True)
+        outs = pipeline.recommend_partitions(work / "parts", work / "recommendations", model, k=20, progress=False)
+        import pandas as pd
+        out = {"users_scored": int(sum(pd.read_parquet(o, columns=["user_id"])["user_id"].nunique() for o in outs))}
+    print(json.dumps(out))
+
+
+def _run(name, cfg):
+    """Run one stage in a fresh process; its wall time, peak RSS (MiB) and output."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, __file__, "_stage", name, json.dumps(cfg)], stdout=subprocess.PIPE,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    text = p.stdout.read().decode()
+    if status != 0:
+        raise SystemExit(f"stage {name} failed ({status})")
+    rec = {"seconds": wall, "peak_rss_mib": ru.ru_maxrss / 1024, **json.loads(text.strip().splitlines()[-1])}
+    print(f"{name:10s} {wall:8.1f} s   peak {rec['peak_rss_mib']:8.0f} MiB   {text.strip().splitlines()[-1]}",
+          flush=True)
+    return rec
+
+
+def main(argv=None):
+    if argv is None and sys.argv[1:2] == ["_stage"]:
+        return _stage(sys.argv[2], json.loads(sys.argv[3]))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=200_000)
+    ap.add_argument("--events-per-user", type=float, default=50.0)
+    ap.add_argument("--items", type=int, default=50_000)
+    ap.add_argument("--categories", type=int, default=500)
+    ap.add_argument("--parts", type=int, default=64)
+    ap.add_argument("--train-parts", type=int, default=1)
+    ap.add_argument("--chunk-users", type=int, default=20_000)
+    ap.add_argument("--chunk-rows", type=int, default=1_000_000)
+    ap.add_argument("--work", required=True, help="scratch folder (the CSV and the parts go here)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline_cpu.json"))
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = {"work": str(work), "users": args.users, "events_per_user": args.events_per_user, "items": args.items,
+           "categories": args.categories, "parts": args.parts, "train_parts": args.train_parts,
+           "chunk_users": args.chunk_users, "chunk_rows": args.chunk_rows}
+    stages = {name: _run(name, cfg) for name in ("write", "copy", "partition", "fit", "recommend")}
+    events = stages["write"]["events"]
+    mb = stages["write"]["bytes"] / 2 ** 20
+    summary = {
+        "events": events, "csv_mib": mb, "log_in_memory_mib": events * 41 / 2 ** 20,
+        "events_per_s": {k: events / v["seconds"] for k, v in stages.items() if k in ("write", "partition",
+                                                                                     "recommend")},
+        "partition_vs_copy": stages["copy"]["seconds"] / stages["partition"]["seconds"],
+        "copy_mib_per_s": mb / stages["copy"]["seconds"],
+    }
+    print(f"{events:,} events ({mb:,.0f} MiB of CSV, {summary['log_in_memory_mib']:,.0f} MiB as an EventLog); "
+          f"partition at {summary['events_per_s']['partition']:,.0f} events/s "
+          f"({summary['partition_vs_copy']:.3f} x the copy's rate, {summary['copy_mib_per_s']:,.0f} MiB/s)")
+    res = {"config": cfg, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+           "stages": stages, "summary": summary}
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
