@@ -619,9 +619,11 @@ class STGParams:
         Behaviour of a repeat, one row per trigger behaviour (the funnel: a cart
         is often followed by a buy of the same item).
     behavior_sigma : 4 floats
-        Per-user propensity of each behaviour: every behaviour draw of user u
-        scales its table row by ``lam_u[b] = exp(sigma[b] Z - sigma[b]**2 / 2)``
-        (mean 1) and renormalises; Taobao's per-user cart, fav and buy rates
+        Per-user propensity of each behaviour: the behaviour draw of a new or
+        returning item of user u scales its ``F_new`` / ``F_ret`` row by
+        ``lam_u[b] = exp(sigma[b] Z - sigma[b]**2 / 2)`` (mean 1) and
+        renormalises (a repeat's ``F_rep`` row, the funnel on the item at
+        hand, is not scaled); Taobao's per-user cart, fav and buy rates
         vary 4-9 times more than a shared rate would give.
     p_break : 4 floats
         Chance that the gap after an event of each behaviour ends the session.
@@ -650,12 +652,12 @@ class STGParams:
     first_profile: float = 0.9
     item_zipf: float = 0.35
     category_zipf: float = 0.6
-    F_new: tuple = ((0.9029, 0.052, 0.0274, 0.0177), (0.9065, 0.0844, 0.0091, 0.0),
-                    (0.9223, 0.0136, 0.061, 0.0031), (0.8519, 0.0539, 0.0153, 0.0789))
+    F_new: tuple = ((0.9004, 0.0526, 0.0292, 0.0178), (0.9025, 0.0893, 0.0082, 0.0),
+                    (0.933, 0.0036, 0.063, 0.0004), (0.8558, 0.0509, 0.0128, 0.0805))
     F_ret: tuple = (0.75, 0.1, 0.05, 0.1)
     F_rep: tuple = ((0.75, 0.12, 0.06, 0.07), (0.55, 0.12, 0.05, 0.28),
                     (0.60, 0.20, 0.05, 0.15), (0.90, 0.05, 0.02, 0.03))
-    behavior_sigma: tuple = (0.0, 0.91, 1.572, 1.182)
+    behavior_sigma: tuple = (0.0, 0.972, 1.747, 1.293)
     p_break: tuple = (0.15, 0.12, 0.15, 0.35)
     gap_in: tuple = (0.5, 45.0, 220.0)
     gap_out: tuple = (1800.0, 0.5, 10_800.0, 72_000.0)
@@ -986,10 +988,10 @@ def synthetic_log(n_users=1000, n_items=5000, n_categories=50, events_per_user=5
        (the category of a uniformly drawn earlier event); else a global
        popularity draw (behaviour ``F_new[b_n]`` for both).
 
-    Every behaviour draw scales its table row by the user's propensities
-    (``behavior_sigma``: some users cart, fav or buy far more than others)
-    and renormalises, so the next behaviour depends on the previous one, on
-    the trigger and on the user's history.
+    The behaviour draws of new and returning items scale their table row by
+    the user's propensities (``behavior_sigma``: some users cart, fav or buy
+    far more than others) and renormalise, so the next behaviour depends on
+    the previous one, on the trigger and on the user's history.
 
     The item of the next event therefore depends on the last ``window`` events
     and their time gaps, on the user's whole history and on its profile.  The

@@ -49,7 +49,7 @@ def ref_next(truth, r):
         im, bm = log.item[m], log.behavior[m]
         rho = prm.rho[bm]
         P[im] += S * wa * rho
-        B += S * wa * (rho * row(prm.F_rep, bm) + (1 - rho) * row(prm.F_new, bp))
+        B += S * wa * (rho * np.array(prm.F_rep)[bm] + (1 - rho) * row(prm.F_new, bp))
         for j in truth.related[im]:
             P[j] += S * wa * (1 - rho) * prm.related / len(truth.related[im])
         for j, p in in_cat(cat[im]).items():

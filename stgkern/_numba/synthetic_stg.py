@@ -163,10 +163,12 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep, F_new, F_ret, lam
 
     Behaviour tables (4 x 4): ``F_rep`` by the trigger's behaviour, ``F_new``
     and ``F_ret`` by the previous event's (a user's first event: the pv row);
-    every draw scales the row by the user's propensities ``lam[k]``.
+    a new or returning item's draw scales the row by the user's propensities
+    ``lam[k]``, a repeat's funnel row is drawn as it is.
     """
     tau = P[P_TAU]
     R = related.shape[1]
+    one = np.ones(NB)
     for k in numba.prange(users.shape[0]):
         state = np.empty(1, np.uint64)
         state[0] = user_key(seed_key, users[k], 1)
@@ -209,7 +211,7 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep, F_new, F_ret, lam
                 bm = behavior[m]
                 if _uniform(state) < rho[bm]:
                     item[r] = item[m]
-                    behavior[r] = _draw_behavior(F_rep, bm, lam[k], state)
+                    behavior[r] = _draw_behavior(F_rep, bm, one, state)
                     continue
                 if _uniform(state) < P[P_REL]:
                     item[r] = related[item[m], min(R - 1, np.int64(_uniform(state) * R))]
@@ -350,7 +352,7 @@ def behavior_probs(rows, starts, uks, P, p_break, rho, F_rep, F_new, F_ret, lam,
         for a in range(n):
             bm = behavior[r - a]
             for b in range(NB):
-                out[q, b] += S * w[a] * (rho[bm] * _scaled(F_rep, bm, lam[u], b)
+                out[q, b] += S * w[a] * (rho[bm] * F_rep[bm, b]
                                          + (1.0 - rho[bm]) * _scaled(F_new, bp, lam[u], b))
         for b in range(NB):
             out[q, b] += (1.0 - S) * (P[P_RET] * _scaled(F_ret, bp, lam[u], b)
