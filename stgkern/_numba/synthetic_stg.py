@@ -93,12 +93,18 @@ def _draw_cum(cum, lo, hi, state):
 
 
 @numba.njit(cache=True)
-def _draw_behavior(F, row, lam, state):
-    """Behaviour drawn with weights ``F[row, b] * lam[b]`` (a table row scaled by the user's propensity)."""
+def _row_mass(F, row, lam):
+    """Sum over b of ``F[row, b] * lam[b]``: a table row scaled by a user's propensities."""
     s = 0.0
     for b in range(NB):
         s += F[row, b] * lam[b]
-    x = _uniform(state) * s
+    return s
+
+
+@numba.njit(cache=True)
+def _draw_behavior(F, row, lam, state):
+    """Behaviour drawn with weights ``F[row, b] * lam[b]`` (a table row scaled by the user's propensity)."""
+    x = _uniform(state) * _row_mass(F, row, lam)
     b = 0
     while b < NB - 1 and x >= F[row, b] * lam[b]:
         x -= F[row, b] * lam[b]
@@ -109,10 +115,7 @@ def _draw_behavior(F, row, lam, state):
 @numba.njit(cache=True)
 def _scaled(F, row, lam, b):
     """P(behaviour b) of the table row ``F[row]`` scaled by ``lam`` and renormalised."""
-    s = 0.0
-    for c in range(NB):
-        s += F[row, c] * lam[c]
-    return F[row, b] * lam[b] / s
+    return F[row, b] * lam[b] / _row_mass(F, row, lam)
 
 
 @numba.njit(cache=True, parallel=True)
