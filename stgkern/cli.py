@@ -72,7 +72,6 @@ class Stages:
         print(f"{self._bar(i)} {name}: step {done}/{total} ({now - t0:.0f} s, at most {eta:.0f} s left)",
               end="\r" if self.tty else "\n", file=self.stream, flush=True)
 
-
     def run_jobs(self, workers, jobs):
         """Independent stages on this process and ``workers`` (:class:`stgkern._workers.Workers`).
 
