@@ -76,47 +76,68 @@ class Stages:
         """Independent stages on this process and ``workers`` (:class:`stgkern._workers.Workers`).
 
         ``jobs``: ``(name, fn, args, kwargs)`` each, taken in order (longest
-        first schedules best): the next one goes to an idle worker if there is
-        one and otherwise runs here, with :meth:`tick` as its ``progress``
-        when it takes one.  Then one line shows the steps of the jobs still
-        running in workers.  Each stage's time is its own wall time, where it
-        ran.  Returns ``{name: result}``.
+        first schedules best) by whichever process is free first: a worker
+        takes the next one the moment it finishes one (a callback, so this
+        process may be busy with a job of its own), this process takes the
+        next one when it is done with its own, with :meth:`tick` as its
+        ``progress`` when it takes one.  Then one line shows the steps of the
+        jobs still running in workers.  Each stage's time is its own wall
+        time, where it ran.  Returns ``{name: result}``.
         """
         import inspect
+        import threading
 
         from ._workers import wait_any
         todo, running, out, steps = list(jobs), {}, {}, {}
+        lock = threading.Lock()
         end = "\r" if self.tty else "\n"
         t0, last = time.perf_counter(), -self.every
+
+        def feed(_=None):           # a worker is free: give it the next job
+            with lock:
+                if not todo or sum(not f.done() for f in running) >= workers.n:
+                    return
+                name, fn, a, kw = todo[0]
+                try:
+                    f = workers.submit(name, fn, *a, **kw)
+                except RuntimeError:            # the pool was shut down (another job failed)
+                    return
+                todo.pop(0)
+                running[f] = name
+            f.add_done_callback(feed)
 
         def collect(finished):
             for name, d, total in workers.progress():
                 steps[name] = (d, total)
             for f in finished:
-                name = running.pop(f)
+                with lock:
+                    name = running.pop(f)
                 out[name], self.times[name] = f.result()
                 steps.pop(name, None)
                 print(f"{self._bar(len(self.times))} {name}: {self.times[name]:.2f} s (in a worker)" + " " * 40,
                       file=self.stream, flush=True)
 
-        while todo or running:
-            collect([f for f in running if f.done()])
-            if todo:
-                name, fn, a, kw = todo.pop(0)
-                if len(running) < workers.n:
-                    running[workers.submit(name, fn, *a, **kw)] = name
-                else:
-                    if "progress" in inspect.signature(fn).parameters:
-                        kw = dict(kw, progress=self.tick)
-                    out[name] = self.run(name, fn, *a, **kw)
-                continue
+        for _ in range(workers.n):
+            feed()
+        while True:
+            with lock:
+                job = todo.pop(0) if todo else None
+                done = [f for f in running if f.done()]
+            collect(done)
+            if job is None:
+                break
+            name, fn, a, kw = job
+            if "progress" in inspect.signature(fn).parameters:
+                kw = dict(kw, progress=self.tick)
+            out[name] = self.run(name, fn, *a, **kw)
+        while running:
             done, _ = wait_any(list(running), 0.25)
             collect(done)
             now = time.perf_counter()
             if running and (self.tty or now - last >= self.every):
                 last = now
                 busy = ", ".join(f"{n} step {steps[n][0]}/{steps[n][1]}" if n in steps else f"{n} starting"
-                                 for n in running.values())
+                                 for n in list(running.values()))
                 print(f"{self._bar(len(self.times))} waiting for {busy} ({now - t0:.0f} s)", end=end,
                       file=self.stream, flush=True)
         return out
