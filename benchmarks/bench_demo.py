@@ -62,6 +62,7 @@ def behavior_table(name):
 def table(name):
     s = json.loads((RESULTS / f"demo_{name}.json").read_text())
     agg = s["aggregate"]
+    one_class = len(s["evaluation"]["behavior_classes"]) < 2       # nothing to predict (MovieLens)
     best = {c: max(agg[m][c]["mean"] for m, _ in ROWS[1:] if m in agg and c in agg[m]) for c in COLUMNS}
     lines = ["| method | " + " | ".join(c if c != "F1" else "behaviour macro-F1" for c in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
@@ -70,8 +71,8 @@ def table(name):
             continue
         cells = []
         for c in COLUMNS:
-            if c not in agg[key]:
-                cells.append("–")
+            if c not in agg[key] or (c == "F1" and one_class):
+                cells.append("n/a" if c in agg[key] else "–")
                 continue
             a = agg[key][c]
             txt = f"{a['mean']:.4f} ± {a['std']:.4f}"
