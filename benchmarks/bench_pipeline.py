@@ -115,6 +115,7 @@ def main(argv=None):
     ap.add_argument("--chunk-rows", type=int, default=1_000_000)
     ap.add_argument("--work", required=True, help="scratch folder (the CSV and the parts go here)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline_cpu.json"))
+    ap.add_argument("--note", default="", help="what else ran on the machine, and anything a reader must know")
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -135,8 +136,11 @@ def main(argv=None):
           f"partition at {summary['events_per_s']['partition']:,.0f} events/s "
           f"({summary['partition_vs_copy']:.3f} x the copy's rate, {summary['copy_mib_per_s']:,.0f} MiB/s)")
     res = {"config": cfg, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-           "stages": stages, "summary": summary}
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+           "date": time.strftime("%Y-%m-%d %H:%M"), "note": args.note, "stages": stages, "summary": summary}
+    out = Path(args.out)
+    runs = json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
+    runs[f"{events:,} events"] = res            # one entry per log size; a rerun replaces its size's entry
+    out.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
