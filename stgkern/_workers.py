@@ -1,10 +1,11 @@
-"""Independent training jobs side by side on the machine's cores, in spawned worker processes.
+"""Independent jobs side by side on the machine's cores, in spawned worker processes.
 
-The demo's neural models (SR-GNN, SASRec, the STG-GNN, and each seed of
-them) do not depend on each other, and each trains on one thread: a step's
-work is too small to split (see ``stgkern.cli.demo``).  So they run one per
-core.  Every fit function seeds itself (``torch.manual_seed(seed)`` and its
-own generators) and the kernels are bit-identical across thread counts, so a
+The demo's stages after the split (the trained methods and each seed of
+them, the graph summary, the oracle, the baselines) do not depend on each
+other, and each runs on one thread: a training step's work is too small to
+split (see ``stgkern.cli.demo``).  So they run one process per core.  Every
+fit function seeds itself (``torch.manual_seed(seed)`` and its own
+generators) and the kernels are bit-identical across thread counts, so a
 job's result is the same bit for bit in a worker as in the calling process
 (``tests/test_cli.py`` checks it).
 
