@@ -99,11 +99,8 @@ def _with_counts(model, counts):
 
 
 def _recommend(df, model, k, exclude_seen):
-    import pandas as pd
-    users, items, scores = model.recommend(_log(df), k, exclude_seen=exclude_seen)
-    keep = items.ravel() >= 0
-    return pd.DataFrame({"user_id": np.repeat(users, k)[keep], "rank": np.tile(np.arange(1, k + 1), len(users))[keep],
-                         "item_id": items.ravel()[keep], "score": scores.ravel()[keep]})
+    from .pipeline import top_k_frame
+    return top_k_frame(*model.recommend(_log(df), k, exclude_seen=exclude_seen), k)
 
 
 def tree_sum(parts, add):

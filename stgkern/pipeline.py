@@ -308,27 +308,31 @@ def count_partitions(parts_dir, model, *, progress=True):
     return counts
 
 
+def top_k_frame(users, items, scores, k):
+    """``ClosedFormModel.recommend``'s arrays as rows ``user_id, rank, item_id, score`` (rank 1 =
+    best; a user's -1 padding, where fewer than ``k`` candidates were left, is dropped)."""
+    pd = _deps()
+    keep = items.ravel() >= 0
+    return pd.DataFrame({"user_id": np.repeat(users, k)[keep], "rank": np.tile(np.arange(1, k + 1), len(users))[keep],
+                         "item_id": items.ravel()[keep], "score": scores.ravel()[keep]})
+
+
 def recommend_partitions(parts_dir, out_dir, model, *, k=20, exclude_seen=True, counts=None, progress=True):
-    """Top-``k`` items for every user of a partitioned log: ``out_dir/part-<k>.parquet`` with
-    columns ``user_id, rank, item_id, score`` (original ids; rank 1 = best; a user with fewer
-    than ``k`` candidates gets fewer rows).
+    """Top-``k`` items for every user of a partitioned log: ``out_dir/part-<n>.parquet`` per
+    part, rows as :func:`top_k_frame` gives them (original ids).
 
     ``model`` is a fitted :class:`~stgkern.model.ClosedFormModel` (``fit_closed_form(...,
     return_model=True)``, trained on a sample that fits in memory).  Its component tables
     are set from ``counts`` or, by default, from :func:`count_partitions` (the whole log's
     counts); the caller's model is not changed.  Each part is then scored on its own, with
-    memory bounded by the part and ``block`` users' scores; a killed run resumes at the
+    memory bounded by the part and 1,024 users' dense scores; a killed run resumes at the
     first part without output (the counting pass runs again: pass ``counts`` to skip it).
     A user's result is the same bits whichever part holds it (tests/test_pipeline.py).
     """
     import copy
-    pd = _deps()
     m = copy.copy(model)
     m.with_counts(count_partitions(parts_dir, model, progress=progress) if counts is None else counts)
 
     def recommend(log, part):
-        users, items, scores = m.recommend(log, k, exclude_seen=exclude_seen)
-        keep = items.ravel() >= 0
-        return pd.DataFrame({"user_id": np.repeat(users, k)[keep], "rank": np.tile(np.arange(1, k + 1), len(users))[keep],
-                             "item_id": items.ravel()[keep], "score": scores.ravel()[keep]})
+        return top_k_frame(*m.recommend(log, k, exclude_seen=exclude_seen), k)
     return map_partitions(parts_dir, out_dir, recommend, progress=progress)
