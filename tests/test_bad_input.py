@@ -107,6 +107,9 @@ def test_mutating_a_validated_graph_cannot_crash_the_process():
     (["demo", "--data", "x.csv"], "--data needs --format"),
     (["train", "--data", "/nonexistent-dir"], "is not a folder"),
     (["train", "--data", ".", "--hops", "0"], "--hops must be at least 1, got 0"),
+    (["train", "--data", ".", "--resume"], "--resume continues the run saved in --checkpoint"),
+    (["train", "--data", ".", "--resume", "--checkpoint", "/nonexistent-dir/c"], "--resume: no checkpoint at"),
+    (["train", "--data", ".", "--checkpoint", "/nonexistent-dir/c"], "--checkpoint /nonexistent-dir/c: cannot write"),
 ])
 def test_cli_user_errors_are_one_line_exit_2(argv, words, capsys):
     from stgkern.cli import main

@@ -314,3 +314,56 @@ def test_gcegnn_fit_and_save(rng, tmp_path):
     m.eval()
     with torch.no_grad():
         torch.testing.assert_close(m2.session_vectors(b), m.session_vectors(b), rtol=0, atol=0)
+
+
+def _untimed(curve):
+    return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in curve]
+
+
+def _same_weights(a, b):
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("kind", ["srgnn_validated", "gcegnn_refit"])
+def test_resume_from_checkpoint_is_bit_identical(kind, rng, tmp_path):
+    """A run stopped after epoch 1 and resumed equals the uninterrupted run: weights, Adam's moments,
+    the schedule, the batch order and (GCE-GNN) the dropout draws all come back from the checkpoint."""
+    from stgkern.models.gcegnn import GCEGNN, global_neighbors
+    from stgkern.models.train import CheckpointError
+    d = _tiny_data(rng)
+    nb = global_neighbors(d.train_ptr, d.train_items, d.n_items)
+    kw = dict(batch_size=16, lr=0.01, lr_dc_step=2, seed=4, progress=False, log=lambda s: None)
+    kw.update(valid_fraction=0.2, patience=1) if kind == "srgnn_validated" else kw.update(valid_fraction=0.0)
+
+    def model():
+        torch.manual_seed(0)
+        return SRGNN(d.n_items, hidden_size=8) if kind == "srgnn_validated" else GCEGNN(d.n_items, nb, hidden_size=8)
+
+    whole = model()
+    r_whole = fit(whole, d, epochs=3, **kw)
+    ck = tmp_path / "run.ckpt"
+    first = model()
+    fit(first, d, epochs=1, checkpoint=ck, **kw)
+    torch.manual_seed(123)                                  # the resumed process's own generator state is replaced
+    rest = model()
+    r_rest = fit(rest, d, epochs=3, checkpoint=ck, resume=True, **kw)
+    _same_weights(rest, whole)
+    assert _untimed(r_rest.curve) == _untimed(r_whole.curve) and r_rest.best_epoch == r_whole.best_epoch
+    assert r_rest.test == r_whole.test and r_rest.valid == r_whole.valid
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]            # no temporary left behind
+    # resuming a finished run trains nothing more and gives the same result
+    again = model()
+    assert _untimed(fit(again, d, epochs=3, checkpoint=ck, resume=True, **kw).curve) == _untimed(r_whole.curve)
+    _same_weights(again, whole)
+    # settings other than epochs/patience must match; fewer epochs than trained is refused
+    with pytest.raises(CheckpointError, match="lr: 0.01 there, 0.02 here"):
+        fit(model(), d, epochs=3, checkpoint=ck, resume=True, **{**kw, "lr": 0.02})
+    done = len(r_whole.curve)                               # the validated run may have stopped early
+    with pytest.raises(CheckpointError, match=f"already trained {done} epochs"):
+        fit(model(), d, epochs=done - 1, checkpoint=ck, resume=True, **kw)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        fit(model(), d, epochs=3, checkpoint=tmp_path / "none", resume=True, **kw)
+    (tmp_path / "junk").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        fit(model(), d, epochs=3, checkpoint=tmp_path / "junk", resume=True, **kw)

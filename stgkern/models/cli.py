@@ -28,6 +28,11 @@ def add_train_arguments(p):
                         "epochs and keep the last (the refit after a tuned run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch order")
     p.add_argument("--max-batches", type=int, help="cap batches per epoch (smoke runs)")
+    p.add_argument("--checkpoint", help="write the whole training state here after every epoch (written to a "
+                   "temporary name, then renamed); with --resume, continue from it")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --checkpoint, bit-identical to an uninterrupted run; every "
+                        "setting must match except --epochs and --patience, which may be raised")
     p.add_argument("--save", help="write the trained model here (torch file)")
     p.add_argument("--json", help="write the configuration, the epoch curve and the test figures here")
 
@@ -58,7 +63,7 @@ def _check_paths(args):
     import os
     if not os.path.isdir(args.data):
         raise UserError(f"--data {args.data} is not a folder")
-    for flag in ("save", "json"):
+    for flag in ("save", "json", "checkpoint"):
         path = getattr(args, flag, None)
         why = unwritable(path) if path else None
         if why:
@@ -108,6 +113,7 @@ def build_model(name, data, hidden=100, valid_fraction=0.1, split_seed=0, seed=0
 
 
 def train(args):
+    import os
     for name in ("epochs", "batch_size", "hidden", "lr_step", "hops"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -115,18 +121,25 @@ def train(args):
         raise UserError(f"--max-batches must be at least 1, got {args.max_batches}")
     if not 0 <= args.valid_fraction < 1:
         raise UserError(f"--valid-fraction must be in [0, 1), got {args.valid_fraction}")
+    if args.resume and not args.checkpoint:
+        raise UserError("--resume continues the run saved in --checkpoint: give --checkpoint PATH")
+    if args.resume and not os.path.isfile(args.checkpoint):
+        raise UserError(f"--resume: no checkpoint at {args.checkpoint}")
     _check_paths(args)
     _torch()
     from . import fit, save
-    from .train import keep_freed_memory
+    from .train import CheckpointError, keep_freed_memory
     keep_freed_memory()
     data = _load(args)
     print(f"{data!r}", file=sys.stderr)
     model = build_model(args.model, data, hidden=args.hidden, valid_fraction=args.valid_fraction, seed=args.seed,
                         hops=args.hops)
-    res = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_dc=args.lr_decay,
-              lr_dc_step=args.lr_step, l2=args.l2, patience=args.patience, valid_fraction=args.valid_fraction,
-              seed=args.seed, max_batches=args.max_batches)
+    try:
+        res = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_dc=args.lr_decay,
+                  lr_dc_step=args.lr_step, l2=args.l2, patience=args.patience, valid_fraction=args.valid_fraction,
+                  seed=args.seed, max_batches=args.max_batches, checkpoint=args.checkpoint, resume=args.resume)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
     _table(res.curve)
     how = (f"trained on every training session for {res.best_epoch} epochs" if res.valid is None
            else f"best validation epoch {res.best_epoch}")

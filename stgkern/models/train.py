@@ -208,7 +208,7 @@ def _run_batches(model, opt, ex_ptr, ex_items, target, order, batch_size, n_batc
 
 def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_step=3, l2=1e-5, patience=10,
         valid_fraction=0.1, split_seed=0, seed=0, max_batches=None, test_each_epoch=True, progress=True,
-        log=None):
+        log=None, checkpoint=None, resume=False):
     """Train ``model`` on ``data`` (:class:`stgkern.data.SessionData`) as SR-GNN's paper does.
 
     Adam (``lr``, L2 ``l2``), the rate multiplied by ``lr_dc`` every
@@ -228,11 +228,22 @@ def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_ste
     ``epochs`` epochs, nothing is selected, the last epoch is kept and
     evaluated on the test set, and ``valid`` is None.
 
+    With ``checkpoint`` (a path) the whole training state -- weights, the
+    optimiser's moments, the learning-rate schedule, the batch-order and
+    dropout generators, the curve and the best epoch's weights -- is written
+    there after every epoch (to a temporary name, then renamed, so a killed
+    run leaves the previous epoch's checkpoint whole).  ``resume=True``
+    continues from it: the result is bit-identical to a run that was never
+    interrupted.  Every setting must match the checkpoint's except
+    ``epochs`` and ``patience``, which may be raised to train on.
+
     Returns
     -------
     FitResult
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
     rng = np.random.default_rng(seed)
     (tr_ptr, tr_items), (va_ptr, va_items) = split_validation(data.train_ptr, data.train_items, valid_fraction, split_seed)
     ex_ptr, ex_items, ex_target = session_examples(tr_ptr, tr_items)
@@ -245,8 +256,17 @@ def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_ste
            "train_examples": len(ex_target), "valid_examples": len(va[2]), "model": model.config()}
     log(f"training on {len(ex_target):,} prefixes ({len(tr_ptr) - 1:,} sessions), validating on "
         f"{len(va[2]):,} ({len(va_ptr) - 1:,} sessions), testing on {len(data.test_target):,}")
-    best, best_epoch, best_state, curve, t_start = -1.0, 0, None, [], time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    best, best_epoch, best_state, curve, t_start, before = -1.0, 0, None, [], time.perf_counter(), 0.0
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs the checkpoint path it resumes from")
+        best, best_epoch, best_state, curve, before = _restore(checkpoint, model, opt, sched, rng, cfg)
+        if len(curve) > epochs:
+            raise CheckpointError(f"{checkpoint} has already trained {len(curve)} epochs; epochs={epochs} is fewer")
+        log(f"resumed from {checkpoint} after epoch {len(curve)}")
+    for epoch in range(len(curve) + 1, epochs + 1):
+        if not refit and best_epoch and epoch - 1 - best_epoch >= patience:
+            break
         n_b = -(-len(ex_target) // batch_size)
         bar = Progress(n_b if max_batches is None else min(n_b, max_batches), f"epoch {epoch}/{epochs}",
                        enabled=progress)
@@ -266,18 +286,74 @@ def fit(model, data, *, epochs=30, batch_size=100, lr=1e-3, lr_dc=0.1, lr_dc_ste
             + f"  train {secs:.0f}s eval {row['eval_seconds']:.0f}s")
         if refit:
             best_epoch, best_state = epoch, None
-            continue
-        if v["P@20"] > best:
+        elif v["P@20"] > best:
             best, best_epoch = v["P@20"], epoch
             best_state = copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= patience:
-            break
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, opt, sched, rng, cfg, curve, best, best_epoch, best_state,
+                             before + time.perf_counter() - t_start)
     if best_state is not None:
         model.load_state_dict(best_state)
     test = next((r["test"] for r in curve if r["epoch"] == best_epoch and "test" in r), None)
     if test is None:
         test = evaluate(model, data.test_ptr, data.test_items, data.test_target)
-    return FitResult(best_epoch, curve[best_epoch - 1]["valid"], test, curve, time.perf_counter() - t_start, cfg)
+    return FitResult(best_epoch, curve[best_epoch - 1]["valid"], test, curve,
+                     before + time.perf_counter() - t_start, cfg)
+
+
+# ---------------------------------------------------------------- checkpoints
+#: Format tag of :func:`fit`'s checkpoints (a torch file of plain containers and tensors).
+CHECKPOINT_FORMAT = "stgkern.fit-checkpoint/1"
+#: Settings a resumed run may change: training may go on for more epochs or with more patience.
+_RESUMABLE = ("epochs", "patience")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: missing, not one of :func:`fit`'s, or from other settings."""
+
+
+def _save_checkpoint(path, model, opt, sched, rng, cfg, curve, best, best_epoch, best_state, seconds):
+    import json
+    import os
+    blob = {"format": CHECKPOINT_FORMAT, "config": json.dumps(cfg, sort_keys=True), "epoch": len(curve),
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+            "curve": json.dumps(curve), "best": float(best), "best_epoch": int(best_epoch),
+            "best_state": best_state, "seconds": float(seconds)}
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)                    # atomic: a reader sees the old checkpoint or the new one
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _restore(path, model, opt, sched, rng, cfg):
+    """Load a checkpoint of :func:`fit` into the fresh model, optimiser, schedule and generators."""
+    import json
+    import os
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint to resume from at {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a training checkpoint of stgkern: {exc}") from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a training checkpoint of stgkern (format {CHECKPOINT_FORMAT})")
+    saved = json.loads(blob["config"])
+    now = json.loads(json.dumps(cfg, sort_keys=True))
+    differ = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE and saved.get(k) != now.get(k))
+    if differ:
+        raise CheckpointError(f"cannot resume {path}: its run had different settings ("
+                         + "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} here" for k in differ)
+                         + "); only " + " and ".join(_RESUMABLE) + " may change")
+    model.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    rng.bit_generator.state = json.loads(blob["numpy_rng"])
+    torch.set_rng_state(blob["torch_rng"])
+    return blob["best"], blob["best_epoch"], blob["best_state"], json.loads(blob["curve"]), blob["seconds"]
 
 
 # ---------------------------------------------------------------- persistence
