@@ -516,6 +516,25 @@ def _component_tables(counts, item_category, n_categories):
             "share": pop / np.maximum(cat_pop[item_category], 1.0), "item_category": item_category}
 
 
+def _bag(log, graph, tau, rows, n_items):
+    """The time-decayed bag of each row's window -- the event itself (weight 1) plus Â's row of
+    it (weight 1 in all), normalised -- as CSR (m, n_items); and each row's previous row and
+    whether it is the same user's."""
+    m = len(rows)
+    w = _decay_weights(graph, tau, np.float64)
+    lo, hi = graph.indptr[rows], graph.indptr[rows + 1]
+    cnt = hi - lo
+    eids = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
+    r = np.concatenate([np.arange(m), np.repeat(np.arange(m), cnt)])
+    c = np.concatenate([log.item[rows], log.item[graph.perm[graph.indices[eids]]]])
+    v = np.concatenate([np.ones(m), w[eids]])
+    bag = sp.csr_matrix((v, (r, c)), shape=(m, n_items))
+    bag = sp.diags(1.0 / np.asarray(bag.sum(axis=1)).ravel()) @ bag
+    prev = np.maximum(rows - 1, 0)
+    has_prev = (rows > 0) & (log.user[prev] == log.user[rows])
+    return bag, prev, has_prev
+
+
 def _components(log, graph, tau, rows, tables):
     """Transition-based score components of the given (last) rows, each row-stochastic (m, n_items).
 
@@ -529,24 +548,26 @@ def _components(log, graph, tau, rows, tables):
     over a partitioned log's parts); the rows' own events pick them.
     """
     T1, T2, TC, share, item_category = (tables[k] for k in ("T1", "T2", "TC", "share", "item_category"))
-    n_items = T1.shape[0]
-    m = len(rows)
-    # the decayed bag: the last event itself (weight 1) plus Â's row of it (weight 1 in all)
-    w = _decay_weights(graph, tau, np.float64)
-    lo, hi = graph.indptr[rows], graph.indptr[rows + 1]
-    cnt = hi - lo
-    eids = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
-    r = np.concatenate([np.arange(m), np.repeat(np.arange(m), cnt)])
-    c = np.concatenate([log.item[rows], log.item[graph.perm[graph.indices[eids]]]])
-    v = np.concatenate([np.ones(m), w[eids]])
-    bag = sp.csr_matrix((v, (r, c)), shape=(m, n_items))
-    bag = sp.diags(1.0 / np.asarray(bag.sum(axis=1)).ravel()) @ bag
-    prev = np.maximum(rows - 1, 0)
-    has_prev = (rows > 0) & (log.user[prev] == log.user[rows])
+    bag, prev, has_prev = _bag(log, graph, tau, rows, T1.shape[0])
     P_skip = (T2[log.item[prev]].toarray()) * has_prev[:, None]
     P_cat = TC[log.category[rows]][:, item_category] * share
     return {"last": T1[log.item[rows]].toarray(), "window": (bag @ T1).toarray(), "skip": P_skip,
             "category": P_cat}
+
+
+def _sparse_components(log, graph, tau, rows, tables, mix):
+    """``mix``-weighted sum of :func:`_components`' sparse parts (last, window, skip) as CSR
+    (m, n_items + 1), summed in the dense path's order; the category part is left out."""
+    T1, T2 = tables["T1"], tables["T2"]
+    m, n_cols = len(rows), T1.shape[1]
+    bag, prev, has_prev = _bag(log, graph, tau, rows, T1.shape[0])
+    parts = {"last": T1[log.item[rows]], "window": bag @ T1, "skip": sp.diags(has_prev.astype(np.float64)) @ T2[log.item[prev]]}
+    out = sp.csr_matrix((m, n_cols))
+    for key in ("last", "window", "skip"):
+        wt = mix.get(key, 0.0)
+        if wt:
+            out = out + wt * parts[key]
+    return out
 
 
 #: Validation grid of the closed form: ridge strengths (relative to the mean eigenvalue) and
@@ -663,19 +684,31 @@ class ClosedFormModel:
         X = np.hstack([H, _behavior_context(log, self.n_behaviors)])[rows]
         return np.log(np.clip(self.bridge.scores(X, self.blam), 1e-4, None)) + self.offsets
 
-    def recommend(self, log, k=KS[-1], exclude_seen=True, block=1024):
+    def recommend(self, log, k=KS[-1], exclude_seen=True, block=1024, method="threshold"):
         """Top-``k`` items after each user's last event in ``log`` (sorted by user, time).
 
         Returns ``(users, items, scores)``: the users present (their ids in
         ``log.user_ids``), and (n_users, k) arrays of recommended items (the
         model's original item ids; -1 pads a row with fewer than ``k``
         candidates) and their scores; a user's own items are excluded with
-        ``exclude_seen``.  Users are scored ``block`` at a time, so memory
-        stays at ``block * n_items`` scores.
+        ``exclude_seen``.  Users are scored ``block`` at a time.
+
+        ``method="threshold"`` (the default) never forms a user's full score
+        row: one :func:`stgkern.topk` pass over the catalogue ranks the
+        ridge's low-rank part, and the transition and category components,
+        which are non-negative, are added exactly to those k items, to the
+        support of the sparse transitions and to the category items whose
+        upper bound reaches the k-th score (:mod:`stgkern._numba.closed_form`
+        proves the skipped ones cannot enter).  Its lists equal
+        ``method="dense"`` (every score of every item, ``block * n_items``
+        memory) up to the rounding of the dot products: an item order can
+        differ only between scores within ~1e-12 of each other.
         """
         k = int(k)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if method not in ("threshold", "dense"):
+            raise ValueError(f"method must be 'threshold' or 'dense', got {method!r}")
         if len(log) == 0:
             return log.user_ids[:0], np.zeros((0, k), np.int64), np.zeros((0, k))
         lg = self.to_model_ids(log).sort()
@@ -687,13 +720,68 @@ class ClosedFormModel:
         items = np.full((len(users), k), -1, np.int64)
         scores = np.full((len(users), k), -np.inf)
         for a in range(0, len(users), block):
-            S = self.item_scores(lg, rows[a:a + block], H, g)
             ex = seen[a:a + block] if seen is not None else None
-            idx = rank_dense(S, k, ex)
+            if method == "threshold":
+                idx, sc = self._threshold_topk(lg, rows[a:a + block], H, g, k, ex)
+            else:
+                S = self.item_scores(lg, rows[a:a + block], H, g)
+                idx = rank_dense(S, k, ex)
+                sc = np.take_along_axis(S, np.maximum(idx, 0), 1)
+                if idx.shape[1] < k:                    # k past the catalogue: pad
+                    idx = np.hstack([idx, np.full((len(idx), k - idx.shape[1]), -1, np.int64)])
+                    sc = np.hstack([sc, np.full((len(sc), k - sc.shape[1]), -np.inf)])
             got = idx >= 0
             items[a:a + block] = np.where(got, self.item_ids[np.maximum(idx, 0)], -1)
-            scores[a:a + block] = np.where(got, np.take_along_axis(S, np.maximum(idx, 0), 1), -np.inf)
+            scores[a:a + block] = np.where(got, sc, -np.inf)
         return log.user_ids[users], items, scores
+
+    def _threshold_tables(self):
+        """Per-model inputs of the threshold top-k, built once per (λ, tables)."""
+        key = (id(self.tables), self.lam)
+        if getattr(self, "_tt_key", None) != key:
+            r, n = self.ridge, self.n_items
+            Wt = r.VtB / (r.s + self.lam * r.scale + 1e-12)[:, None]
+            items = np.ascontiguousarray(np.vstack([Wt, r.prior[None, :]]).T)          # (n_items, d + 1)
+            share = np.ascontiguousarray(self.tables["share"][:n], np.float64)
+            cat = self.item_category[:n]
+            order = np.lexsort((np.arange(n), -share, cat))       # by category, then share desc, then id
+            cat_ptr = np.concatenate([[0], np.cumsum(np.bincount(cat, minlength=self.n_categories + 1))])
+            TC = sp.csr_matrix(self.tables["TC"])
+            TC.sort_indices()
+            self._tt = {"items": items, "share": share, "cat": np.ascontiguousarray(cat, np.int64),
+                        "cat_ptr": cat_ptr.astype(np.int64), "cat_items": order.astype(np.int64), "TC": TC}
+            self._tt_key = key
+        return self._tt
+
+    def _threshold_topk(self, log, rows, H, g, k, exclude):
+        """Exact top-k of :meth:`item_scores`' rows without forming them (see :meth:`recommend`)."""
+        from ._numba.closed_form import rerank
+        from .readout import topk
+        if self.tables is None:
+            raise ValueError("the model has no component tables: call with_counts(counts) first")
+        tt, n, m = self._threshold_tables(), self.n_items, len(rows)
+        r = self.ridge
+        Q = np.hstack([(np.asarray(H[rows], np.float64) - r.mean) @ r.V, np.ones((m, 1))])
+        kk = min(k, n)
+        t_idx, t_sc = topk(Q, tt["items"], kk, exclude=exclude)
+        if kk < k:
+            t_idx = np.hstack([t_idx, np.full((m, k - kk), -1, np.int64)])
+            t_sc = np.hstack([t_sc, np.full((m, k - kk), -np.inf)])
+        S = _sparse_components(log, g, self.tau, rows, self.tables, self.mix)[:, :n].tocsr()
+        S.sort_indices()
+        tc = tt["TC"][log.category[rows]]
+        tc.sort_indices()
+        ex = sp.csr_matrix((m, n)) if exclude is None else sp.csr_matrix(exclude)
+        ex.sort_indices()
+        out_idx = np.empty((m, k), np.int64)
+        out_sc = np.empty((m, k), np.float64)
+        i64 = lambda a: np.ascontiguousarray(a, np.int64)
+        f64 = lambda a: np.ascontiguousarray(a, np.float64)
+        rerank(i64(t_idx), f64(t_sc[:, k - 1]), Q, tt["items"], i64(S.indptr), i64(S.indices), f64(S.data),
+               i64(tc.indptr), i64(tc.indices), f64(tc.data), float(self.mix.get("category", 0.0)),
+               tt["cat_ptr"], tt["cat_items"], tt["share"], tt["cat"], i64(ex.indptr), i64(ex.indices), 1e-9,
+               out_idx, out_sc)
+        return out_idx, out_sc
 
 
 def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3600.0, dim=CLOSED_FORM_DIM,

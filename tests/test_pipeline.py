@@ -205,3 +205,29 @@ def test_recommend_command_out_of_core(taobao_csv, tmp_path, capsys):
         cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--parts", "2",
                   "--train-parts", "3"])
     assert e.value.code == 2 and "cannot exceed --parts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mix", ["fitted", "all_on", "category_heavy"])
+def test_threshold_top_k_equals_dense_scores(taobao_csv, mix):
+    """recommend's default never forms a score row; its lists equal the dense path's on every
+    user, with each component weighted in (the category pass prunes by its bound), with and
+    without seen items excluded, and with k past the catalogue."""
+    import copy
+
+    from stgkern import model as sm
+    prep = sm.prepare(stgkern.load_taobao(str(taobao_csv)))
+    *_, model = sm.fit_closed_form(prep, return_model=True)
+    m = copy.copy(model)
+    if mix == "all_on":
+        m.mix = {"last": 1.0, "window": 0.3, "skip": 0.1, "category": 3.0}
+    elif mix == "category_heavy":
+        m.mix = {"last": 0.0, "window": 0.0, "skip": 0.0, "category": 30.0}
+    log = prep.log
+    for k, exclude in ((20, True), (7, False), (m.n_items + 5, True)):
+        u1, i1, s1 = m.recommend(log, k, exclude_seen=exclude, block=64, method="dense")
+        u2, i2, s2 = m.recommend(log, k, exclude_seen=exclude, block=64)
+        np.testing.assert_array_equal(u1, u2)
+        np.testing.assert_allclose(s2, s1, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(i2, i1)
+    with pytest.raises(ValueError, match="method must be"):
+        m.recommend(log, 5, method="sparse")
