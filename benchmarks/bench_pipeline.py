@@ -14,7 +14,10 @@ kernel's accounting of that process alone):
 3. ``partition``: :func:`stgkern.pipeline.partition`;
 4. ``fit``: the closed-form model on the users of the first ``--train-parts`` parts;
 5. ``recommend``: :func:`stgkern.pipeline.recommend_partitions` (the counting
-   pass and top-20 for every user).
+   pass and top-20 for every user, by the closed form's threshold top-k);
+6. with ``--dense-peer``, ``recommend_dense``: the same with every score of
+   every item formed (``method="dense"``), the peer of stage 5; the two
+   outputs are compared row for row.
 
 The log's own size in memory (an EventLog: 41 bytes an event) is printed
 beside each stage's peak, to show what bounds it.
@@ -78,14 +81,27 @@ def _stage(name, cfg):
     elif name == "recommend":
         with open(work / "model.pkl", "rb") as fh:
             model = pickle.load(fh)
-        shutil.rmtree(work / "recommendations", ignore_errors=True)
-        outs = pipeline.recommend_partitions(work / "parts", work / "recommendations", model, k=20, progress=False)
+        method = cfg.get("method", "threshold")     # "dense", the peer: every score of every item
+        dest = work / ("recommendations" if method == "threshold" else f"recommendations_{method}")
+        shutil.rmtree(dest, ignore_errors=True)
+        outs = pipeline.recommend_partitions(work / "parts", dest, model, k=20, progress=False, method=method)
         import pandas as pd
         out = {"users_scored": int(sum(pd.read_parquet(o, columns=["user_id"])["user_id"].nunique() for o in outs))}
     print(json.dumps(out))
 
 
-def _run(name, cfg):
+def _same_lists(a, b):
+    """Whether two recommendation folders hold the same (user, rank, item) rows, scores within 1e-9."""
+    import numpy as np
+    import pandas as pd
+    key = ["user_id", "rank"]
+    x, y = (pd.concat([pd.read_parquet(p) for p in sorted(Path(d).glob("*.parquet"))]).sort_values(key)
+            .reset_index(drop=True) for d in (a, b))
+    return bool(len(x) == len(y) and (x[key + ["item_id"]].to_numpy() == y[key + ["item_id"]].to_numpy()).all()
+                and np.allclose(x["score"], y["score"], rtol=1e-9, atol=1e-12))
+
+
+def _run(name, cfg, label=None):
     """Run one stage in a fresh process; its wall time, peak RSS (MiB) and output."""
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, __file__, "_stage", name, json.dumps(cfg)], stdout=subprocess.PIPE,
@@ -96,7 +112,7 @@ def _run(name, cfg):
     if status != 0:
         raise SystemExit(f"stage {name} failed ({status})")
     rec = {"seconds": wall, "peak_rss_mib": ru.ru_maxrss / 1024, **json.loads(text.strip().splitlines()[-1])}
-    print(f"{name:10s} {wall:8.1f} s   peak {rec['peak_rss_mib']:8.0f} MiB   {text.strip().splitlines()[-1]}",
+    print(f"{label or name:15s} {wall:8.1f} s   peak {rec['peak_rss_mib']:8.0f} MiB   {text.strip().splitlines()[-1]}",
           flush=True)
     return rec
 
@@ -115,6 +131,9 @@ def main(argv=None):
     ap.add_argument("--chunk-rows", type=int, default=1_000_000)
     ap.add_argument("--work", required=True, help="scratch folder (the CSV and the parts go here)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline_cpu.json"))
+    ap.add_argument("--dense-peer", action="store_true",
+                    help="also run the recommend stage the dense way (every score of every item), the peer "
+                         "the default threshold top-k is measured against; its lists are compared")
     ap.add_argument("--note", default="", help="what else ran on the machine, and anything a reader must know")
     args = ap.parse_args(argv)
     work = Path(args.work)
@@ -123,6 +142,9 @@ def main(argv=None):
            "categories": args.categories, "parts": args.parts, "train_parts": args.train_parts,
            "chunk_users": args.chunk_users, "chunk_rows": args.chunk_rows}
     stages = {name: _run(name, cfg) for name in ("write", "copy", "partition", "fit", "recommend")}
+    if args.dense_peer:
+        stages["recommend_dense"] = _run("recommend", {**cfg, "method": "dense"}, "recommend_dense")
+        stages["recommend_dense"]["same_lists"] = _same_lists(work / "recommendations", work / "recommendations_dense")
     events = stages["write"]["events"]
     mb = stages["write"]["bytes"] / 2 ** 20
     summary = {
@@ -130,6 +152,8 @@ def main(argv=None):
         "events_per_s": {k: events / v["seconds"] for k, v in stages.items() if k in ("write", "partition",
                                                                                      "recommend")},
         "partition_vs_copy": stages["copy"]["seconds"] / stages["partition"]["seconds"],
+        **({"recommend_speedup_vs_dense": stages["recommend_dense"]["seconds"] / stages["recommend"]["seconds"]}
+           if "recommend_dense" in stages else {}),
         "copy_mib_per_s": mb / stages["copy"]["seconds"],
     }
     print(f"{events:,} events ({mb:,.0f} MiB of CSV, {summary['log_in_memory_mib']:,.0f} MiB as an EventLog); "

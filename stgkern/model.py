@@ -737,8 +737,8 @@ class ClosedFormModel:
 
     def _threshold_tables(self):
         """Per-model inputs of the threshold top-k, built once per (λ, tables)."""
-        key = (id(self.tables), self.lam)
-        if getattr(self, "_tt_key", None) != key:
+        key = getattr(self, "_tt_for", None)         # the objects themselves: an id can be reused
+        if key is None or key[0] is not self.tables or key[1] is not self.ridge or key[2] != self.lam:
             r, n = self.ridge, self.n_items
             Wt = r.VtB / (r.s + self.lam * r.scale + 1e-12)[:, None]
             items = np.ascontiguousarray(np.vstack([Wt, r.prior[None, :]]).T)          # (n_items, d + 1)
@@ -750,7 +750,7 @@ class ClosedFormModel:
             TC.sort_indices()
             self._tt = {"items": items, "share": share, "cat": np.ascontiguousarray(cat, np.int64),
                         "cat_ptr": cat_ptr.astype(np.int64), "cat_items": order.astype(np.int64), "TC": TC}
-            self._tt_key = key
+            self._tt_for = (self.tables, self.ridge, self.lam)
         return self._tt
 
     def _threshold_topk(self, log, rows, H, g, k, exclude):

@@ -317,15 +317,17 @@ def top_k_frame(users, items, scores, k):
                          "item_id": items.ravel()[keep], "score": scores.ravel()[keep]})
 
 
-def recommend_partitions(parts_dir, out_dir, model, *, k=20, exclude_seen=True, counts=None, progress=True):
+def recommend_partitions(parts_dir, out_dir, model, *, k=20, exclude_seen=True, counts=None, progress=True,
+                         method="threshold"):
     """Top-``k`` items for every user of a partitioned log: ``out_dir/part-<n>.parquet`` per
     part, rows as :func:`top_k_frame` gives them (original ids).
 
     ``model`` is a fitted :class:`~stgkern.model.ClosedFormModel` (``fit_closed_form(...,
     return_model=True)``, trained on a sample that fits in memory).  Its component tables
     are set from ``counts`` or, by default, from :func:`count_partitions` (the whole log's
-    counts); the caller's model is not changed.  Each part is then scored on its own, with
-    memory bounded by the part and 1,024 users' dense scores; a killed run resumes at the
+    counts); the caller's model is not changed.  Each part is then scored on its own
+    (``method``: :meth:`~stgkern.model.ClosedFormModel.recommend`'s), with memory bounded by
+    the part and, for ``"dense"``, 1,024 users' full score rows; a killed run resumes at the
     first part without output (the counting pass runs again: pass ``counts`` to skip it).
     A user's result is the same bits whichever part holds it (tests/test_pipeline.py).
     """
@@ -334,5 +336,5 @@ def recommend_partitions(parts_dir, out_dir, model, *, k=20, exclude_seen=True, 
     m.with_counts(count_partitions(parts_dir, model, progress=progress) if counts is None else counts)
 
     def recommend(log, part):
-        return top_k_frame(*m.recommend(log, k, exclude_seen=exclude_seen), k)
+        return top_k_frame(*m.recommend(log, k, exclude_seen=exclude_seen, method=method), k)
     return map_partitions(parts_dir, out_dir, recommend, progress=progress)

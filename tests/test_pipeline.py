@@ -229,5 +229,12 @@ def test_threshold_top_k_equals_dense_scores(taobao_csv, mix):
         np.testing.assert_array_equal(u1, u2)
         np.testing.assert_allclose(s2, s1, rtol=1e-10, atol=1e-12)
         np.testing.assert_array_equal(i2, i1)
+    # new tables (another log's counts) after a call: the cached per-model inputs follow them
+    half = log.to_dataframe().iloc[: len(log) // 2]
+    m.with_counts(m.counts(stgkern.from_dataframe(half, "user_id", "item_id", "time", "category_id", "behavior")))
+    _, i1, s1 = m.recommend(log, 20, method="dense")
+    _, i2, s2 = m.recommend(log, 20)
+    np.testing.assert_array_equal(i2, i1)
+    np.testing.assert_allclose(s2, s1, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="method must be"):
         m.recommend(log, 5, method="sparse")
