@@ -629,15 +629,25 @@ class ClosedFormModel:
     # ---- item-level tables
     def counts(self, log):
         """:func:`transition_counts` of ``log`` (in any row order: it is sorted by user, time) in
-        this model's ids (unknown items and categories counted under one extra id each, which no
-        score uses); sum them over a log's parts."""
+        this model's ids (unknown items and categories counted under one extra id each, whose
+        transitions :meth:`with_counts` drops); sum them over a log's parts."""
         lg = self.to_model_ids(log).sort()
         return transition_counts(lg, self.n_items + 1, self.n_categories + 1)
 
     def with_counts(self, counts):
         """This model with its component tables taken from ``counts`` (returns self)."""
         ic = np.append(self.item_category, self.n_categories)
-        self.tables = _component_tables(counts, ic, self.n_categories + 1)
+        t = _component_tables(counts, ic, self.n_categories + 1)
+        # An unknown item or category has no transitions of its own: its extra row pools every
+        # item training never saw, and would hand a user whose last item is one of them the
+        # successors of all of them (a nearly dense row on a large log).
+        for key, n in (("T1", self.n_items), ("T2", self.n_items)):
+            keep = np.ones(n + 1)
+            keep[n] = 0.0
+            t[key] = (sp.diags(keep) @ t[key]).tocsr()
+            t[key].eliminate_zeros()
+        t["TC"][self.n_categories] = 0.0
+        self.tables = t
         return self
 
     # ---- ids

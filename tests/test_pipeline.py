@@ -180,6 +180,11 @@ def test_recommend_partitions_equals_the_whole_log(taobao_csv, tmp_path):
     assert not any((u, i) in touched for u, i in zip(got.user_id, got.item_id))
     assert set(got.item_id) <= set(model.item_ids.tolist())
     assert model.tables is not None and model.tables["T1"].shape == ref.tables["T1"].shape
+    # items the model never saw pool under one id, which passes on no transitions of its own
+    n, c = model.n_items, model.n_categories
+    assert ref_counts["T1"][n].nnz > 0                  # this log has such items ...
+    assert ref.tables["T1"][n].nnz == ref.tables["T2"][n].nnz == 0 and not ref.tables["TC"][c].any()
+    assert ref.tables["T1"][:n].nnz > 0
 
 
 def test_closed_form_model_scores_as_fit_closed_form(taobao_csv):
