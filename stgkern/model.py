@@ -442,14 +442,35 @@ class Ridge:
     n_classes : int
     """
 
+    #: Rows converted to float64 at a time: above this the Gram matrix and ``XᵀY`` are summed
+    #: over row chunks, so a float32 X of millions of rows is never copied whole.
+    CHUNK = 1 << 18
+
     def __init__(self, X, y, n_classes):
-        X = np.asarray(X, np.float64)
-        self.mean = X.mean(axis=0) if len(X) else np.zeros(X.shape[1])
-        Xc = X - self.mean
-        s, self.V = np.linalg.eigh(Xc.T @ Xc)
+        y = np.asarray(y)
+        if len(X) <= self.CHUNK:
+            X = np.asarray(X, np.float64)
+            self.mean = X.mean(axis=0) if len(X) else np.zeros(X.shape[1])
+            Xc = X - self.mean
+            G = Xc.T @ Xc
+            Y = sp.csr_matrix((np.ones(len(y)), (y, np.arange(len(y)))), shape=(n_classes, len(y)))
+            YX = np.asarray((Y @ Xc).T)
+        else:                                   # the same sums, chunk by chunk (rounding differs in the last bits)
+            d = X.shape[1]
+            total = np.zeros(d)
+            for a in range(0, len(X), self.CHUNK):
+                total += np.asarray(X[a:a + self.CHUNK], np.float64).sum(axis=0)
+            self.mean = total / len(X)
+            G, YX = np.zeros((d, d)), np.zeros((d, n_classes))
+            for a in range(0, len(X), self.CHUNK):
+                Xc = np.asarray(X[a:a + self.CHUNK], np.float64) - self.mean
+                G += Xc.T @ Xc
+                yc = y[a:a + self.CHUNK]
+                Y = sp.csr_matrix((np.ones(len(yc)), (yc, np.arange(len(yc)))), shape=(n_classes, len(yc)))
+                YX += np.asarray((Y @ Xc).T)
+        s, self.V = np.linalg.eigh(G)
         self.s = np.maximum(s, 0.0)
-        Y = sp.csr_matrix((np.ones(len(y)), (np.asarray(y), np.arange(len(y)))), shape=(n_classes, len(y)))
-        self.VtB = self.V.T @ np.asarray((Y @ Xc).T)          # (d, n_classes)
+        self.VtB = self.V.T @ YX                              # (d, n_classes)
         self.prior = np.bincount(y, minlength=n_classes) / max(len(y), 1)
         self.scale = float(self.s.mean()) if len(self.s) else 1.0
 
@@ -578,19 +599,38 @@ MIX_GRID = (0.0, 0.1, 0.3, 1.0, 3.0)
 
 def _choose_mix(base, comps, exclude, target, grid=MIX_GRID, rounds=2):
     """Weights of ``comps`` added to ``base`` that maximise validation NDCG@20 (coordinate ascent)."""
-    wts = {k: 0.0 for k in comps}
-    best = _ndcg20(base, exclude, target)
+    return _ascend(list(comps), lambda w: _ndcg20(base + sum(w[j] * comps[j] for j in comps), exclude, target),
+                   grid, rounds)
+
+
+def _ascend(names, score, grid=MIX_GRID, rounds=2):
+    """Coordinate ascent of ``score(weights)`` over ``grid`` per name, from all zeros."""
+    wts = {k: 0.0 for k in names}
+    best = score(wts)
     for _ in range(rounds):
         moved = False
-        for k in comps:
+        for k in names:
             for g in grid:
                 trial = dict(wts, **{k: g})
-                s = _ndcg20(base + sum(trial[j] * comps[j] for j in comps), exclude, target)
+                s = score(trial)
                 if s > best + 1e-12:
                     best, wts, moved = s, trial, True
         if not moved:
             break
     return wts, best
+
+
+def _ndcg20_lists(idx, target):
+    """NDCG@20 from top-k lists (the target's position in its row's list, ties already ordered)."""
+    hit = idx[:, :KS[-1]] == np.asarray(target)[:, None]
+    pos = np.where(hit.any(1), hit.argmax(1), -1)
+    return float(np.where(pos >= 0, 1.0 / np.log2(np.maximum(pos, 0) + 2.0), 0.0).mean()) if len(idx) else float("nan")
+
+
+#: Above this many (user, item) pairs, :func:`fit_closed_form` chooses its weights and ranks
+#: the test users through the threshold top-k instead of dense score matrices (whose ten or so
+#: copies made the fit's memory grow as users x items: 4 GB at 2.5k users x 11.6k items).
+DENSE_LIMIT = 1 << 24
 
 
 class ClosedFormModel:
@@ -795,7 +835,7 @@ class ClosedFormModel:
 
 
 def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3600.0, dim=CLOSED_FORM_DIM,
-                    seed=0, progress=None, return_model=False):
+                    seed=0, progress=None, return_model=False, dense_limit=DENSE_LIMIT):
     """The method without PyTorch: fixed spatio-temporal propagation, then closed-form heads.
 
     Item and category embeddings are a randomized SVD of the training
@@ -812,6 +852,13 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
     per-class offsets calibrated on validation macro-F1.  The test targets
     are predicted from the training + validation events, the component
     tables counted over them.
+
+    Where the validation or test users times the items exceed
+    ``dense_limit``, the weights are chosen and the test users ranked from
+    exact top-20 lists (:meth:`ClosedFormModel.recommend`'s threshold
+    top-k) instead of dense score matrices, so memory stays bounded by
+    1,024 users' lists; the choice is the same but for near-ties of
+    NDCG (tests/test_model.py compares both).
 
     Returns ``(topk (m, 20), behaviour (m,), info)`` for the test targets,
     and with ``return_model`` also the :class:`ClosedFormModel` (its tables
@@ -837,10 +884,20 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
     ridge = Ridge(H[src[new]], tr.item[dst[new]], n)
     lv = last_rows(tr, prep.eval_user)
     model.with_counts(model.counts(tr))
-    comps_v = {k: v[:, :n] for k, v in _components(tr, g, tau, lv, model.tables).items()}
-    scores_v = {lam: ridge.scores(H[lv], lam) for lam in RIDGE_GRID}
-    lam = max(RIDGE_GRID, key=lambda l: _ndcg20(scores_v[l], prep.seen_valid, prep.valid_item))
-    wts, valid_ndcg = _choose_mix(scores_v[lam], comps_v, prep.seen_valid, prep.valid_item)
+    model.ridge = ridge
+    if len(lv) * n <= dense_limit:
+        comps_v = {k: v[:, :n] for k, v in _components(tr, g, tau, lv, model.tables).items()}
+        scores_v = {lam: ridge.scores(H[lv], lam) for lam in RIDGE_GRID}
+        lam = max(RIDGE_GRID, key=lambda l: _ndcg20(scores_v[l], prep.seen_valid, prep.valid_item))
+        wts, valid_ndcg = _choose_mix(scores_v[lam], comps_v, prep.seen_valid, prep.valid_item)
+    else:                               # bounded: the same choice from top-20 lists, never a score matrix
+        def lists(lam, mix):
+            model.lam, model.mix = lam, mix
+            return np.vstack([model._threshold_topk(tr, lv[a:a + 1024], H, g, KS[-1], prep.seen_valid[a:a + 1024])[0]
+                              for a in range(0, len(lv), 1024)])
+        zero = {k: 0.0 for k in ("last", "window", "skip", "category")}
+        lam = max(RIDGE_GRID, key=lambda l: _ndcg20_lists(lists(l, zero), prep.valid_item))
+        wts, valid_ndcg = _ascend(list(zero), lambda w: _ndcg20_lists(lists(lam, w), prep.valid_item))
 
     Hb = np.hstack([H, _behavior_context(tr, B)])
     bridge = Ridge(Hb[src], tr.behavior[dst].astype(np.int64), B)
@@ -859,9 +916,13 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
     model.with_counts(model.counts(h))
     Ht, gt = model.states(h)
     lt = last_rows(h, prep.eval_user)
-    St = model.item_scores(h, lt, Ht, gt)
+    if len(lt) * n <= dense_limit:
+        top = rank_dense(model.item_scores(h, lt, Ht, gt), KS[-1], prep.seen_test)
+    else:
+        top = np.vstack([model._threshold_topk(h, lt[a:a + 1024], Ht, gt, KS[-1], prep.seen_test[a:a + 1024])[0]
+                         for a in range(0, len(lt), 1024)])
     beh = model.behavior_scores(h, lt, Ht).argmax(axis=1)
-    out = (rank_dense(St, KS[-1], prep.seen_test), beh, {
+    out = (top, beh, {
         "valid_NDCG@20": valid_ndcg, "ridge_lambda": lam, "mix": wts, "behavior_offsets": off.tolist(),
         "valid_behavior_F1": best, "state_dim": int(H.shape[1])})
     return out + (model,) if return_model else out

@@ -160,6 +160,16 @@ def test_ridge_matches_normal_equations():
     np.testing.assert_allclose(r.scores(X, 0.3), Y.mean(0) + Xc @ W, rtol=1e-9, atol=1e-9)
 
 
+def test_ridge_in_row_chunks_matches_one_pass(monkeypatch):
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(301, 5)).astype(np.float32), rng.integers(0, 7, 301)
+    whole = sm.Ridge(X, y, 7)
+    monkeypatch.setattr(sm.Ridge, "CHUNK", 64)                  # 5 chunks, the last one short
+    chunked = sm.Ridge(X, y, 7)
+    for lam in (1e-3, 1.0):
+        np.testing.assert_allclose(chunked.scores(X, lam), whole.scores(X, lam), rtol=1e-9, atol=1e-10)
+
+
 # ------------------------------------------------------------------ methods end to end
 def _check_predictions(prep, idx, beh=None):
     assert idx.shape == (len(prep.eval_user), 20) and idx.dtype == np.int64
@@ -181,6 +191,18 @@ def test_closed_form_end_to_end(small):
     assert res["HR@20"] > sm.evaluate(small, pop)["HR@20"]
     sr, _ = sm.srgnn_closed_form(small)
     _check_predictions(small, sr)
+
+
+def test_closed_form_bounded_fit_chooses_as_the_dense_one(small):
+    """Past dense_limit the weights are chosen and the test users ranked from top-20 lists:
+    the same ridge strength, weights, validation NDCG and lists as the dense matrices give."""
+    a = sm.fit_closed_form(small, seed=1, return_model=True)
+    b = sm.fit_closed_form(small, seed=1, return_model=True, dense_limit=0)
+    assert a[2]["ridge_lambda"] == b[2]["ridge_lambda"] and a[2]["mix"] == b[2]["mix"]
+    assert a[2]["valid_NDCG@20"] == pytest.approx(b[2]["valid_NDCG@20"], abs=1e-12)
+    assert any(v > 0 for v in a[2]["mix"].values())            # the ascent moved: the comparison bites
+    np.testing.assert_array_equal(b[0], a[0])
+    np.testing.assert_array_equal(b[1], a[1])
 
 
 def test_closed_form_deterministic(small):
