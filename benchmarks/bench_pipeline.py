@@ -17,7 +17,11 @@ kernel's accounting of that process alone):
    pass and top-20 for every user, by the closed form's threshold top-k);
 6. with ``--dense-peer``, ``recommend_dense``: the same with every score of
    every item formed (``method="dense"``), the peer of stage 5; the two
-   outputs are compared row for row.
+   outputs are compared row for row;
+7. with ``--dask-workers N``, ``dask``: :func:`stgkern.dask.recommend` from the
+   CSV on a ``LocalCluster`` of N one-thread worker processes (its own read,
+   shuffle by user, counting and scoring), against stages 3 + 5 of the single
+   process; its rows are compared with stage 5's.
 
 The log's own size in memory (an EventLog: 41 bytes an event) is printed
 beside each stage's peak, to show what bounds it.
@@ -87,6 +91,20 @@ def _stage(name, cfg):
         outs = pipeline.recommend_partitions(work / "parts", dest, model, k=20, progress=False, method=method)
         import pandas as pd
         out = {"users_scored": int(sum(pd.read_parquet(o, columns=["user_id"])["user_id"].nunique() for o in outs))}
+    elif name == "dask":
+        import resource
+
+        from distributed import Client, LocalCluster
+
+        from stgkern import dask as sdask
+        with open(work / "model.pkl", "rb") as fh:
+            model = pickle.load(fh)
+        shutil.rmtree(work / "dask", ignore_errors=True)
+        with LocalCluster(n_workers=cfg["dask_workers"], threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            sdask.recommend(csv, model, work / "dask", client=client, npartitions=cfg["parts"])
+        out = {"workers": cfg["dask_workers"],
+               "largest_worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     print(json.dumps(out))
 
 
@@ -134,14 +152,21 @@ def main(argv=None):
     ap.add_argument("--dense-peer", action="store_true",
                     help="also run the recommend stage the dense way (every score of every item), the peer "
                          "the default threshold top-k is measured against; its lists are compared")
+    ap.add_argument("--dask-workers", type=int, default=0,
+                    help="also run stgkern.dask.recommend from the CSV on a LocalCluster of this many "
+                         "one-thread worker processes (read, shuffle by user, count, score), against "
+                         "the single process's partition + recommend; the rows are compared")
     ap.add_argument("--note", default="", help="what else ran on the machine, and anything a reader must know")
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cfg = {"work": str(work), "users": args.users, "events_per_user": args.events_per_user, "items": args.items,
            "categories": args.categories, "parts": args.parts, "train_parts": args.train_parts,
-           "chunk_users": args.chunk_users, "chunk_rows": args.chunk_rows}
+           "chunk_users": args.chunk_users, "chunk_rows": args.chunk_rows, "dask_workers": args.dask_workers}
     stages = {name: _run(name, cfg) for name in ("write", "copy", "partition", "fit", "recommend")}
+    if args.dask_workers:
+        stages["dask"] = _run("dask", cfg)
+        stages["dask"]["same_rows"] = _same_lists(work / "recommendations", work / "dask" / "recommendations")
     if args.dense_peer:
         stages["recommend_dense"] = _run("recommend", {**cfg, "method": "dense"}, "recommend_dense")
         stages["recommend_dense"]["same_lists"] = _same_lists(work / "recommendations", work / "recommendations_dense")
@@ -154,6 +179,8 @@ def main(argv=None):
         "partition_vs_copy": stages["copy"]["seconds"] / stages["partition"]["seconds"],
         **({"recommend_speedup_vs_dense": stages["recommend_dense"]["seconds"] / stages["recommend"]["seconds"]}
            if "recommend_dense" in stages else {}),
+        **({"dask_vs_single_process": stages["dask"]["seconds"]
+            / (stages["partition"]["seconds"] + stages["recommend"]["seconds"])} if "dask" in stages else {}),
         "copy_mib_per_s": mb / stages["copy"]["seconds"],
     }
     print(f"{events:,} events ({mb:,.0f} MiB of CSV, {summary['log_in_memory_mib']:,.0f} MiB as an EventLog); "

@@ -537,12 +537,12 @@ def _component_tables(counts, item_category, n_categories):
             "share": pop / np.maximum(cat_pop[item_category], 1.0), "item_category": item_category}
 
 
-def _bag(log, graph, tau, rows, n_items):
+def _bag(log, graph, tau, rows, n_items, w=None):
     """The time-decayed bag of each row's window -- the event itself (weight 1) plus Â's row of
     it (weight 1 in all), normalised -- as CSR (m, n_items); and each row's previous row and
     whether it is the same user's."""
     m = len(rows)
-    w = _decay_weights(graph, tau, np.float64)
+    w = _decay_weights(graph, tau, np.float64) if w is None else w      # the caller's, once per graph
     lo, hi = graph.indptr[rows], graph.indptr[rows + 1]
     cnt = hi - lo
     eids = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
@@ -556,7 +556,7 @@ def _bag(log, graph, tau, rows, n_items):
     return bag, prev, has_prev
 
 
-def _components(log, graph, tau, rows, tables):
+def _components(log, graph, tau, rows, tables, w=None):
     """Transition-based score components of the given (last) rows, each row-stochastic (m, n_items).
 
     ``last``: first-order transitions from the last item; ``window``: the
@@ -569,21 +569,25 @@ def _components(log, graph, tau, rows, tables):
     over a partitioned log's parts); the rows' own events pick them.
     """
     T1, T2, TC, share, item_category = (tables[k] for k in ("T1", "T2", "TC", "share", "item_category"))
-    bag, prev, has_prev = _bag(log, graph, tau, rows, T1.shape[0])
+    bag, prev, has_prev = _bag(log, graph, tau, rows, T1.shape[0], w)
     P_skip = (T2[log.item[prev]].toarray()) * has_prev[:, None]
     P_cat = TC[log.category[rows]][:, item_category] * share
     return {"last": T1[log.item[rows]].toarray(), "window": (bag @ T1).toarray(), "skip": P_skip,
             "category": P_cat}
 
 
-def _sparse_components(log, graph, tau, rows, tables, mix):
-    """``mix``-weighted sum of :func:`_components`' sparse parts (last, window, skip) as CSR
-    (m, n_items + 1), summed in the dense path's order; the category part is left out."""
+def _sparse_parts(log, graph, tau, rows, tables, w=None):
+    """:func:`_components`' sparse parts (last, window, skip), unweighted, as CSR (m, n_items + 1)."""
     T1, T2 = tables["T1"], tables["T2"]
-    m, n_cols = len(rows), T1.shape[1]
-    bag, prev, has_prev = _bag(log, graph, tau, rows, T1.shape[0])
-    parts = {"last": T1[log.item[rows]], "window": bag @ T1, "skip": sp.diags(has_prev.astype(np.float64)) @ T2[log.item[prev]]}
-    out = sp.csr_matrix((m, n_cols))
+    bag, prev, has_prev = _bag(log, graph, tau, rows, T1.shape[0], w)
+    return {"last": T1[log.item[rows]], "window": bag @ T1,
+            "skip": sp.diags(has_prev.astype(np.float64)) @ T2[log.item[prev]]}
+
+
+def _mix_parts(parts, mix):
+    """``mix``-weighted sum of :func:`_sparse_parts`, in the dense path's order (category left out)."""
+    first = next(iter(parts.values()))
+    out = sp.csr_matrix(first.shape)
     for key in ("last", "window", "skip"):
         wt = mix.get(key, 0.0)
         if wt:
@@ -722,11 +726,12 @@ class ClosedFormModel:
         H /= np.sqrt((H * H).sum(axis=1, keepdims=True) / H.shape[1]) + 1e-6
         return H, g
 
-    def item_scores(self, log, rows, H, g):
-        """Dense next-item scores (len(rows), n_items) after ``rows`` of ``log`` (model ids)."""
+    def item_scores(self, log, rows, H, g, w=None):
+        """Dense next-item scores (len(rows), n_items) after ``rows`` of ``log`` (model ids);
+        ``w``: the graph's decay weights if the caller has them (``_decay_weights``)."""
         if self.tables is None:
             raise ValueError("the model has no component tables: call with_counts(counts) first")
-        comps = _components(log, g, self.tau, rows, self.tables)
+        comps = _components(log, g, self.tau, rows, self.tables, w)
         return self.ridge.scores(H[rows], self.lam) + sum(self.mix[k] * comps[k][:, :self.n_items] for k in comps)
 
     def behavior_scores(self, log, rows, H):
@@ -769,12 +774,13 @@ class ClosedFormModel:
         seen = _seen(lg, users, self.n_items + 1)[:, :self.n_items] if exclude_seen else None
         items = np.full((len(users), k), -1, np.int64)
         scores = np.full((len(users), k), -np.inf)
+        w = _decay_weights(g, self.tau, np.float64)
         for a in range(0, len(users), block):
             ex = seen[a:a + block] if seen is not None else None
             if method == "threshold":
-                idx, sc = self._threshold_topk(lg, rows[a:a + block], H, g, k, ex)
+                idx, sc = self._threshold_topk(lg, rows[a:a + block], H, g, k, ex, w)
             else:
-                S = self.item_scores(lg, rows[a:a + block], H, g)
+                S = self.item_scores(lg, rows[a:a + block], H, g, w)
                 idx = rank_dense(S, k, ex)
                 sc = np.take_along_axis(S, np.maximum(idx, 0), 1)
                 if idx.shape[1] < k:                    # k past the catalogue: pad
@@ -803,23 +809,35 @@ class ClosedFormModel:
             self._tt_for = (self.tables, self.ridge, self.lam)
         return self._tt
 
-    def _threshold_topk(self, log, rows, H, g, k, exclude):
+    def _threshold_topk(self, log, rows, H, g, k, exclude, w=None):
         """Exact top-k of :meth:`item_scores`' rows without forming them (see :meth:`recommend`)."""
-        from ._numba.closed_form import rerank
-        from .readout import topk
         if self.tables is None:
             raise ValueError("the model has no component tables: call with_counts(counts) first")
-        tt, n, m = self._threshold_tables(), self.n_items, len(rows)
-        r = self.ridge
-        Q = np.hstack([(np.asarray(H[rows], np.float64) - r.mean) @ r.V, np.ones((m, 1))])
-        kk = min(k, n)
+        low = self._lowrank_topk(H[rows], k, exclude)
+        return self._rerank(low, _sparse_parts(log, g, self.tau, rows, self.tables, w), log.category[rows], exclude)
+
+    def _lowrank_topk(self, X, k, exclude):
+        """``(Q, T, L_k)``: the ridge's query rows (with the prior's 1), the top-k of its
+        low-rank scores over the unseen items (padded with -1) and each row's k-th score."""
+        from .readout import topk
+        r, tt, m = self.ridge, self._threshold_tables(), len(X)
+        Q = np.hstack([(np.asarray(X, np.float64) - r.mean) @ r.V, np.ones((m, 1))])
+        kk = min(k, self.n_items)
         t_idx, t_sc = topk(Q, tt["items"], kk, exclude=exclude)
         if kk < k:
             t_idx = np.hstack([t_idx, np.full((m, k - kk), -1, np.int64)])
             t_sc = np.hstack([t_sc, np.full((m, k - kk), -np.inf)])
-        S = _sparse_components(log, g, self.tau, rows, self.tables, self.mix)[:, :n].tocsr()
+        return Q, np.ascontiguousarray(t_idx, np.int64), np.ascontiguousarray(t_sc[:, k - 1], np.float64)
+
+    def _rerank(self, low, parts, last_category, exclude):
+        """The exact top-k (``mix``-weighted) from :meth:`_lowrank_topk`'s output and the rows'
+        :func:`_sparse_parts` (:func:`stgkern._numba.closed_form.rerank`)."""
+        from ._numba.closed_form import rerank
+        Q, t_idx, l_k = low
+        tt, n, (m, k) = self._threshold_tables(), self.n_items, t_idx.shape
+        S = _mix_parts(parts, self.mix)[:, :n].tocsr()
         S.sort_indices()
-        tc = tt["TC"][log.category[rows]]
+        tc = tt["TC"][last_category]
         tc.sort_indices()
         ex = sp.csr_matrix((m, n)) if exclude is None else sp.csr_matrix(exclude)
         ex.sort_indices()
@@ -827,7 +845,7 @@ class ClosedFormModel:
         out_sc = np.empty((m, k), np.float64)
         i64 = lambda a: np.ascontiguousarray(a, np.int64)
         f64 = lambda a: np.ascontiguousarray(a, np.float64)
-        rerank(i64(t_idx), f64(t_sc[:, k - 1]), Q, tt["items"], i64(S.indptr), i64(S.indices), f64(S.data),
+        rerank(t_idx, l_k, Q, tt["items"], i64(S.indptr), i64(S.indices), f64(S.data),
                i64(tc.indptr), i64(tc.indices), f64(tc.data), float(self.mix.get("category", 0.0)),
                tt["cat_ptr"], tt["cat_items"], tt["share"], tt["cat"], i64(ex.indptr), i64(ex.indices), 1e-9,
                out_idx, out_sc)
@@ -891,13 +909,23 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
         lam = max(RIDGE_GRID, key=lambda l: _ndcg20(scores_v[l], prep.seen_valid, prep.valid_item))
         wts, valid_ndcg = _choose_mix(scores_v[lam], comps_v, prep.seen_valid, prep.valid_item)
     else:                               # bounded: the same choice from top-20 lists, never a score matrix
-        def lists(lam, mix):
-            model.lam, model.mix = lam, mix
-            return np.vstack([model._threshold_topk(tr, lv[a:a + 1024], H, g, KS[-1], prep.seen_valid[a:a + 1024])[0]
-                              for a in range(0, len(lv), 1024)])
+        blocks = [slice(a, a + 1024) for a in range(0, len(lv), 1024)]
         zero = {k: 0.0 for k in ("last", "window", "skip", "category")}
-        lam = max(RIDGE_GRID, key=lambda l: _ndcg20_lists(lists(l, zero), prep.valid_item))
-        wts, valid_ndcg = _ascend(list(zero), lambda w: _ndcg20_lists(lists(lam, w), prep.valid_item))
+        low = {}
+        for l in RIDGE_GRID:            # the low-rank top-20 alone ranks for the ridge strength
+            model.lam = l
+            low[l] = [model._lowrank_topk(H[lv[b]], KS[-1], prep.seen_valid[b]) for b in blocks]
+        lam = max(RIDGE_GRID, key=lambda l: _ndcg20_lists(np.vstack([t for _, t, _ in low[l]]), prep.valid_item))
+        model.lam, low = lam, low[lam]
+        w = _decay_weights(g, tau, np.float64)
+        parts = [_sparse_parts(tr, g, tau, lv[b], model.tables, w) for b in blocks]
+
+        def ndcg(mix):                  # each weighting re-ranks the same candidates: no new GEMM
+            model.mix = mix
+            return _ndcg20_lists(np.vstack([model._rerank(low[i], parts[i], tr.category[lv[b]], prep.seen_valid[b])[0]
+                                            for i, b in enumerate(blocks)]), prep.valid_item)
+        wts, valid_ndcg = _ascend(list(zero), ndcg)
+        del low, parts
 
     Hb = np.hstack([H, _behavior_context(tr, B)])
     bridge = Ridge(Hb[src], tr.behavior[dst].astype(np.int64), B)
@@ -919,7 +947,8 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
     if len(lt) * n <= dense_limit:
         top = rank_dense(model.item_scores(h, lt, Ht, gt), KS[-1], prep.seen_test)
     else:
-        top = np.vstack([model._threshold_topk(h, lt[a:a + 1024], Ht, gt, KS[-1], prep.seen_test[a:a + 1024])[0]
+        wt = _decay_weights(gt, tau, np.float64)
+        top = np.vstack([model._threshold_topk(h, lt[a:a + 1024], Ht, gt, KS[-1], prep.seen_test[a:a + 1024], wt)[0]
                          for a in range(0, len(lt), 1024)])
     beh = model.behavior_scores(h, lt, Ht).argmax(axis=1)
     out = (top, beh, {

@@ -11,11 +11,13 @@ Given ``T``, the exact top-k of ``L`` over the user's unseen items (from
 :func:`stgkern.topk`, one GEMM pass over the catalogue) with k-th score
 ``L_k``, an unseen item outside ``T`` and outside the support of ``S`` has
 ``L(i) <= L_k`` and so scores at most ``L_k + w * TC[c_u, cat(i)] * share(i)``.
-The kernel scores ``T`` and the support of ``S`` exactly, takes the k-th of
-those scores as the threshold ``theta``, then walks each next category's
-items by share, largest first, and stops a category at the first item whose
-bound falls below ``theta``: every item it skips provably cannot enter the
-top-k.  Scores are summed in the order of the dense path
+The kernel scores ``T`` exactly and takes the k-th of those scores as the
+threshold ``theta`` (raised as better items are found).  An item of the
+support of ``S`` gets its dot product only where its bound
+``L_k + S(i) + C(i)`` reaches ``theta``; then each next category's items
+are walked by share, largest first, and a category stops at the first item
+whose bound falls below ``theta``.  Every item skipped provably cannot
+enter the top-k (``tol`` covers the rounding of the dot products).  Scores are summed in the order of the dense path
 (``L + (((last + window) + skip) + category)``).
 """
 import numba as nb
@@ -77,25 +79,34 @@ def rerank(t_idx, l_k, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val, w_cat,
     for r in range(m):
         n = 0
         full = t_idx[r, k - 1] >= 0               # T padded: every unseen item is already in T
-        for phase in range(2):
-            lo = 0
-            hi_ = 0
-            if phase == 0:
-                lo, hi_ = 0, k
-            else:
-                lo, hi_ = s_ptr[r], s_ptr[r + 1]
-            for j in range(lo, hi_):
-                i = t_idx[r, j] if phase == 0 else s_idx[j]
-                if i < 0 or i >= n_items or mark[i] == r:
-                    continue
-                mark[i] = r
-                if _find(seen_idx, seen_ptr[r], seen_ptr[r + 1], i) >= 0:
-                    continue
-                n = _push(hs, hi, n, k, _score(r, i, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val, w_cat,
-                                               share, item_category, d), i)
-                scored += 1
+        lk = l_k[r]
+        for j in range(k):                         # T, exactly
+            i = t_idx[r, j]
+            if i < 0 or i >= n_items or mark[i] == r:
+                continue
+            mark[i] = r
+            if _find(seen_idx, seen_ptr[r], seen_ptr[r + 1], i) >= 0:
+                continue
+            n = _push(hs, hi, n, k, _score(r, i, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val, w_cat,
+                                           share, item_category, d), i)
+            scored += 1
+        for j in range(s_ptr[r], s_ptr[r + 1]):    # the transitions' support: the dot only where the bound reaches
+            i = s_idx[j]
+            if i < 0 or i >= n_items or mark[i] == r:
+                continue
+            mark[i] = r
+            if _find(seen_idx, seen_ptr[r], seen_ptr[r + 1], i) >= 0:
+                continue
+            if full and n == k:
+                p = _find(tc_cat, tc_ptr[r], tc_ptr[r + 1], item_category[i])
+                tc = tc_val[p] if p >= 0 else 0.0
+                theta = hs[0]
+                if lk + (s_val[j] + w_cat * (tc * share[i])) < theta - tol * (abs(theta) + 1.0):
+                    continue                       # L(i) <= L_k outside T: it cannot reach theta
+            n = _push(hs, hi, n, k, _score(r, i, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val, w_cat,
+                                           share, item_category, d), i)
+            scored += 1
         if full and n == k:
-            lk = l_k[r]
             for p in range(tc_ptr[r], tc_ptr[r + 1]):
                 a = w_cat * tc_val[p]
                 c = tc_cat[p]
