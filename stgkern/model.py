@@ -426,6 +426,26 @@ def _node_inputs(log, graph, E_item, E_cat, n_behaviors):
                       _gap_features(log, n_behaviors)[order]]).astype(np.float32)
 
 
+class _Rows:
+    """Rows ``rows`` of the side-by-side ``arrays``, gathered a slice at a time: what
+    :class:`Ridge` fits on, without the whole gathered copy (``[:]`` or ``np.asarray`` gives it)."""
+
+    def __init__(self, rows, *arrays):
+        self.rows, self.arrays = np.asarray(rows), arrays
+        self.shape = (len(self.rows), sum(a.shape[1] for a in arrays))
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, sl):
+        r = self.rows[sl]
+        return self.arrays[0][r] if len(self.arrays) == 1 else np.hstack([a[r] for a in self.arrays])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
 class Ridge:
     """Ridge regression onto one-hot classes, ``W = (XᵀX + λI)⁻¹ XᵀY``, for any λ at once.
 
@@ -736,7 +756,7 @@ class ClosedFormModel:
 
     def behavior_scores(self, log, rows, H):
         """Offset log-scores of the next behaviour after ``rows`` (argmax = the prediction)."""
-        X = np.hstack([H, _behavior_context(log, self.n_behaviors)])[rows]
+        X = _Rows(rows, H, _behavior_context(log, self.n_behaviors))[:]
         return np.log(np.clip(self.bridge.scores(X, self.blam), 1e-4, None)) + self.offsets
 
     def recommend(self, log, k=KS[-1], exclude_seen=True, block=1024, method="threshold"):
@@ -899,7 +919,7 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
     H, g = model.states(tr)
     assert np.array_equal(g.perm, np.arange(len(tr)))        # tr is sorted, so node == row
     new = _new_item_mask(tr, src, dst)
-    ridge = Ridge(H[src[new]], tr.item[dst[new]], n)
+    ridge = Ridge(_Rows(src[new], H), tr.item[dst[new]], n)
     lv = last_rows(tr, prep.eval_user)
     model.with_counts(model.counts(tr))
     model.ridge = ridge
@@ -927,12 +947,14 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
         wts, valid_ndcg = _ascend(list(zero), ndcg)
         del low, parts
 
-    Hb = np.hstack([H, _behavior_context(tr, B)])
-    bridge = Ridge(Hb[src], tr.behavior[dst].astype(np.int64), B)
+    ctx = _behavior_context(tr, B)
+    bridge = Ridge(_Rows(src, H, ctx), tr.behavior[dst].astype(np.int64), B)
+    Hb_v = _Rows(lv, H, ctx)[:]
+    del H, ctx                      # the history's states come next: never hold both logs' states
     blam, off, best = RIDGE_GRID[0], np.zeros(B), -1.0
     logs = lambda S: np.log(np.clip(S, 1e-4, None))          # the ridge's probability-like scores, log-scaled
     for l in RIDGE_GRID:
-        Sb = logs(bridge.scores(Hb[lv], l))
+        Sb = logs(bridge.scores(Hb_v, l))
         o = calibrate_offsets(Sb, prep.valid_behavior, behavior_prior(tr, B))
         f = M.precision_recall_f1(prep.valid_behavior, (Sb + o).argmax(1), n_classes=B)[2]
         if f > best + 1e-12:
@@ -953,7 +975,7 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
     beh = model.behavior_scores(h, lt, Ht).argmax(axis=1)
     out = (top, beh, {
         "valid_NDCG@20": valid_ndcg, "ridge_lambda": lam, "mix": wts, "behavior_offsets": off.tolist(),
-        "valid_behavior_F1": best, "state_dim": int(H.shape[1])})
+        "valid_behavior_F1": best, "state_dim": int(Ht.shape[1])})
     return out + (model,) if return_model else out
 
 
