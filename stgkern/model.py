@@ -472,9 +472,7 @@ class Ridge:
             X = np.asarray(X, np.float64)
             self.mean = X.mean(axis=0) if len(X) else np.zeros(X.shape[1])
             Xc = X - self.mean
-            G = Xc.T @ Xc
-            Y = sp.csr_matrix((np.ones(len(y)), (y, np.arange(len(y)))), shape=(n_classes, len(y)))
-            YX = np.asarray((Y @ Xc).T)
+            G, YX = Xc.T @ Xc, self._class_sums(y, Xc, n_classes)
         else:                                   # the same sums, chunk by chunk (rounding differs in the last bits)
             d = X.shape[1]
             total = np.zeros(d)
@@ -485,14 +483,18 @@ class Ridge:
             for a in range(0, len(X), self.CHUNK):
                 Xc = np.asarray(X[a:a + self.CHUNK], np.float64) - self.mean
                 G += Xc.T @ Xc
-                yc = y[a:a + self.CHUNK]
-                Y = sp.csr_matrix((np.ones(len(yc)), (yc, np.arange(len(yc)))), shape=(n_classes, len(yc)))
-                YX += np.asarray((Y @ Xc).T)
+                YX += self._class_sums(y[a:a + self.CHUNK], Xc, n_classes)
         s, self.V = np.linalg.eigh(G)
         self.s = np.maximum(s, 0.0)
         self.VtB = self.V.T @ YX                              # (d, n_classes)
         self.prior = np.bincount(y, minlength=n_classes) / max(len(y), 1)
         self.scale = float(self.s.mean()) if len(self.s) else 1.0
+
+    @staticmethod
+    def _class_sums(y, Xc, n_classes):
+        """``XᵀY`` (d, n_classes): each row of ``Xc`` scattered into its class."""
+        Y = sp.csr_matrix((np.ones(len(y)), (y, np.arange(len(y)))), shape=(n_classes, len(y)))
+        return np.asarray((Y @ Xc).T)
 
     def scores(self, X, lam):
         """``prior + (X - mean) W_λ`` with ``λ = lam`` times the mean eigenvalue (a relative scale)."""
@@ -588,12 +590,10 @@ def _components(log, graph, tau, rows, tables, w=None):
     come from the counts of a log (this one, the training log, or the sum
     over a partitioned log's parts); the rows' own events pick them.
     """
-    T1, T2, TC, share, item_category = (tables[k] for k in ("T1", "T2", "TC", "share", "item_category"))
-    bag, prev, has_prev = _bag(log, graph, tau, rows, T1.shape[0], w)
-    P_skip = (T2[log.item[prev]].toarray()) * has_prev[:, None]
-    P_cat = TC[log.category[rows]][:, item_category] * share
-    return {"last": T1[log.item[rows]].toarray(), "window": (bag @ T1).toarray(), "skip": P_skip,
-            "category": P_cat}
+    TC, share, item_category = (tables[k] for k in ("TC", "share", "item_category"))
+    out = {k: v.toarray() for k, v in _sparse_parts(log, graph, tau, rows, tables, w).items()}
+    out["category"] = TC[log.category[rows]][:, item_category] * share
+    return out
 
 
 def _sparse_parts(log, graph, tau, rows, tables, w=None):
@@ -792,24 +792,28 @@ class ClosedFormModel:
         users = np.unique(lg.user)
         rows = last_rows(lg, users)
         seen = _seen(lg, users, self.n_items + 1)[:, :self.n_items] if exclude_seen else None
-        items = np.full((len(users), k), -1, np.int64)
-        scores = np.full((len(users), k), -np.inf)
-        w = _decay_weights(g, self.tau, np.float64)
-        for a in range(0, len(users), block):
-            ex = seen[a:a + block] if seen is not None else None
-            if method == "threshold":
-                idx, sc = self._threshold_topk(lg, rows[a:a + block], H, g, k, ex, w)
-            else:
-                S = self.item_scores(lg, rows[a:a + block], H, g, w)
-                idx = rank_dense(S, k, ex)
-                sc = np.take_along_axis(S, np.maximum(idx, 0), 1)
-                if idx.shape[1] < k:                    # k past the catalogue: pad
-                    idx = np.hstack([idx, np.full((len(idx), k - idx.shape[1]), -1, np.int64)])
-                    sc = np.hstack([sc, np.full((len(sc), k - sc.shape[1]), -np.inf)])
-            got = idx >= 0
-            items[a:a + block] = np.where(got, self.item_ids[np.maximum(idx, 0)], -1)
-            scores[a:a + block] = np.where(got, sc, -np.inf)
+        idx, scores = self._rank(lg, rows, H, g, k, seen, method, block)
+        items = np.where(idx >= 0, self.item_ids[np.maximum(idx, 0)], -1)
         return log.user_ids[users], items, scores
+
+    def _rank(self, log, rows, H, g, k, exclude, method="threshold", block=1024):
+        """Top-``k`` (model item ids, scores; -1 / -inf padding) after ``rows`` of a sorted log in
+        model ids, ``block`` rows at a time, by either method (see :meth:`recommend`)."""
+        idx = np.full((len(rows), k), -1, np.int64)
+        scores = np.full((len(rows), k), -np.inf)
+        w = _decay_weights(g, self.tau, np.float64)                 # once per graph, not per block
+        for a in range(0, len(rows), block):
+            ex = exclude[a:a + block] if exclude is not None else None
+            if method == "threshold":
+                i, sc = self._threshold_topk(log, rows[a:a + block], H, g, k, ex, w)
+            else:
+                S = self.item_scores(log, rows[a:a + block], H, g, w)
+                i = rank_dense(S, k, ex)
+                sc = np.take_along_axis(S, np.maximum(i, 0), 1)
+            got = i >= 0
+            idx[a:a + block, :i.shape[1]] = i                       # k past the catalogue: padded
+            scores[a:a + block, :i.shape[1]] = np.where(got, sc, -np.inf)
+        return idx, scores
 
     def _threshold_tables(self):
         """Per-model inputs of the threshold top-k, built once per (λ, tables)."""
@@ -969,9 +973,7 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
     if len(lt) * n <= dense_limit:
         top = rank_dense(model.item_scores(h, lt, Ht, gt), KS[-1], prep.seen_test)
     else:
-        wt = _decay_weights(gt, tau, np.float64)
-        top = np.vstack([model._threshold_topk(h, lt[a:a + 1024], Ht, gt, KS[-1], prep.seen_test[a:a + 1024], wt)[0]
-                         for a in range(0, len(lt), 1024)])
+        top = model._rank(h, lt, Ht, gt, KS[-1], prep.seen_test)[0]
     beh = model.behavior_scores(h, lt, Ht).argmax(axis=1)
     out = (top, beh, {
         "valid_NDCG@20": valid_ndcg, "ridge_lambda": lam, "mix": wts, "behavior_offsets": off.tolist(),

@@ -23,7 +23,7 @@ enter the top-k (``tol`` covers the rounding of the dot products).  Scores are s
 import numba as nb
 import numpy as np
 
-from .topk import _sift_down, _worse
+from .topk import _finish, _sift_down, _sift_up, _worse
 
 
 @nb.njit(inline="always")
@@ -43,20 +43,11 @@ def _find(idx, lo, hi, x):
 
 @nb.njit(inline="always")
 def _push(hs, hi, n, k, s, i):
-    """Offer (s, i) to the min-heap of the k best (score desc, index asc); returns its new size."""
+    """Offer (s, i) to the row's min-heap of its k best (:mod:`.topk`'s order); returns its size."""
     if n < k:
-        pos = n
-        hs[pos] = s
-        hi[pos] = i
-        while pos > 0:                       # sift up
-            par = (pos - 1) >> 1
-            if _worse(hs[pos], hi[pos], hs[par], hi[par]):
-                ts, ti = hs[pos], hi[pos]
-                hs[pos], hi[pos] = hs[par], hi[par]
-                hs[par], hi[par] = ts, ti
-                pos = par
-            else:
-                break
+        hs[n] = s
+        hi[n] = i
+        _sift_up(hs, hi, n)
         return n + 1
     if _worse(hs[0], hi[0], s, i):
         hs[0] = s
@@ -65,87 +56,75 @@ def _push(hs, hi, n, k, s, i):
     return n
 
 
+@nb.njit(inline="always")
+def _fresh(i, r, mark, seen_ptr, seen_idx):
+    """Whether item ``i`` is met for the first time in row ``r`` and not one of its seen items
+    (it is marked either way: an item is looked at once per row)."""
+    if mark[i] == r:
+        return False
+    mark[i] = r
+    return _find(seen_idx, seen_ptr[r], seen_ptr[r + 1], i) < 0
+
+
+@nb.njit(inline="always")
+def _exact(Q, I, r, i, s, tc, w_cat, share_i):
+    """The score in the dense path's order: ``L + (transitions + category)``."""
+    L = 0.0
+    for f in range(I.shape[1]):
+        L += Q[r, f] * I[i, f]
+    return L + (s + w_cat * (tc * share_i))
+
+
 @nb.njit(cache=True)
 def rerank(t_idx, l_k, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val, w_cat, cat_ptr, cat_items, share,
            item_category, seen_ptr, seen_idx, tol, out_idx, out_score):
-    """Exact top-k per row (see the module docstring); writes ``out_idx``/``out_score`` (k columns)
-    and returns the number of items scored exactly."""
+    """Exact top-k per row (see the module docstring); writes ``out_idx``/``out_score`` (k columns,
+    best first, -1/-inf padding) and returns the number of items scored exactly."""
     m, k = t_idx.shape
-    n_items, d = I.shape
+    n_items = I.shape[0]
     mark = np.full(n_items, -1, np.int64)
-    hs = np.empty(k, np.float64)
-    hi = np.empty(k, np.int64)
+    heap_n = np.zeros(m, np.int64)
     scored = 0
     for r in range(m):
+        hs, hi = out_score[r], out_idx[r]            # the row's heap, sorted in place by _finish
         n = 0
         full = t_idx[r, k - 1] >= 0               # T padded: every unseen item is already in T
         lk = l_k[r]
+        lo, hi_s, lo_c, hi_c = s_ptr[r], s_ptr[r + 1], tc_ptr[r], tc_ptr[r + 1]
         for j in range(k):                         # T, exactly
             i = t_idx[r, j]
-            if i < 0 or i >= n_items or mark[i] == r:
+            if i < 0 or not _fresh(i, r, mark, seen_ptr, seen_idx):
                 continue
-            mark[i] = r
-            if _find(seen_idx, seen_ptr[r], seen_ptr[r + 1], i) >= 0:
-                continue
-            n = _push(hs, hi, n, k, _score(r, i, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val, w_cat,
-                                           share, item_category, d), i)
+            p = _find(s_idx, lo, hi_s, i)
+            q = _find(tc_cat, lo_c, hi_c, item_category[i])
+            n = _push(hs, hi, n, k, _exact(Q, I, r, i, s_val[p] if p >= 0 else 0.0,
+                                           tc_val[q] if q >= 0 else 0.0, w_cat, share[i]), i)
             scored += 1
-        for j in range(s_ptr[r], s_ptr[r + 1]):    # the transitions' support: the dot only where the bound reaches
+        for j in range(lo, hi_s):                  # the transitions' support: the dot only where the bound reaches
             i = s_idx[j]
-            if i < 0 or i >= n_items or mark[i] == r:
+            if i >= n_items or not _fresh(i, r, mark, seen_ptr, seen_idx):
                 continue
-            mark[i] = r
-            if _find(seen_idx, seen_ptr[r], seen_ptr[r + 1], i) >= 0:
-                continue
-            if full and n == k:
-                p = _find(tc_cat, tc_ptr[r], tc_ptr[r + 1], item_category[i])
-                tc = tc_val[p] if p >= 0 else 0.0
-                theta = hs[0]
-                if lk + (s_val[j] + w_cat * (tc * share[i])) < theta - tol * (abs(theta) + 1.0):
-                    continue                       # L(i) <= L_k outside T: it cannot reach theta
-            n = _push(hs, hi, n, k, _score(r, i, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val, w_cat,
-                                           share, item_category, d), i)
+            q = _find(tc_cat, lo_c, hi_c, item_category[i])
+            rest = s_val[j] + w_cat * ((tc_val[q] if q >= 0 else 0.0) * share[i])
+            if full and n == k and lk + rest < hs[0] - tol * (abs(hs[0]) + 1.0):
+                continue                           # L(i) <= L_k outside T: it cannot reach theta
+            n = _push(hs, hi, n, k, _exact(Q, I, r, i, s_val[j], tc_val[q] if q >= 0 else 0.0, w_cat, share[i]), i)
             scored += 1
         if full and n == k:
-            for p in range(tc_ptr[r], tc_ptr[r + 1]):
+            for p in range(lo_c, hi_c):            # each next category's items, largest share first
                 a = w_cat * tc_val[p]
                 c = tc_cat[p]
                 if a <= 0.0 or c < 0 or c + 1 >= len(cat_ptr):
                     continue
                 for q in range(cat_ptr[c], cat_ptr[c + 1]):
                     i = cat_items[q]
-                    theta = hs[0]
-                    if lk + a * share[i] < theta - tol * (abs(theta) + 1.0):
+                    if lk + a * share[i] < hs[0] - tol * (abs(hs[0]) + 1.0):
                         break                        # shares only fall from here: none can reach theta
-                    if mark[i] == r:
+                    if not _fresh(i, r, mark, seen_ptr, seen_idx):
                         continue
-                    mark[i] = r
-                    if _find(seen_idx, seen_ptr[r], seen_ptr[r + 1], i) >= 0:
-                        continue
-                    n = _push(hs, hi, n, k, _score(r, i, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val,
-                                                   w_cat, share, item_category, d), i)
+                    # not in the support (those were all marked above): no transition part
+                    n = _push(hs, hi, n, k, _exact(Q, I, r, i, 0.0, tc_val[p], w_cat, share[i]), i)
                     scored += 1
-        # the heap, best first
-        for j in range(k):
-            out_idx[r, j] = -1
-            out_score[r, j] = -np.inf
-        while n > 0:
-            out_idx[r, n - 1] = hi[0]
-            out_score[r, n - 1] = hs[0]
-            n -= 1
-            hs[0] = hs[n]
-            hi[0] = hi[n]
-            _sift_down(hs, hi, n, 0)
+        heap_n[r] = n
+    _finish(out_score, out_idx, heap_n)
     return scored
-
-
-@nb.njit(inline="always")
-def _score(r, i, Q, I, s_ptr, s_idx, s_val, tc_ptr, tc_cat, tc_val, w_cat, share, item_category, d):
-    L = 0.0
-    for f in range(d):
-        L += Q[r, f] * I[i, f]
-    p = _find(s_idx, s_ptr[r], s_ptr[r + 1], i)
-    s = s_val[p] if p >= 0 else 0.0
-    p = _find(tc_cat, tc_ptr[r], tc_ptr[r + 1], item_category[i])
-    tc = tc_val[p] if p >= 0 else 0.0
-    return L + (s + w_cat * (tc * share[i]))
