@@ -995,3 +995,46 @@ def naive_score_cross_entropy(Q, items, target, bias=None, grad_loss=None):
         return loss
     P *= np.asarray(grad_loss, np.float64)[:, None]
     return loss, P @ E64, P.T @ Q64, P.sum(0)
+
+
+# ==========================================================================
+# online (stgkern.online)
+# ==========================================================================
+
+def naive_online_retained(user, time, category, window, horizon, category_window):
+    """Which events a user's online state must hold, from the whole (user, time)-sorted log:
+    rows whose event a future event can take as an in-neighbour (within the horizon of the
+    user's latest event, and among the last ``window`` events or the last ``category_window``
+    of its category inside the horizon), the last two events, every in-neighbour of those
+    live events, and the latest event's in-neighbours and theirs.  Returns a sorted row list."""
+    perm, edges = naive_window_graph(user, time, category, window=window, horizon=horizon,
+                                     category_window=category_window)
+    assert np.array_equal(perm, np.arange(len(user)))
+    sources = {}
+    for dst, src, *_ in edges:
+        sources.setdefault(dst, []).append(src)
+    keep = set()
+    n = len(user)
+    start = 0
+    while start < n:
+        end = start
+        while end < n and user[end] == user[start]:
+            end += 1
+        latest = time[end - 1]
+        live, per_cat = [], {}
+        for p, j in enumerate(range(end - 1, start - 1, -1)):
+            inside = horizon is None or latest - time[j] <= horizon
+            in_cat = inside and per_cat.get(category[j], 0) < category_window
+            if in_cat:
+                per_cat[category[j]] = per_cat.get(category[j], 0) + 1
+            if inside and (p < window or in_cat):
+                live.append(j)
+        keep.update(live)
+        keep.update(range(max(start, end - 2), end))
+        for j in live:
+            keep.update(sources.get(j, []))
+        for q in sources.get(end - 1, []):
+            keep.add(q)
+            keep.update(sources.get(q, []))
+        start = end
+    return sorted(keep)

@@ -1,0 +1,233 @@
+"""Numba kernels of :mod:`stgkern.online`: the per-user event chains and the incremental states.
+
+State layout (all flat arrays owned by ``OnlineRecommender``):
+
+* a hash map from the caller's user ids to dense user slots (open
+  addressing, linear probing, ``EMPTY`` marks a free key), and a hash set
+  of ``user * n_items + item`` keys for each user's seen items;
+* a pool of retained events: item, category, behaviour, time, the small
+  node features, the layer-1 state ``H1`` and the in-edges (source slot,
+  ``dt``, kind bitmask, normalised decay weight), with ``prev`` linking each
+  user's retained events newest first from ``head[user]``;
+* per user, a chain of seen items (``seen_head``, ``seen_next``).
+
+Why the chains can stand in for the whole history: times never decrease
+per user (older events are refused before any kernel runs), so an event
+more than ``horizon`` older than a user's latest one can never again be an
+in-neighbour, and a temporal (category) neighbour must be among the last
+``window`` (last ``category_window`` same-category) events within the
+horizon.  :func:`retain` keeps exactly those ("live"), the user's last two
+events (the skip component reads the previous one whatever its age), every
+in-neighbour of a live event and the latest event's two-hop neighbourhood
+(what :meth:`explain` decomposes), and frees the rest.  A freed event is
+never needed again: the live set only shrinks as events arrive.  Walking a
+chain newest first, the first ``window`` entries within the horizon are the
+user's true last ``window`` events (a freed one is either past the horizon,
+and then so is everything older, or not among them), and the first
+``category_window`` entries of a category within the horizon are the true
+ones (a freed event of that category is older than ``category_window``
+retained ones).  So :func:`insert` finds the same in-edges as
+:func:`stgkern.window_graph` on the whole log, in the same (source
+ascending) order.
+"""
+import numba as nb
+import numpy as np
+
+from ._simd import gather_wsum
+
+#: The empty key of the hash tables (a user id equal to it is refused by the caller).
+EMPTY = np.iinfo(np.int64).min
+
+
+@nb.njit(inline="always")
+def _slot(keys, key):
+    """Position of ``key`` in the open-addressing table, or of the empty slot where it would go."""
+    mask = keys.shape[0] - 1
+    h = (key * np.int64(-7046029254386353131)) & mask        # multiplicative hash (wraps)
+    while keys[h] != key and keys[h] != EMPTY:
+        h = (h + 1) & mask
+    return h
+
+
+@nb.njit(cache=True)
+def ht_lookup(keys, vals, query, out):
+    """``out[i]`` = the value of ``query[i]``, or -1 when absent."""
+    for i in range(query.shape[0]):
+        h = _slot(keys, query[i])
+        out[i] = vals[h] if keys[h] == query[i] else -1
+
+
+@nb.njit(cache=True)
+def ht_insert(keys, vals, query, next_val, out):
+    """Values of ``query`` (new keys get ``next_val``, ``next_val + 1``, ... in order of first
+    appearance); returns the next free value.  The caller keeps the load below one half."""
+    for i in range(query.shape[0]):
+        h = _slot(keys, query[i])
+        if keys[h] == EMPTY:
+            keys[h] = query[i]
+            vals[h] = next_val
+            next_val += 1
+        out[i] = vals[h]
+    return next_val
+
+
+@nb.njit(cache=True)
+def ht_rehash(keys, vals, new_keys, new_vals):
+    """Copy every entry into empty, larger tables."""
+    for h in range(keys.shape[0]):
+        if keys[h] != EMPTY:
+            g = _slot(new_keys, keys[h])
+            new_keys[g] = keys[h]
+            new_vals[g] = vals[h]
+
+
+@nb.njit(cache=True)
+def insert(uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, n_item_keys,
+           head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_dt, e_kind,
+           seen_keys, seen_vals, seen_head, seen_item, seen_next, n_seen):
+    """Link a batch sorted by (user, time) into the chains, each event's in-edges found as
+    :func:`stgkern.window_graph` finds them (temporal bit 1, category bit 2, sources ascending).
+
+    ``slots[b]`` is event b's free pool slot.  Returns the number of seen (user, item) pairs
+    and writes nothing but the batch's slots, the users' heads and the seen structures.
+    """
+    src = np.empty(e_src.shape[1], np.int64)
+    knd = np.empty(e_src.shape[1], np.uint8)
+    for b in range(uidx.shape[0]):
+        u, s, t, c = uidx[b], slots[b], time[b], cat[b]
+        d, pos, cc, j = 0, 0, 0, head[u]
+        while j >= 0 and (pos < window or cc < cwin):
+            if has_horizon and t - e_time[j] > horizon:
+                break                               # so is every older event
+            k = np.uint8(0)
+            if pos < window:
+                k |= np.uint8(1)
+            if cc < cwin and e_cat[j] == c:
+                k |= np.uint8(2)
+                cc += 1
+            if k != 0:
+                src[d] = j
+                knd[d] = k
+                d += 1
+            pos += 1
+            j = e_prev[j]
+        for q in range(d):                          # chain order is newest first: reverse it
+            e_src[s, q] = src[d - 1 - q]
+            e_kind[s, q] = knd[d - 1 - q]
+            e_dt[s, q] = t - e_time[src[d - 1 - q]]
+        e_nin[s] = d
+        e_item[s], e_cat[s], e_beh[s], e_time[s] = item[b], c, beh[b], t
+        e_prev[s] = head[u]
+        head[u] = s
+        latest[u] = t
+        n_events[u] += 1
+        h = _slot(seen_keys, u * n_item_keys + item[b])
+        if seen_keys[h] == EMPTY:
+            seen_keys[h] = u * n_item_keys + item[b]
+            seen_vals[h] = n_seen
+            seen_item[n_seen] = item[b]
+            seen_next[n_seen] = seen_head[u]
+            seen_head[u] = n_seen
+            n_seen += 1
+    return n_seen
+
+
+@nb.njit(cache=True)
+def gather_x(slot, e_item, e_cat, e_F, E_item, E_cat, out):
+    """``out[:]`` = the node input of the event in ``slot``: ``[E_item, E_cat, F]``."""
+    a, b = E_item.shape[1], E_cat.shape[1]
+    for f in range(a):
+        out[f] = E_item[e_item[slot], f]
+    for f in range(b):
+        out[a + f] = E_cat[e_cat[slot], f]
+    for f in range(e_F.shape[1]):
+        out[a + b + f] = e_F[slot, f]
+
+
+@nb.njit(cache=True)
+def layer1(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1):
+    """Each batch event's normalised decay weights (``w64``: ``exp(-dt/τ)`` in float64, the
+    event's edges at ``w_ptr[b]:w_ptr[b + 1]``) and ``H1 = Σ ŵ X[src]`` by spmm's own row fold."""
+    dx = e_H1.shape[1]
+    Xs = np.empty((e_src.shape[1], dx), np.float32)
+    loc = np.arange(e_src.shape[1])
+    for b in range(slots.shape[0]):
+        s = slots[b]
+        d = e_nin[s]
+        rs = 0.0
+        for q in range(d):                          # np.bincount's order: edge by edge from 0
+            rs += w64[w_ptr[b] + q]
+        rs = max(rs, 1e-30)
+        for q in range(d):
+            e_w[s, q] = np.float32(w64[w_ptr[b] + q] / rs)
+            gather_x(e_src[s, q], e_item, e_cat, e_F, E_item, E_cat, Xs[q])
+        gather_wsum(e_H1[s], Xs, loc, e_w[s], None, 0, d, None)
+
+
+@nb.njit(cache=True)
+def layer2(slots, e_nin, e_src, e_w, e_H1, out):
+    """``out[i] = Σ ŵ H1[src]`` over the in-edges of ``slots[i]`` (spmm's row fold)."""
+    Hs = np.empty((e_src.shape[1], e_H1.shape[1]), np.float32)
+    loc = np.arange(e_src.shape[1])
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        d = e_nin[s]
+        for q in range(d):
+            Hs[q] = e_H1[e_src[s, q]]
+        gather_wsum(out[i], Hs, loc, e_w[s], None, 0, d, None)
+
+
+@nb.njit(cache=True)
+def retain(users, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat, e_time, e_prev,
+           e_nin, e_src, mark, cat_count, chain, free, n_free):
+    """Unlink and free each of ``users``' events that no future event or explanation can need
+    (module docstring); returns the new free count.  ``mark`` (pool), ``cat_count``
+    (categories) are zero on entry and left zero; ``chain`` holds at least a user's chain."""
+    for ui in range(users.shape[0]):
+        u = users[ui]
+        t = latest[u]
+        n, j = 0, head[u]
+        while j >= 0:
+            chain[n] = j
+            n += 1
+            j = e_prev[j]
+        for p in range(n):
+            j = chain[p]
+            inside = (not has_horizon) or t - e_time[j] <= horizon
+            live = False
+            if inside:
+                if p < window:
+                    live = True
+                if cat_count[e_cat[j]] < cwin:
+                    cat_count[e_cat[j]] += 1
+                    live = True
+            if live or p < 2:
+                mark[j] = 1
+            if live:
+                for q in range(e_nin[j]):
+                    mark[e_src[j, q]] = 1
+        for p in range(n):
+            cat_count[e_cat[chain[p]]] = 0
+        if n > 0:                                   # the latest event's two-hop neighbourhood
+            j = chain[0]
+            for q in range(e_nin[j]):
+                a = e_src[j, q]
+                mark[a] = 1
+                for r in range(e_nin[a]):
+                    mark[e_src[a, r]] = 1
+        last = -1
+        for p in range(n):                          # relink the kept, free the rest
+            j = chain[p]
+            if mark[j]:
+                mark[j] = 0
+                if last < 0:
+                    head[u] = j
+                else:
+                    e_prev[last] = j
+                last = j
+            else:
+                free[n_free] = j
+                n_free += 1
+        if last >= 0:
+            e_prev[last] = -1
+    return n_free
