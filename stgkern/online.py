@@ -38,7 +38,7 @@ from ._numba import online as K
 FORMAT = "stgkern.online-state/1"
 
 _STATE = ("u_keys", "u_vals", "head", "latest", "n_events", "seen_head",
-          "e_item", "e_cat", "e_beh", "e_time", "e_prev", "e_nin", "e_src", "e_dt", "e_kind", "e_w", "e_F", "e_H1",
+          "e_item", "e_cat", "e_beh", "e_time", "e_prev", "e_nin", "e_src", "e_kind", "e_w", "e_F", "e_H1",
           "free", "s_keys", "s_vals", "s_item", "s_next")
 
 
@@ -109,8 +109,8 @@ class OnlineRecommender:
         self.n_items = model.n_items
         self.E_item = np.ascontiguousarray(model.E_item, np.float32)
         self.E_cat = np.ascontiguousarray(model.E_cat, np.float32)
-        self._item_order = np.argsort(model.item_ids, kind="stable")
-        self._cat_order = np.argsort(model.category_ids, kind="stable")
+        self._item_map = self._id_map(model.item_ids)
+        self._cat_map = self._id_map(model.category_ids)
         from .model import behavior_context_width, N_GAP_BUCKETS   # noqa: F401  (imported for the widths)
         B = model.n_behaviors
         self.n_small = 2 * B + 1 + 1 + N_GAP_BUCKETS              # node_features (B + 1 + B) + gap features
@@ -150,14 +150,13 @@ class OnlineRecommender:
     # ---------------------------------------------------------------- storage
     def _pool_arrays(self, cap):
         E, dx = self.n_edges, self.dim
-        self.e_item = np.zeros(cap, np.int64)
-        self.e_cat = np.zeros(cap, np.int64)
-        self.e_beh = np.zeros(cap, np.int64)
+        self.e_item = np.zeros(cap, np.int32)
+        self.e_cat = np.zeros(cap, np.int32)
+        self.e_beh = np.zeros(cap, np.int8)
         self.e_time = np.zeros(cap, np.float64)
         self.e_prev = np.full(cap, -1, np.int64)
-        self.e_nin = np.zeros(cap, np.int64)
-        self.e_src = np.zeros((cap, max(E, 1)), np.int64)
-        self.e_dt = np.zeros((cap, max(E, 1)), np.float64)
+        self.e_nin = np.zeros(cap, np.int32)
+        self.e_src = np.zeros((cap, max(E, 1)), np.int32)
         self.e_kind = np.zeros((cap, max(E, 1)), np.uint8)
         self.e_w = np.zeros((cap, max(E, 1)), np.float32)
         self.e_F = np.zeros((cap, self.n_small), np.float32)
@@ -169,7 +168,6 @@ class OnlineRecommender:
         self.time_dtype = np.dtype(dt)
         self.latest = self.latest.astype(dt)
         self.e_time = self.e_time.astype(dt)
-        self.e_dt = self.e_dt.astype(dt)
         _, self.horizon, _ = self._check_params(np.zeros(0, dt), self.window, self._horizon, self.cwin)
 
     def _h(self):
@@ -185,8 +183,8 @@ class OnlineRecommender:
         self.n_events = _grow(self.n_events, n_users)
         if self.n_free + (len(self.e_item) - self.n_pool) < n_new:
             need = self.n_pool - self.n_free + n_new
-            for name in ("e_item", "e_cat", "e_beh", "e_time", "e_nin", "e_src", "e_dt", "e_kind", "e_w", "e_F",
-                         "e_H1", "free", "_mark"):
+            for name in ("e_item", "e_cat", "e_beh", "e_time", "e_nin", "e_src", "e_kind", "e_w", "e_F", "e_H1",
+                         "free", "_mark"):
                 setattr(self, name, _grow(getattr(self, name), need))
             self.e_prev = _grow(self.e_prev, need, -1)
         self.s_item = _grow(self.s_item, self.n_seen + n_seen_new)
@@ -203,6 +201,11 @@ class OnlineRecommender:
         K.ht_rehash(keys, vals, nk, nv)
         return nk, nv
 
+    def _dt(self, slots, nin):
+        """``t(event) - t(source)`` of the in-edges of ``slots`` (``nin`` each), row after row."""
+        mask = np.arange(self.e_src.shape[1])[None, :] < np.asarray(nin)[:, None]
+        return (self.e_time[slots][:, None] - self.e_time[self.e_src[slots]])[mask]
+
     def _take_slots(self, n):
         """``n`` pool slots: freed ones first, then fresh ones."""
         a = min(n, self.n_free)
@@ -214,10 +217,29 @@ class OnlineRecommender:
         return out
 
     # ---------------------------------------------------------------- ids
-    def _model_codes(self, ids, order, model_ids, n):
+    @staticmethod
+    def _id_map(ids):
+        """A hash table from integer ids to their positions (None for other id types)."""
         ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu" or (len(ids) and (ids.min() == K.EMPTY)):
+            return None
+        n = 16
+        while n < 2 * len(ids):
+            n *= 2
+        keys, vals = _table(n)
+        K.ht_insert(keys, vals, ids.astype(np.int64), 0, np.empty(len(ids), np.int64))
+        return keys, vals
+
+    def _model_codes(self, ids, table, model_ids, n):
+        """The model's codes of original ``ids`` (``n`` for an id the model does not know)."""
+        ids = np.asarray(ids)
+        if table is not None and ids.dtype.kind in "iu":
+            out = np.empty(len(ids), np.int64)
+            K.ht_lookup(table[0], table[1], ids.astype(np.int64), out)
+            return np.where(out >= 0, out, n)
         if len(model_ids) == 0:
             return np.full(len(ids), n, np.int64)
+        order = np.argsort(model_ids, kind="stable")
         pos = np.minimum(np.searchsorted(model_ids, ids, sorter=order), len(model_ids) - 1)
         hit = order[pos]
         return np.where(model_ids[hit] == ids, hit, n).astype(np.int64)
@@ -262,7 +284,7 @@ class OnlineRecommender:
         than its user's latest one already received is refused.
         """
         from ._validate import integer_ids
-        from .features import node_features
+        from ._numba.node_features import node_features
         from .model import _gap_features
         c = self._columns(events)
         n = len(c["user"])
@@ -294,8 +316,8 @@ class OnlineRecommender:
             return self
         if self.time_dtype is None:
             self._set_time_dtype(time.dtype)
-        item = self._model_codes(c["item"], self._item_order, self.model.item_ids, self.n_items)
-        cat = self._model_codes(c["category"], self._cat_order, self.model.category_ids, self.model.n_categories)
+        item = self._model_codes(c["item"], self._item_map, self.model.item_ids, self.n_items)
+        cat = self._model_codes(c["category"], self._cat_map, self.model.category_ids, self.model.n_categories)
 
         # ---- validate against the state before changing anything
         known = self._user_slots(user, insert=False)
@@ -328,23 +350,24 @@ class OnlineRecommender:
         mu[is_new], mt[is_new], mb[is_new], mv[is_new] = uidx, time, beh, value
         ps = prev_slot[ins]
         mu[at], mt[at], mb[at] = uidx[ins], self.e_time[ps], self.e_beh[ps]
-        mini = {"user": mu, "time": mt, "behavior": mb, "value": mv}
-        F = node_features(mini, n_behaviors=self.model.n_behaviors, dtype=np.float32)
+        mu = np.cumsum(np.r_[True, mu[1:] != mu[:-1]]) - 1     # 0, 1, ...: the helpers size by the largest id
+        # node_features' own kernel on rows already in (user, time) order (validated above)
+        F = node_features(np.arange(total, dtype=np.int64), mu, mb, mv, self.model.n_behaviors, True, True, True,
+                          np.float32)
         gap = _gap_features(_Cols(mu, mt), self.model.n_behaviors)
         small = np.hstack([F, gap])[is_new]
 
         # ---- link, in-edges, decay weights, layer-1 states
         slots = self._take_slots(n)
         self.e_F[slots] = small
+        dt_buf = np.empty(n * max(self.n_edges, 1), time.dtype)
         self.n_seen = K.insert(uidx, item, cat, beh, time, slots, self.window, self.cwin, self._h(),
                                self.horizon is not None, self.n_items + 1, self.head, self.latest, self.n_events,
                                self.e_item, self.e_cat, self.e_beh, self.e_time, self.e_prev, self.e_nin,
-                               self.e_src, self.e_dt, self.e_kind, self.s_keys, self.s_vals, self.seen_head,
-                               self.s_item, self.s_next, self.n_seen)
-        nin = self.e_nin[slots]
-        w_ptr = np.concatenate([[0], np.cumsum(nin)])
-        mask = np.arange(self.e_dt.shape[1])[None, :] < nin[:, None]
-        dt = self.e_dt[slots][mask]                          # row by row, in edge order
+                               self.e_src, self.e_kind, self.s_keys, self.s_vals, self.seen_head,
+                               self.s_item, self.s_next, self.n_seen, dt_buf)
+        w_ptr = np.concatenate([[0], np.cumsum(self.e_nin[slots])])
+        dt = dt_buf[:w_ptr[-1]]                              # event after event, in edge order
         from .features import time_decay
         w64 = time_decay(dt.astype(np.float64), self.model.tau, dtype=np.float64)   # _decay_weights' values
         K.layer1(slots, w_ptr, np.ascontiguousarray(w64), self.e_nin, self.e_src, self.e_w, self.e_item,
@@ -427,7 +450,7 @@ class OnlineRecommender:
         indptr[rows + 1] = nin
         indptr = np.cumsum(indptr)
         indices = np.concatenate(edge_rows) if edge_rows else np.zeros(0, np.int64)
-        dt = np.concatenate([self.e_dt[s, :d] for s, d in zip(latest, nin)]) if len(latest) else self.e_dt[:0, 0]
+        dt = self._dt(latest, nin)
         kind = np.concatenate([self.e_kind[s, :d] for s, d in zip(latest, nin)]) if len(latest) else \
             self.e_kind[:0, 0]
         log = _Cols(np.asarray(owner, np.int64), self.e_time[ev], item=self.e_item[ev], category=self.e_cat[ev],
@@ -510,7 +533,7 @@ class OnlineRecommender:
         """
         m = self.model
         u = self._known([user])
-        code = int(self._model_codes(np.asarray([item]), self._item_order, m.item_ids, self.n_items)[0])
+        code = int(self._model_codes(np.asarray([item]), self._item_map, m.item_ids, self.n_items)[0])
         if code >= self.n_items:
             raise KeyError(f"item {item!r} is not in the model's catalogue")
         st = self.states_of(u)
@@ -569,7 +592,7 @@ class OnlineRecommender:
         """The float64 normalised decay weights of ``s``'s in-edges (``_bag``'s)."""
         from .features import time_decay
         d = self.e_nin[s]
-        w = time_decay(self.e_dt[s, :d].astype(np.float64), self.model.tau, dtype=np.float64)
+        w = time_decay(self._dt(np.array([s]), np.array([d])).astype(np.float64), self.model.tau, dtype=np.float64)
         rs = 0.0
         for v in w:
             rs += v
@@ -587,7 +610,7 @@ class OnlineRecommender:
         """Bytes held: ``{"total", "events", "retained_events", "users", "seen", "floor"}``; the floor is
         what the retained events, their states and the seen items need at the least."""
         pool = sum(getattr(self, a).nbytes for a in ("e_item", "e_cat", "e_beh", "e_time", "e_prev", "e_nin",
-                                                     "e_src", "e_dt", "e_kind", "e_w", "e_F", "e_H1", "free",
+                                                     "e_src", "e_kind", "e_w", "e_F", "e_H1", "free",
                                                      "_mark"))
         users = sum(getattr(self, a).nbytes for a in ("u_keys", "u_vals", "head", "latest", "n_events",
                                                       "seen_head"))

@@ -83,15 +83,17 @@ def ht_rehash(keys, vals, new_keys, new_vals):
 
 @nb.njit(cache=True)
 def insert(uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, n_item_keys,
-           head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_dt, e_kind,
-           seen_keys, seen_vals, seen_head, seen_item, seen_next, n_seen):
+           head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind,
+           seen_keys, seen_vals, seen_head, seen_item, seen_next, n_seen, dt_out):
     """Link a batch sorted by (user, time) into the chains, each event's in-edges found as
     :func:`stgkern.window_graph` finds them (temporal bit 1, category bit 2, sources ascending).
 
     ``slots[b]`` is event b's free pool slot.  Returns the number of seen (user, item) pairs
-    and writes nothing but the batch's slots, the users' heads and the seen structures.
+    and writes nothing but the batch's slots, the users' heads, the seen structures and
+    ``dt_out`` (each in-edge's ``t(event) - t(source)``, event after event, edge order).
     """
-    src = np.empty(e_src.shape[1], np.int64)
+    o = 0
+    src = np.empty(e_src.shape[1], np.int32)
     knd = np.empty(e_src.shape[1], np.uint8)
     for b in range(uidx.shape[0]):
         u, s, t, c = uidx[b], slots[b], time[b], cat[b]
@@ -114,7 +116,8 @@ def insert(uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon
         for q in range(d):                          # chain order is newest first: reverse it
             e_src[s, q] = src[d - 1 - q]
             e_kind[s, q] = knd[d - 1 - q]
-            e_dt[s, q] = t - e_time[src[d - 1 - q]]
+            dt_out[o] = t - e_time[src[d - 1 - q]]
+            o += 1
         e_nin[s] = d
         e_item[s], e_cat[s], e_beh[s], e_time[s] = item[b], c, beh[b], t
         e_prev[s] = head[u]
@@ -144,24 +147,40 @@ def gather_x(slot, e_item, e_cat, e_F, E_item, E_cat, out):
         out[a + b + f] = e_F[slot, f]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, parallel=True)
 def layer1(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1):
     """Each batch event's normalised decay weights (``w64``: ``exp(-dt/τ)`` in float64, the
     event's edges at ``w_ptr[b]:w_ptr[b + 1]``) and ``H1 = Σ ŵ X[src]`` by spmm's own row fold."""
-    dx = e_H1.shape[1]
-    Xs = np.empty((e_src.shape[1], dx), np.float32)
-    loc = np.arange(e_src.shape[1])
-    for b in range(slots.shape[0]):
-        s = slots[b]
-        d = e_nin[s]
-        rs = 0.0
-        for q in range(d):                          # np.bincount's order: edge by edge from 0
-            rs += w64[w_ptr[b] + q]
-        rs = max(rs, 1e-30)
-        for q in range(d):
-            e_w[s, q] = np.float32(w64[w_ptr[b] + q] / rs)
-            gather_x(e_src[s, q], e_item, e_cat, e_F, E_item, E_cat, Xs[q])
-        gather_wsum(e_H1[s], Xs, loc, e_w[s], None, 0, d, None)
+    n_chunks = (slots.shape[0] + 255) // 256
+    for c in nb.prange(n_chunks):               # every event's H1 reads only node inputs: independent
+        idx = np.empty(e_src.shape[1], np.int64)
+        for b in range(c * 256, min(slots.shape[0], (c + 1) * 256)):
+            _layer1_row(b, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, idx)
+
+
+@nb.njit(inline="always")
+def _layer1_row(b, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, idx):
+    """One event's ŵ and H1.  ``X[src] = [E_item[item], E_cat[cat], F[src]]`` column block by
+    block: a column's sum depends only on that column, so folding each block straight from its
+    table gives spmm's bits without copying the node inputs anywhere."""
+    s = slots[b]
+    d = e_nin[s]
+    rs = 0.0
+    for q in range(d):                              # np.bincount's order: edge by edge from 0
+        rs += w64[w_ptr[b] + q]
+    rs = max(rs, 1e-30)
+    for q in range(d):
+        e_w[s, q] = np.float32(w64[w_ptr[b] + q] / rs)
+    a, c = E_item.shape[1], E_cat.shape[1]
+    for q in range(d):
+        idx[q] = e_item[e_src[s, q]]
+    gather_wsum(e_H1[s, :a], E_item, idx, e_w[s], None, 0, d, None)
+    for q in range(d):
+        idx[q] = e_cat[e_src[s, q]]
+    gather_wsum(e_H1[s, a:a + c], E_cat, idx, e_w[s], None, 0, d, None)
+    for q in range(d):
+        idx[q] = e_src[s, q]
+    gather_wsum(e_H1[s, a + c:], e_F, idx, e_w[s], None, 0, d, None)
 
 
 @nb.njit(cache=True)
