@@ -372,7 +372,7 @@ def _demo(args, workers, t_start):
     names = ["load", "preprocess + split", "window graph + features", "most-popular", "Markov"]
     if not args.data:
         names.append("oracle")
-    names += [x for t in trained for x in per_seed(t)] + ["metrics"]
+    names += [x for t in trained for x in per_seed(t)] + ["metrics", "online replay"]
     stages = Stages(names)
     if backend != "torch" and workers is not None:
         workers.close(wait=False)
@@ -404,7 +404,8 @@ def _demo(args, workers, t_start):
                      (tag("SASRec", seed), sm.fit_sasrec, (prep,), dict(seed=seed, epochs=args.epochs))]
         else:
             jobs.append((tag("SR-GNN", seed), sm.srgnn_closed_form, (prep,), dict(seed=seed)))
-        jobs.append((tag("STG closed form", seed), sm.fit_closed_form, (prep,), dict(seed=seed, **graph_args)))
+        jobs.append((tag("STG closed form", seed), sm.fit_closed_form, (prep,),
+                     dict(seed=seed, return_model=True, **graph_args)))
         if backend == "torch":
             jobs.append((tag(model_name, seed), sm.fit_torch, (prep,),
                          dict(conv=args.model, seed=seed, epochs=args.epochs, **graph_args)))
@@ -444,6 +445,7 @@ def _demo(args, workers, t_start):
         return per, per_class
     per, per_class = stages.run("metrics", metrics)
     agg = _aggregate(per)
+    online = stages.run("online replay", _online_stage, prep, results[tag("STG closed form", seeds[0])][3])
 
     seen = np.asarray(prep.seen_test[np.arange(len(prep.eval_user)), prep.test_item]).ravel() > 0
     out = {
@@ -469,6 +471,7 @@ def _demo(args, workers, t_start):
         "metrics": {n: {k: v["mean"] for k, v in m.items()} for n, m in agg.items()},
         "behavior_per_class": per_class,
         "training": info if n_seeds > 1 else info[str(seeds[0])],
+        "online": online,
         "seconds_per_stage": {n: stages.times[n] for n in stages.names if n in stages.times},
         "seconds_total": float(sum(stages.times.values())),
         "seconds_wall": time.perf_counter() - t_start,
@@ -478,6 +481,23 @@ def _demo(args, workers, t_start):
         out["aggregate"] = agg
         out["per_seed"] = per
     return out
+
+
+def _online_stage(prep, model, n_items=3):
+    """The closed form served online (:mod:`stgkern.online`): the log replayed in time order,
+    each test event scored by the list made just before it, and one user's explanations."""
+    from stgkern import model as sm
+    from stgkern.online import describe, replay
+    L = prep.log
+    r = replay(model, L, sm.last_rows(L, prep.eval_user), k=20)
+    rec = r.pop("recommender")
+    user = L.user_ids[prep.eval_user[0]]
+    items, scores = rec.recommend([user], k=n_items)
+    names = list(L.behavior_names)
+    expl = [{"item": it.item(), "score": float(sc), "because": describe(rec.explain(user, it), names)}
+            for it, sc in zip(items[0], scores[0]) if it >= 0]
+    return {**r, "state_bytes": rec.nbytes()["total"], "retained_events": rec.nbytes()["retained_events"],
+            "sample_user": user.item(), "sample_recommendations": expl}
 
 
 ITEM_COLUMNS = ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR@20")
@@ -514,6 +534,18 @@ def _print_summary(s):
     print()
     print("behaviour: accuracy and macro precision / recall / F1 over "
           + ", ".join(ev["behavior_classes"]))
+    on = s.get("online")
+    if on:
+        print()
+        print(f"online        {on['events']:,} events replayed in time order ({on['batches']:,} batches, "
+              f"{on['events_per_s']:,.0f} events/s with the recommending); HR@20 of the list made just before "
+              f"each test event: {on['hit_rate']:.4f} ({on['hits']}/{on['scored']}; the closed form's test HR@20 "
+              f"above is the same figure computed offline)")
+        print(f"why           user {on['sample_user']}'s top items and the past events that drove them:")
+        for r in on["sample_recommendations"]:
+            print(f"  item {r['item']} (score {r['score']:.4f})")
+            for line in r["because"]:
+                print(f"      {line}")
     print("time per stage  " + "  ".join(f"{k} {v:.1f}s" for k, v in s["seconds_per_stage"].items())
           + f"   total {s['seconds_total']:.1f}s")
     if s.get("workers", 1) > 1:
@@ -578,6 +610,18 @@ def recommend(args) -> dict:
     users = sum(pd.read_parquet(o, columns=["user_id"])["user_id"].nunique() for o in outs)
     print(f"fitted on {len(prep.log):,} events of {prep.log.n_users:,} users ({args.train_parts} of {args.parts} "
           f"parts; {prep.n_items:,} items); top-{args.k} for {users:,} users in {where}")
+    on = s.get("online")
+    if on:
+        print()
+        print(f"online        {on['events']:,} events replayed in time order ({on['batches']:,} batches, "
+              f"{on['events_per_s']:,.0f} events/s with the recommending); HR@20 of the list made just before "
+              f"each test event: {on['hit_rate']:.4f} ({on['hits']}/{on['scored']}; the closed form's test HR@20 "
+              f"above is the same figure computed offline)")
+        print(f"why           user {on['sample_user']}'s top items and the past events that drove them:")
+        for r in on["sample_recommendations"]:
+            print(f"  item {r['item']} (score {r['score']:.4f})")
+            for line in r["because"]:
+                print(f"      {line}")
     print("time per stage  " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
     return {"users": int(users), "output": str(where), "seconds": t}
 

@@ -733,3 +733,76 @@ class Explanation:
                         "behavior": int(r.e_beh[s]), "time": r.e_time[s].item(), "contribution": v,
                         "parts": parts, "routes": routes})
         return out
+
+
+def _ago(seconds):
+    s = float(seconds)
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if s >= size:
+            return f"{s / size:.1f} {unit} ago"
+    return f"{s:.0f} s ago" if s >= 1 else "just now"
+
+
+def describe(explanation, behavior_names=None, top=3):
+    """Lines saying which past events drove a recommendation ("viewed A 2.0 h ago, same category")."""
+    e, r = explanation, explanation.rec
+    names = behavior_names or [f"behaviour {b}" for b in range(r.model.n_behaviors)]
+    now = r.latest[r._known([e.user])[0]]
+    item_cat = r.model.category_ids[r.model.item_category[
+        r._model_codes(np.asarray([e.item]), r._item_map, r.model.item_ids, r.n_items)[0]]]
+    lines = []
+    for ev in e.events()[:top]:
+        where = "same category" if ev["category"] == item_cat else f"category {ev['category']}"
+        route = max(ev["routes"], key=lambda k: abs(ev["routes"][k]))
+        via = {"self": "the latest event", "temporal": "a recent event", "category": "a category edge",
+               "both": "a recent same-category event", "2-hop": "two hops back",
+               "previous": "the event before the latest"}[route]
+        lines.append(f"{names[ev['behavior']]} item {ev['item']} {_ago(now - ev['time'])} ({where}, via {via}): "
+                     f"{ev['contribution']:+.4f}")
+    return lines
+
+
+def replay(model, log, score_rows, *, k=20, progress=None):
+    """Stream ``log`` through an :class:`OnlineRecommender` in time order and, just before each
+    event of ``score_rows`` (row indices of ``log``), recommend for its user and note whether
+    the event's item is in the list.
+
+    Events go in batches in which no user appears twice, so every scored event gets the list
+    made after all of its user's earlier events and before it.  Returns ``{"events",
+    "batches", "scored", "hits", "hit_rate", "seconds", "events_per_s", "recommender"}``.
+    """
+    import time as _time
+    rec = OnlineRecommender(model)
+    order = np.lexsort((np.arange(len(log)), log.time))        # time order, ties by row
+    target = np.zeros(len(log), bool)
+    target[np.asarray(score_rows, np.int64)] = True
+    # batch boundaries: a new batch when a user reappears
+    users = log.user[order]
+    t0 = _time.perf_counter()
+    hits = scored = batches = 0
+    start, seen = 0, set()
+    bounds = []
+    for i, u in enumerate(users.tolist()):
+        if u in seen:
+            bounds.append((start, i))
+            start, seen = i, set()
+        seen.add(u)
+    bounds.append((start, len(users)))
+    for a, b in bounds:
+        rows = order[a:b]
+        t = rows[target[rows]]
+        if len(t):
+            known = rec._user_slots(log.user_ids[log.user[t]].astype(np.int64), insert=False) >= 0
+            t = t[known]
+        if len(t):
+            items, _ = rec.recommend(log.user_ids[log.user[t]], k=k)
+            hits += int((items == log.item_ids[log.item[t]][:, None]).any(1).sum())
+            scored += len(t)
+        rec.update(log.take(rows))
+        batches += 1
+        if progress is not None:
+            progress(b, len(users))
+    sec = _time.perf_counter() - t0
+    return {"events": int(len(log)), "batches": batches, "scored": scored, "hits": hits,
+            "hit_rate": hits / scored if scored else float("nan"), "seconds": sec,
+            "events_per_s": len(log) / sec if sec > 0 else float("nan"), "recommender": rec}

@@ -27,7 +27,14 @@ def test_demo_numpy_backend_json(tmp_path, capsys):
             assert set(s["behavior_per_class"][name]) == {"pv", "cart", "fav", "buy"}
         assert all(0.0 <= v <= 1.0 for v in m.values())
     assert set(s["seconds_per_stage"]) == {"load", "preprocess + split", "window graph + features", "most-popular",
-                                           "Markov", "oracle", "SR-GNN", "STG closed form", "metrics"}
+                                           "Markov", "oracle", "SR-GNN", "STG closed form", "metrics",
+                                           "online replay"}
+    # the online loop scores each test event by the list made just before it: the offline figure
+    on = s["online"]
+    assert on["scored"] == s["evaluation"]["test_users"]
+    # (one user's list is scored alone online, in blocks offline: a near-tie at rank 20 may round apart)
+    assert on["hit_rate"] == pytest.approx(s["metrics"]["STG closed form"]["HR@20"], abs=1.0 / on["scored"] + 1e-12)
+    assert on["sample_recommendations"] and all(r["because"] for r in on["sample_recommendations"])
     assert s["seconds_total"] == pytest.approx(sum(s["seconds_per_stage"].values()))
     assert s["versions"]["numpy"] and "stgkern" in s["versions"]
     g = s["graph"]
