@@ -847,22 +847,11 @@ class ClosedFormModel:
         r, tt, m = self.ridge, self._threshold_tables(), len(X)
         Q = np.hstack([(np.asarray(X, np.float64) - r.mean) @ r.V, np.ones((m, 1))])
         kk = min(k, self.n_items)
-        if m <= PRUNE_ROWS and self.n_items >= 4 * PRUNE_BLOCK:
-            t_idx, t_sc = _pruned_topk(Q, tt["items"], self._norm_index(), kk, exclude)
-        else:
-            t_idx, t_sc = topk(Q, tt["items"], kk, exclude=exclude)
+        t_idx, t_sc = topk(Q, tt["items"], kk, exclude=exclude)
         if kk < k:
             t_idx = np.hstack([t_idx, np.full((m, k - kk), -1, np.int64)])
             t_sc = np.hstack([t_sc, np.full((m, k - kk), -np.inf)])
         return Q, np.ascontiguousarray(t_idx, np.int64), np.ascontiguousarray(t_sc[:, k - 1], np.float64)
-
-    def _norm_index(self):
-        """:func:`_pruned_topk`'s index of the low-rank item table, built once per table."""
-        tt = self._threshold_tables()
-        if getattr(self, "_ni_for", None) is not tt["items"]:
-            self._ni = _norm_index(tt["items"])
-            self._ni_for = tt["items"]
-        return self._ni
 
     def _rerank(self, low, parts, last_category, exclude):
         """The exact top-k (``mix``-weighted) from :meth:`_lowrank_topk`'s output and the rows'
@@ -885,74 +874,6 @@ class ClosedFormModel:
                tt["cat_ptr"], tt["cat_items"], tt["share"], tt["cat"], i64(ex.indptr), i64(ex.indices), 1e-9,
                out_idx, out_sc)
         return out_idx, out_sc
-
-
-#: A request of at most this many users ranks the low-rank part by blocks of PRUNE_BLOCK items
-#: in decreasing norm order (:func:`_pruned_topk`): a served user needs a few blocks, not the
-#: whole catalogue.
-PRUNE_ROWS = 16
-PRUNE_BLOCK = 4096
-
-
-def _norm_index(items):
-    """Items ``[w_i, prior_i]`` ordered by ``|w_i|`` descending, in blocks of PRUNE_BLOCK:
-    ``(order, position of each item, block starts, each block's largest |w|, the largest
-    prior of the block and every later one)``."""
-    norm = np.sqrt(np.einsum("ij,ij->i", items[:, :-1], items[:, :-1]))
-    order = np.argsort(-norm, kind="stable")
-    pos = np.empty(len(order), np.int64)
-    pos[order] = np.arange(len(order))
-    starts = np.arange(0, len(order), PRUNE_BLOCK)
-    prior = items[order, -1]
-    block_prior = np.maximum.reduceat(prior, starts)
-    rest_prior = np.maximum.accumulate(block_prior[::-1])[::-1]
-    return order, pos, starts, norm[order[starts]], rest_prior
-
-
-def _pruned_topk(Q, items, index, k, exclude):
-    """:func:`stgkern.topk` of a few query rows by blocks of items in decreasing norm order.
-
-    Every score is ``q · w_i + prior_i`` (``Q``'s last column is 1), at most
-    ``|q| |w_i| + prior_i``, so once ``|q|`` times the next block's largest
-    norm plus the largest prior left falls below a row's k-th score (less a
-    rounding margin), no item left can enter that row's top-k and the scan
-    stops.  Each block is scored by :func:`stgkern.topk` itself and the
-    block lists are merged by (score descending, item ascending): the same
-    lists as one pass over the catalogue.
-    """
-    from .readout import topk
-    order, pos, starts, bnorm, rest_prior = index
-    m, n = len(Q), len(order)
-    qn = np.sqrt((Q[:, :-1] ** 2).sum(1))
-    ex = None if exclude is None else sp.csr_matrix(exclude)
-    best_i = np.full((m, 0), -1, np.int64)
-    best_s = np.full((m, 0), -np.inf)
-    for b, a in enumerate(starts):
-        kth = best_s[:, k - 1] if best_s.shape[1] >= k else np.full(m, -np.inf)
-        bound = qn * bnorm[b] + rest_prior[b]
-        if np.all(bound + 1e-9 * (1.0 + np.abs(bound)) < kth):
-            break
-        e = min(a + PRUNE_BLOCK, n)
-        block = order[a:e]
-        bex = None
-        if ex is not None:
-            rows, cols = ex.nonzero()
-            p = pos[cols]
-            inside = (p >= a) & (p < e)
-            bex = sp.csr_matrix((np.ones(int(inside.sum())), (rows[inside], p[inside] - a)), shape=(m, e - a))
-        i, s = topk(Q, np.ascontiguousarray(items[block]), min(k, e - a), exclude=bex)
-        i = np.where(i >= 0, block[np.maximum(i, 0)], -1)
-        ci = np.hstack([best_i, i])
-        cs = np.hstack([best_s, s])
-        key = np.where(ci >= 0, ci, n)                      # padding last among equal (-inf) scores
-        o = np.array([np.lexsort((key[r], -cs[r])) for r in range(m)])
-        best_i = np.take_along_axis(ci, o, 1)[:, :k]
-        best_s = np.take_along_axis(cs, o, 1)[:, :k]
-    if best_i.shape[1] < k:
-        pad = k - best_i.shape[1]
-        best_i = np.hstack([best_i, np.full((m, pad), -1, np.int64)])
-        best_s = np.hstack([best_s, np.full((m, pad), -np.inf)])
-    return best_i, best_s
 
 
 def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3600.0, dim=CLOSED_FORM_DIM,

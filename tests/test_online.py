@@ -261,32 +261,3 @@ def test_refresh_swaps_tables_and_refuses_other_embeddings(fitted):
     with pytest.raises(ValueError, match="embeddings or graph settings differ"):
         rec.refresh(model=other)
     assert rec.model is model
-
-
-@pytest.mark.parametrize("case", ["random", "ties", "excluded"])
-def test_pruned_topk_equals_one_pass(monkeypatch, case):
-    """The served path's low-rank top-k (blocks by norm, stopping on the bound) against topk."""
-    from stgkern.readout import topk
-    import scipy.sparse as sp
-    monkeypatch.setattr(sm, "PRUNE_BLOCK", 64)
-    rng = np.random.default_rng(7)
-    n, d = 1000, 9
-    W = rng.normal(size=(n, d)) * rng.pareto(1.5, size=(n, 1))
-    prior = rng.pareto(2.0, size=n) * 0.1
-    if case == "ties":                    # repeated rows: equal scores, the lower item first
-        W[500:] = W[:500]
-        prior[500:] = prior[:500]
-        W[:40] = 0.0
-    items = np.ascontiguousarray(np.hstack([W, prior[:, None]]))
-    Q = np.hstack([rng.normal(size=(4, d)), np.ones((4, 1))])
-    ex = None
-    if case == "excluded":                # one row bars all but 5 items, one bars the best ones
-        dense = np.zeros((4, n), bool)
-        dense[0, 5:] = True
-        dense[1, topk(Q[1:2], items, 30)[0][0]] = True
-        ex = sp.csr_matrix(dense)
-    index = sm._norm_index(items)
-    for k in (1, 20):
-        got = sm._pruned_topk(Q, items, index, k, ex)
-        want = topk(Q, items, k, exclude=ex)
-        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
