@@ -99,7 +99,8 @@ def fit_at_scale(log, *, dim_item=33, dim_cat=16, ridge_rows=2_000_000, sample_u
 
 def _cols(log, rows):
     return {"user": log.user_ids[log.user[rows]], "item": log.item_ids[log.item[rows]],
-            "category": log.category_ids[log.category[rows]], "behavior": log.behavior[rows], "time": log.time[rows]}
+            "category": log.category_ids[log.category[rows]], "behavior": log.behavior[rows], "time": log.time[rows],
+            "value": None if log.value is None else log.value[rows]}
 
 
 def main(argv=None):
@@ -183,7 +184,7 @@ def main(argv=None):
     sent_rows = arrival[:a94 + a.single + a.latency]
     for r in rows[:min(20, len(rows))]:
         u = log.user[r]
-        mine = np.sort(sent_rows[log.user[sent_rows] == u])
+        mine = sent_rows[log.user[sent_rows] == u]              # in arrival order, as the state got them
         t = time.perf_counter()
         _, it_peer, _ = model.recommend(log.take(mine), k=20)
         lat_peer.append(time.perf_counter() - t)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from . import config
 from ._numba import online as K
 
 FORMAT = "stgkern.online-state/1"
@@ -371,7 +372,7 @@ class OnlineRecommender:
         from .features import time_decay
         w64 = time_decay(dt.astype(np.float64), self.model.tau, dtype=np.float64)   # _decay_weights' values
         K.layer1(slots, w_ptr, np.ascontiguousarray(w64), self.e_nin, self.e_src, self.e_w, self.e_item,
-                 self.e_cat, self.e_F, self.E_item, self.E_cat, self.e_H1)
+                 self.e_cat, self.e_F, self.E_item, self.E_cat, self.e_H1, n >= config.cpu_serial_rows)
 
         # ---- forget what no future event or explanation needs
         users = np.unique(uidx)
@@ -416,9 +417,7 @@ class OnlineRecommender:
         propagated layers and the row-normalised state the heads read (float32)."""
         uidx = self._known(users)
         latest = self.head[uidx]
-        X = np.empty((len(uidx), self.dim), np.float32)
-        for i, s in enumerate(latest):
-            K.gather_x(s, self.e_item, self.e_cat, self.e_F, self.E_item, self.E_cat, X[i])
+        X = np.hstack([self.E_item[self.e_item[latest]], self.E_cat[self.e_cat[latest]], self.e_F[latest]])
         H1 = self.e_H1[latest]
         H2 = np.empty_like(H1)
         K.layer2(latest, self.e_nin, self.e_src, self.e_w, self.e_H1, H2)
@@ -460,21 +459,10 @@ class OnlineRecommender:
         return log, g, rows
 
     def _exclude(self, uidx):
-        items = [self._seen_items(u) for u in uidx]
-        lens = np.array([len(a) for a in items], np.int64)
-        ind = np.concatenate(items) if items else np.zeros(0, np.int64)
-        A = sp.csr_matrix((np.ones(len(ind), np.float32), ind, np.concatenate([[0], np.cumsum(lens)])),
-                          shape=(len(uidx), self.n_items))
-        A.sort_indices()
-        return A
-
-    def _seen_items(self, u):
-        out, j = [], self.seen_head[u]
-        while j >= 0:
-            if self.s_item[j] < self.n_items:          # an unknown item is never ranked
-                out.append(self.s_item[j])
-            j = self.s_next[j]
-        return np.sort(np.asarray(out, np.int64))
+        """CSR (len(uidx), n_items) of each user's seen items (an unknown item is never ranked)."""
+        indptr, indices = K.seen_rows(np.asarray(uidx, np.int64), self.seen_head, self.s_item, self.s_next,
+                                      self.n_items)
+        return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(uidx), self.n_items))
 
     def recommend(self, users, k=20, exclude_seen=True, method="threshold", block=1024):
         """Top-``k`` items for ``users`` (the caller's ids, each with at least one event received).

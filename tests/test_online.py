@@ -66,17 +66,19 @@ def _cols(log, rows):
     """Rows of ``log`` as a mapping in the caller's ids (what a stream hands over)."""
     return {"user": log.user_ids[log.user[rows]], "item": log.item_ids[log.item[rows]],
             "category": log.category_ids[log.category[rows]], "behavior": log.behavior[rows],
-            "time": log.time[rows].copy()}
+            "time": log.time[rows].copy(), "value": None if log.value is None else log.value[rows]}
 
 
-@pytest.mark.parametrize("graph_args, time_kind, coarsen", [
-    ({}, "int", None),                                                    # the fitted settings (8, 1 day, 2)
-    ({"window": 2, "horizon": None, "category_window": 3}, "int", 600),   # no horizon, many ties
-    ({"window": 0, "horizon": 7200.0, "category_window": 1}, "float", None),
-    ({"window": 3, "horizon": 0, "category_window": 0}, "int", 300),      # only same-second edges
+@pytest.mark.parametrize("graph_args, time_kind, coarsen, threads", [
+    ({}, "int", None, "parallel"),                                        # the fitted settings (8, 1 day, 2)
+    ({"window": 2, "horizon": None, "category_window": 3}, "int", 600, "serial"),   # no horizon, many ties
+    ({"window": 0, "horizon": 7200.0, "category_window": 1}, "float", None, "serial"),
+    ({"window": 3, "horizon": 0, "category_window": 0}, "int", 300, "parallel"),    # only same-second edges
 ])
-def test_incremental_equals_rebuild_after_every_batch(fitted, graph_args, time_kind, coarsen):
+def test_incremental_equals_rebuild_after_every_batch(fitted, graph_args, time_kind, coarsen, threads, monkeypatch):
     log, model = fitted
+    # batches of this size take the parallel layer-1 path at 1 row and above, the serial one below 10**9
+    monkeypatch.setattr(stgkern.config, "cpu_serial_rows", 1 if threads == "parallel" else 10 ** 9)
     model = _variant(model, **graph_args)
     rng = np.random.default_rng(len(str(graph_args)))
     log, batches = _stream(log, rng, 7, coarsen, foreign=25)

@@ -136,6 +136,28 @@ def insert(uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon
 
 
 @nb.njit(cache=True)
+def seen_rows(uidx, seen_head, s_item, s_next, n_items):
+    """Each user's seen items below ``n_items`` as sorted CSR rows ``(indptr, indices)``."""
+    indptr = np.zeros(uidx.shape[0] + 1, np.int64)
+    for r in range(uidx.shape[0]):
+        j, c = seen_head[uidx[r]], 0
+        while j >= 0:
+            c += s_item[j] < n_items
+            j = s_next[j]
+        indptr[r + 1] = indptr[r] + c
+    indices = np.empty(indptr[-1], np.int64)
+    for r in range(uidx.shape[0]):
+        j, o = seen_head[uidx[r]], indptr[r]
+        while j >= 0:
+            if s_item[j] < n_items:
+                indices[o] = s_item[j]
+                o += 1
+            j = s_next[j]
+        indices[indptr[r]:o].sort()
+    return indptr, indices
+
+
+@nb.njit(cache=True)
 def gather_x(slot, e_item, e_cat, e_F, E_item, E_cat, out):
     """``out[:]`` = the node input of the event in ``slot``: ``[E_item, E_cat, F]``."""
     a, b = E_item.shape[1], E_cat.shape[1]
@@ -148,13 +170,18 @@ def gather_x(slot, e_item, e_cat, e_F, E_item, E_cat, out):
 
 
 @nb.njit(cache=True, parallel=True)
-def layer1(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1):
+def layer1(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, parallel):
     """Each batch event's normalised decay weights (``w64``: ``exp(-dt/τ)`` in float64, the
     event's edges at ``w_ptr[b]:w_ptr[b + 1]``) and ``H1 = Σ ŵ X[src]`` by spmm's own row fold."""
     n_chunks = (slots.shape[0] + 255) // 256
-    for c in nb.prange(n_chunks):               # every event's H1 reads only node inputs: independent
+    if parallel:                                # every event's H1 reads only node inputs: independent
+        for c in nb.prange(n_chunks):
+            idx = np.empty(e_src.shape[1], np.int64)
+            for b in range(c * 256, min(slots.shape[0], (c + 1) * 256)):
+                _layer1_row(b, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, idx)
+    else:                                       # a small batch: a parallel launch costs more than it saves
         idx = np.empty(e_src.shape[1], np.int64)
-        for b in range(c * 256, min(slots.shape[0], (c + 1) * 256)):
+        for b in range(slots.shape[0]):
             _layer1_row(b, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, idx)
 
 
