@@ -610,18 +610,6 @@ def recommend(args) -> dict:
     users = sum(pd.read_parquet(o, columns=["user_id"])["user_id"].nunique() for o in outs)
     print(f"fitted on {len(prep.log):,} events of {prep.log.n_users:,} users ({args.train_parts} of {args.parts} "
           f"parts; {prep.n_items:,} items); top-{args.k} for {users:,} users in {where}")
-    on = s.get("online")
-    if on:
-        print()
-        print(f"online        {on['events']:,} events replayed in time order ({on['batches']:,} batches, "
-              f"{on['events_per_s']:,.0f} events/s with the recommending); HR@20 of the list made just before "
-              f"each test event: {on['hit_rate']:.4f} ({on['hits']}/{on['scored']}; the closed form's test HR@20 "
-              f"above is the same figure computed offline)")
-        print(f"why           user {on['sample_user']}'s top items and the past events that drove them:")
-        for r in on["sample_recommendations"]:
-            print(f"  item {r['item']} (score {r['score']:.4f})")
-            for line in r["because"]:
-                print(f"      {line}")
     print("time per stage  " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
     return {"users": int(users), "output": str(where), "seconds": t}
 

@@ -822,6 +822,8 @@ class ClosedFormModel:
             r, n = self.ridge, self.n_items
             Wt = r.VtB / (r.s + self.lam * r.scale + 1e-12)[:, None]
             items = np.ascontiguousarray(np.vstack([Wt, r.prior[None, :]]).T)          # (n_items, d + 1)
+            if not np.isfinite(items).all():
+                raise ValueError("the ridge's item weights hold NaN or infinite values")
             share = np.ascontiguousarray(self.tables["share"][:n], np.float64)
             cat = self.item_category[:n]
             order = np.lexsort((np.arange(n), -share, cat))       # by category, then share desc, then id
@@ -843,11 +845,17 @@ class ClosedFormModel:
     def _lowrank_topk(self, X, k, exclude):
         """``(Q, T, L_k)``: the ridge's query rows (with the prior's 1), the top-k of its
         low-rank scores over the unseen items (padded with -1) and each row's k-th score."""
-        from .readout import topk
+        from . import _dispatch
+        from .readout import _exclude_csr
         r, tt, m = self.ridge, self._threshold_tables(), len(X)
         Q = np.hstack([(np.asarray(X, np.float64) - r.mean) @ r.V, np.ones((m, 1))])
+        if not np.isfinite(Q).all():
+            raise ValueError("the states hold NaN or infinite values; scores would be undefined")
         kk = min(k, self.n_items)
-        t_idx, t_sc = topk(Q, tt["items"], kk, exclude=exclude)
+        # stgkern.topk's kernel without its per-call scan of the item table (checked once, when built):
+        # a served user's request would read the table twice
+        t_idx, t_sc = _dispatch.kernels("topk", _dispatch.CPU).topk(Q, tt["items"], kk,
+                                                                   _exclude_csr(exclude, m, self.n_items, np))
         if kk < k:
             t_idx = np.hstack([t_idx, np.full((m, k - kk), -1, np.int64)])
             t_sc = np.hstack([t_sc, np.full((m, k - kk), -np.inf)])
