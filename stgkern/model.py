@@ -604,10 +604,10 @@ def _sparse_parts(log, graph, tau, rows, tables, w=None):
             "skip": sp.diags(has_prev.astype(np.float64)) @ T2[log.item[prev]]}
 
 
-def _walk_inputs(log, graph, tau, rows, n_items, w=None):
-    """What the threshold top-k's transition walk reads of each row, the inputs of
-    :func:`_sparse_parts` without their products: the last item, the previous item (-1: none)
-    and :func:`_bag`'s CSR as SciPy stores it (its entry order is ``bag @ T1``'s summation order)."""
+def _transition_inputs(log, graph, tau, rows, n_items, w=None):
+    """What the threshold top-k reads of each row's transitions, :func:`_sparse_parts`' inputs
+    without their products: the last item, the previous item (-1: none) and :func:`_bag`'s CSR
+    as SciPy stores it (its entry order is ``bag @ T1``'s summation order)."""
     bag, prev, has_prev = _bag(log, graph, tau, rows, n_items, w)
     i64 = lambda a: np.ascontiguousarray(a, np.int64)
     return {"last": i64(log.item[rows]), "prev": i64(np.where(has_prev, log.item[prev], -1)),
@@ -832,35 +832,13 @@ class ClosedFormModel:
             self._tt_for = (self.tables, self.ridge, self.lam)
         return self._tt
 
-    def _walk_tables(self):
-        """``T1`` and ``T2`` index-sorted, and each row's entries by value, largest first (the
-        transition walk's lists, :func:`stgkern._numba.closed_form.sort_rows`); built once per tables."""
-        if getattr(self, "_wt_for", None) is not self.tables:
-            from ._numba.closed_form import sort_rows
-            self._wt = {}
-            for key in ("T1", "T2"):
-                T = self.tables[key]
-                if not T.has_sorted_indices:
-                    T = T.sorted_indices()
-                ptr = np.ascontiguousarray(T.indptr, np.int64)
-                idx, val = np.ascontiguousarray(T.indices), np.ascontiguousarray(T.data, np.float64)
-                d_idx, d_val = np.empty_like(idx), np.empty_like(val)
-                sort_rows(ptr, idx, val, d_idx, d_val)
-                self._wt[key] = (ptr, idx, val, d_idx, d_val)
-            self._wt_for = self.tables
-        return self._wt
-
-    def __getstate__(self):
-        # the caches (the walk's sorted tables: as large as the tables) are rebuilt where needed
-        return {k: v for k, v in self.__dict__.items() if k not in ("_tt", "_tt_for", "_wt", "_wt_for")}
-
     def _threshold_topk(self, log, rows, H, g, k, exclude, w=None):
         """Exact top-k of :meth:`item_scores`' rows without forming them (see :meth:`recommend`)."""
         if self.tables is None:
             raise ValueError("the model has no component tables: call with_counts(counts) first")
         low = self._lowrank_topk(H[rows], k, exclude)
-        walk = _walk_inputs(log, g, self.tau, rows, self.tables["T1"].shape[0], w)
-        return self._rerank(low, walk, log.category[rows], exclude)
+        trans = _transition_inputs(log, g, self.tau, rows, self.tables["T1"].shape[0], w)
+        return self._rerank(low, trans, log.category[rows], exclude)
 
     def _lowrank_topk(self, X, k, exclude):
         """``(Q, T, L_k)``: the ridge's query rows (with the prior's 1), the top-k of its
@@ -875,24 +853,26 @@ class ClosedFormModel:
             t_sc = np.hstack([t_sc, np.full((m, k - kk), -np.inf)])
         return Q, np.ascontiguousarray(t_idx, np.int64), np.ascontiguousarray(t_sc[:, k - 1], np.float64)
 
-    def _rerank(self, low, walk, last_category, exclude):
+    def _rerank(self, low, trans, last_category, exclude):
         """The exact top-k (``mix``-weighted) from :meth:`_lowrank_topk`'s output and the rows'
-        :func:`_walk_inputs` (:func:`stgkern._numba.closed_form.rerank`)."""
+        :func:`_transition_inputs` (:func:`stgkern._numba.closed_form.rerank`)."""
         import numba
 
         from ._numba.closed_form import rerank
+        i64 = lambda a: np.ascontiguousarray(a, np.int64)
         Q, t_idx, l_k = low
-        tt, wt, n, (m, k) = self._threshold_tables(), self._walk_tables(), self.n_items, t_idx.shape
+        tt, n, (m, k) = self._threshold_tables(), self.n_items, t_idx.shape
+        csr = lambda T: (i64(T.indptr), T.indices, np.ascontiguousarray(T.data, np.float64))
         tc = tt["TC"][last_category]
         tc.sort_indices()
         ex = sp.csr_matrix((m, n)) if exclude is None else sp.csr_matrix(exclude)
         ex.sort_indices()
         out_idx = np.empty((m, k), np.int64)
         out_sc = np.empty((m, k), np.float64)
-        i64 = lambda a: np.ascontiguousarray(a, np.int64)
         mix = lambda key: float(self.mix.get(key, 0.0))
-        rerank(t_idx, l_k, Q, tt["items"], walk["last"], walk["prev"], walk["bag_ptr"], walk["bag_idx"],
-               walk["bag_val"], mix("last"), mix("window"), mix("skip"), *wt["T1"], *wt["T2"],
+        rerank(t_idx, l_k, Q, tt["items"], trans["last"], trans["prev"], trans["bag_ptr"], trans["bag_idx"],
+               trans["bag_val"], mix("last"), mix("window"), mix("skip"), *csr(self.tables["T1"]),
+               *csr(self.tables["T2"]),
                i64(tc.indptr), i64(tc.indices), np.ascontiguousarray(tc.data, np.float64), mix("category"),
                tt["cat_ptr"], tt["cat_items"], tt["share"], tt["cat"], i64(ex.indptr), i64(ex.indices), 1e-9,
                max(1, min(m, 4 * numba.get_num_threads())), out_idx, out_sc)
@@ -965,14 +945,14 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
         lam = max(RIDGE_GRID, key=lambda l: _ndcg20_lists(np.vstack([t for _, t, _ in low[l]]), prep.valid_item))
         model.lam, low = lam, low[lam]
         w = _decay_weights(g, tau, np.float64)
-        walks = [_walk_inputs(tr, g, tau, lv[b], model.tables["T1"].shape[0], w) for b in blocks]
+        trans = [_transition_inputs(tr, g, tau, lv[b], model.tables["T1"].shape[0], w) for b in blocks]
 
         def ndcg(mix):                  # each weighting re-ranks the same candidates: no new GEMM
             model.mix = mix
-            return _ndcg20_lists(np.vstack([model._rerank(low[i], walks[i], tr.category[lv[b]], prep.seen_valid[b])[0]
+            return _ndcg20_lists(np.vstack([model._rerank(low[i], trans[i], tr.category[lv[b]], prep.seen_valid[b])[0]
                                             for i, b in enumerate(blocks)]), prep.valid_item)
         wts, valid_ndcg = _ascend(list(zero), ndcg)
-        del low, walks
+        del low, trans
 
     ctx = _behavior_context(tr, B)
     bridge = Ridge(_Rows(src, H, ctx), tr.behavior[dst].astype(np.int64), B)
