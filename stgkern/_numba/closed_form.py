@@ -60,15 +60,16 @@ def _exact(Q, I, r, i, s, tc, w_cat, share_i):
 
 
 @nb.njit(inline="always")
-def _touch(i, r, sup_mark, sup, n_sup, last, win, skip):
-    """Put item ``i`` in row ``r``'s support (its accumulators zeroed) if it is not there yet."""
-    if sup_mark[i] != r:
-        sup_mark[i] = r
+def _touch(i, r, acc, sup, n_sup):
+    """Put item ``i`` in row ``r``'s support (its accumulators zeroed) if it is not there yet.
+    ``acc[i]``: (row whose support holds i, last, window, skip), one cache line an item."""
+    if acc[i, 0] != r:
+        acc[i, 0] = r
+        acc[i, 1] = 0.0
+        acc[i, 2] = 0.0
+        acc[i, 3] = 0.0
         sup[n_sup] = i
         n_sup += 1
-        last[i] = 0.0
-        win[i] = 0.0
-        skip[i] = 0.0
     return n_sup
 
 
@@ -102,10 +103,7 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
     support = np.zeros(n_chunks, np.int64)
     for ch in nb.prange(n_chunks):
         mark = np.full(n_cols, -1, np.int64)             # looked at (or seen) in row r
-        sup_mark = np.full(n_cols, -1, np.int64)         # in row r's support: its accumulators are set
-        last = np.empty(n_cols)
-        win = np.empty(n_cols)
-        skip = np.empty(n_cols)
+        acc = np.full((n_cols, 4), -1.0)                 # see _touch
         sup = np.empty(cap, np.int64)
         catw = np.zeros(n_cat)                           # TC[c_u, c], row r's
         for r in range(ch * m // n_chunks, (ch + 1) * m // n_chunks):
@@ -119,18 +117,18 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
                     b, beta = bag_idx[j], bag_val[j]
                     for q in range(p1[b], p1[b + 1]):
                         i = i1[q]
-                        n_sup = _touch(i, r, sup_mark, sup, n_sup, last, win, skip)
-                        win[i] += beta * v1[q]
+                        n_sup = _touch(i, r, acc, sup, n_sup)
+                        acc[i, 2] += beta * v1[q]
             if w_last != 0.0:
                 a = last_item[r]
                 for q in range(p1[a], p1[a + 1]):
-                    n_sup = _touch(i1[q], r, sup_mark, sup, n_sup, last, win, skip)
-                    last[i1[q]] = v1[q]
+                    n_sup = _touch(i1[q], r, acc, sup, n_sup)
+                    acc[i1[q], 1] = v1[q]
             a = prev_item[r]
             if w_skip != 0.0 and a >= 0:
                 for q in range(p2[a], p2[a + 1]):
-                    n_sup = _touch(i2[q], r, sup_mark, sup, n_sup, last, win, skip)
-                    skip[i2[q]] = v2[q]
+                    n_sup = _touch(i2[q], r, acc, sup, n_sup)
+                    acc[i2[q], 3] = v2[q]
             support[ch] += n_sup
             for q in range(tc_ptr[r], tc_ptr[r + 1]):
                 if 0 <= tc_cat[q] < n_cat:
@@ -142,7 +140,7 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
                 if i < 0 or i >= n_items or mark[i] == r:
                     continue
                 mark[i] = r
-                s = (w_last * last[i] + w_window * win[i]) + w_skip * skip[i] if sup_mark[i] == r else 0.0
+                s = (w_last * acc[i, 1] + w_window * acc[i, 2]) + w_skip * acc[i, 3] if acc[i, 0] == r else 0.0
                 c = catw[item_category[i]]
                 if j >= k and full and n == k and \
                         lk + (s + w_cat * (c * share[i])) < hs[0] - tol * (abs(hs[0]) + 1.0):
