@@ -73,6 +73,15 @@ def _touch(i, r, acc, sup, n_sup):
     return n_sup
 
 
+@nb.njit(inline="always")
+def _transitions(acc, i, r, w_last, w_window, w_skip):
+    """``S(i)`` of row ``r`` from its accumulators (0 outside its support), in the dense path's
+    order: ``(last + window) + skip``."""
+    if acc[i, 0] != r:
+        return 0.0
+    return (w_last * acc[i, 1] + w_window * acc[i, 2]) + w_skip * acc[i, 3]
+
+
 @nb.njit(parallel=True, cache=True)
 def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_last, w_window, w_skip,
            p1, i1, v1, p2, i2, v2, tc_ptr, tc_cat, tc_val, w_cat, cat_ptr, cat_items, share, item_category,
@@ -102,7 +111,7 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
     scored = np.zeros(n_chunks, np.int64)
     support = np.zeros(n_chunks, np.int64)
     for ch in nb.prange(n_chunks):
-        mark = np.full(n_cols, -1, np.int64)             # looked at (or seen) in row r
+        mark = np.full(n_cols, -1, np.int64)             # row r's seen items and T
         acc = np.full((n_cols, 4), -1.0)                 # see _touch
         sup = np.empty(cap, np.int64)
         catw = np.zeros(n_cat)                           # TC[c_u, c], row r's
@@ -134,17 +143,27 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
                 if 0 <= tc_cat[q] < n_cat:
                     catw[tc_cat[q]] = tc_val[q]
             for q in range(seen_ptr[r], seen_ptr[r + 1]):
-                mark[seen_idx[q]] = r                    # seen: never looked at
-            for j in range(k + n_sup):                   # T exactly, then the support where its bound reaches
-                i = t_idx[r, j] if j < k else sup[j - k]
-                if i < 0 or i >= n_items or mark[i] == r:
+                mark[seen_idx[q]] = r                    # seen: never scored
+            for j in range(k):                           # T, exactly
+                i = t_idx[r, j]
+                if i < 0 or mark[i] == r:
                     continue
                 mark[i] = r
-                s = (w_last * acc[i, 1] + w_window * acc[i, 2]) + w_skip * acc[i, 3] if acc[i, 0] == r else 0.0
                 c = catw[item_category[i]]
-                if j >= k and full and n == k and \
-                        lk + (s + w_cat * (c * share[i])) < hs[0] - tol * (abs(hs[0]) + 1.0):
+                n = _push(hs, hi, n, k, _exact(Q, I, r, i, _transitions(acc, i, r, w_last, w_window, w_skip), c,
+                                               w_cat, share[i]), i)
+                scored[ch] += 1
+            prune = full and n == k
+            for j in range(n_sup):                       # the support, where its bound reaches theta
+                i = sup[j]                               # (each once: T and seen items are marked)
+                if i >= n_items:
+                    continue
+                s = _transitions(acc, i, r, w_last, w_window, w_skip)
+                c = catw[item_category[i]]
+                if prune and lk + (s + w_cat * (c * share[i])) < hs[0] - tol * (abs(hs[0]) + 1.0):
                     continue                             # L(i) <= L_k outside T: it cannot reach theta
+                if mark[i] == r:
+                    continue
                 n = _push(hs, hi, n, k, _exact(Q, I, r, i, s, c, w_cat, share[i]), i)
                 scored[ch] += 1
             if full and n == k:
@@ -157,10 +176,9 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
                         i = cat_items[q]
                         if lk + a_c * share[i] < hs[0] - tol * (abs(hs[0]) + 1.0):
                             break                        # shares only fall from here: none can reach theta
-                        if mark[i] == r:
-                            continue
-                        mark[i] = r
-                        # not in the support (those were all looked at above): no transition part
+                        if acc[i, 0] == r or mark[i] == r:
+                            continue                     # the support's, T's (all looked at above) or seen
+                        # not in the support: no transition part
                         n = _push(hs, hi, n, k, _exact(Q, I, r, i, 0.0, tc_val[p], w_cat, share[i]), i)
                         scored[ch] += 1
             for q in range(tc_ptr[r], tc_ptr[r + 1]):
