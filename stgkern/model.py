@@ -611,7 +611,8 @@ def _transition_inputs(log, graph, tau, rows, n_items, w=None):
     bag, prev, has_prev = _bag(log, graph, tau, rows, n_items, w)
     i64 = lambda a: np.ascontiguousarray(a, np.int64)
     return {"last": i64(log.item[rows]), "prev": i64(np.where(has_prev, log.item[prev], -1)),
-            "bag_ptr": i64(bag.indptr), "bag_idx": i64(bag.indices), "bag_val": np.ascontiguousarray(bag.data, np.float64)}
+            "bag_ptr": i64(bag.indptr), "bag_idx": i64(bag.indices),
+            "bag_val": np.ascontiguousarray(bag.data, np.float64)}
 
 
 #: Validation grid of the closed form: ridge strengths (relative to the mean eigenvalue) and

@@ -143,12 +143,12 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
                 a = last_item[r]
                 for q in range(p1[a], p1[a + 1]):
                     n_sup = _touch(i1[q], r, acc, sup, n_sup)
-                    acc[i1[q], 1] = v1[q]
+                    acc[i1[q], 1] += v1[q]             # (+=: a duplicate entry sums, as in toarray())
             a = prev_item[r]
             if w_skip != 0.0 and a >= 0:
                 for q in range(p2[a], p2[a + 1]):
                     n_sup = _touch(i2[q], r, acc, sup, n_sup)
-                    acc[i2[q], 3] = v2[q]
+                    acc[i2[q], 3] += v2[q]
             support[ch] += n_sup
             for q in range(tc_ptr[r], tc_ptr[r + 1]):
                 if 0 <= tc_cat[q] < n_cat:
