@@ -46,6 +46,7 @@ MIXES = {
 
 
 ALL_SEEN = 20                                               # this user has seen every item
+NO_TRANSITIONS = 22                                         # this one has one event, of an uncounted item
 
 
 def _random_model(seed, mix, n_items=40, n_categories=5, n_users=24):
@@ -59,6 +60,7 @@ def _random_model(seed, mix, n_items=40, n_categories=5, n_users=24):
     seqs[3] = [7]                                           # one event: no window, no previous item
     # the second half's: every item in the log, last the items only it has (no transitions, share 0)
     seqs[ALL_SEEN] = list(rng.permutation(n_items)) + [n_items - 1, n_items - 2]
+    seqs[NO_TRANSITIONS] = [n_items - 1]                    # one such event: no transitions at all
     user = np.concatenate([[u] * len(s) for u, s in enumerate(seqs)])
     item = np.concatenate(seqs).astype(np.int64)
     time = np.concatenate([np.cumsum(rng.integers(1, 60, len(s))) for s in seqs])
@@ -84,6 +86,7 @@ def _random_model(seed, mix, n_items=40, n_categories=5, n_users=24):
 def test_threshold_top_k_equals_the_naive_ranking(seed, mix):
     model, log = _random_model(seed, MIXES[mix])
     assert (model.tables["share"][:model.n_items] == 0).any()           # zero-share items are there
+    assert model.tables["T1"][model.n_items - 1].nnz == 0                # NO_TRANSITIONS' item
     for k, exclude in ((5, True), (5, False), (model.n_items + 3, True), (model.n_items, False)):
         u1, i1, s1 = naive_recommend(model, log, k, exclude)
         for method in ("threshold", "dense"):
