@@ -876,7 +876,7 @@ class ClosedFormModel:
                *csr(self.tables["T2"]),
                i64(tc.indptr), i64(tc.indices), np.ascontiguousarray(tc.data, np.float64), mix("category"),
                tt["cat_ptr"], tt["cat_items"], tt["share"], tt["cat"], i64(ex.indptr), i64(ex.indices), 1e-9,
-               max(1, min(m, 4 * numba.get_num_threads())), out_idx, out_sc)
+               max(1, min(m, numba.get_num_threads())), out_idx, out_sc)   # per chunk: 40 bytes an item
         return out_idx, out_sc
 
 
