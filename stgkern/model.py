@@ -604,15 +604,15 @@ def _sparse_parts(log, graph, tau, rows, tables, w=None):
             "skip": sp.diags(has_prev.astype(np.float64)) @ T2[log.item[prev]]}
 
 
-def _mix_parts(parts, mix):
-    """``mix``-weighted sum of :func:`_sparse_parts`, in the dense path's order (category left out)."""
-    first = next(iter(parts.values()))
-    out = sp.csr_matrix(first.shape)
-    for key in ("last", "window", "skip"):
-        wt = mix.get(key, 0.0)
-        if wt:
-            out = out + wt * parts[key]
-    return out
+def _transition_inputs(log, graph, tau, rows, n_items, w=None):
+    """What the threshold top-k reads of each row's transitions, :func:`_sparse_parts`' inputs
+    without their products: the last item, the previous item (-1: none) and :func:`_bag`'s CSR
+    as SciPy stores it (its entry order is ``bag @ T1``'s summation order)."""
+    bag, prev, has_prev = _bag(log, graph, tau, rows, n_items, w)
+    i64 = lambda a: np.ascontiguousarray(a, np.int64)
+    return {"last": i64(log.item[rows]), "prev": i64(np.where(has_prev, log.item[prev], -1)),
+            "bag_ptr": i64(bag.indptr), "bag_idx": i64(bag.indices),
+            "bag_val": np.ascontiguousarray(bag.data, np.float64)}
 
 
 #: Validation grid of the closed form: ridge strengths (relative to the mean eigenvalue) and
@@ -840,7 +840,8 @@ class ClosedFormModel:
         if self.tables is None:
             raise ValueError("the model has no component tables: call with_counts(counts) first")
         low = self._lowrank_topk(H[rows], k, exclude)
-        return self._rerank(low, _sparse_parts(log, g, self.tau, rows, self.tables, w), log.category[rows], exclude)
+        trans = _transition_inputs(log, g, self.tau, rows, self.tables["T1"].shape[0], w)
+        return self._rerank(low, trans, log.category[rows], exclude)
 
     def _lowrank_topk(self, X, k, exclude):
         """``(Q, T, L_k)``: the ridge's query rows (with the prior's 1), the top-k of its
@@ -861,26 +862,29 @@ class ClosedFormModel:
             t_sc = np.hstack([t_sc, np.full((m, k - kk), -np.inf)])
         return Q, np.ascontiguousarray(t_idx, np.int64), np.ascontiguousarray(t_sc[:, k - 1], np.float64)
 
-    def _rerank(self, low, parts, last_category, exclude):
+    def _rerank(self, low, trans, last_category, exclude):
         """The exact top-k (``mix``-weighted) from :meth:`_lowrank_topk`'s output and the rows'
-        :func:`_sparse_parts` (:func:`stgkern._numba.closed_form.rerank`)."""
+        :func:`_transition_inputs` (:func:`stgkern._numba.closed_form.rerank`)."""
+        import numba
+
         from ._numba.closed_form import rerank
+        i64 = lambda a: np.ascontiguousarray(a, np.int64)
         Q, t_idx, l_k = low
         tt, n, (m, k) = self._threshold_tables(), self.n_items, t_idx.shape
-        S = _mix_parts(parts, self.mix)[:, :n].tocsr()
-        S.sort_indices()
+        csr = lambda T: (i64(T.indptr), T.indices, np.ascontiguousarray(T.data, np.float64))
         tc = tt["TC"][last_category]
         tc.sort_indices()
         ex = sp.csr_matrix((m, n)) if exclude is None else sp.csr_matrix(exclude)
         ex.sort_indices()
         out_idx = np.empty((m, k), np.int64)
         out_sc = np.empty((m, k), np.float64)
-        i64 = lambda a: np.ascontiguousarray(a, np.int64)
-        f64 = lambda a: np.ascontiguousarray(a, np.float64)
-        rerank(t_idx, l_k, Q, tt["items"], i64(S.indptr), i64(S.indices), f64(S.data),
-               i64(tc.indptr), i64(tc.indices), f64(tc.data), float(self.mix.get("category", 0.0)),
+        mix = lambda key: float(self.mix.get(key, 0.0))
+        rerank(t_idx, l_k, Q, tt["items"], trans["last"], trans["prev"], trans["bag_ptr"], trans["bag_idx"],
+               trans["bag_val"], mix("last"), mix("window"), mix("skip"), *csr(self.tables["T1"]),
+               *csr(self.tables["T2"]),
+               i64(tc.indptr), i64(tc.indices), np.ascontiguousarray(tc.data, np.float64), mix("category"),
                tt["cat_ptr"], tt["cat_items"], tt["share"], tt["cat"], i64(ex.indptr), i64(ex.indices), 1e-9,
-               out_idx, out_sc)
+               max(1, min(m, numba.get_num_threads())), out_idx, out_sc)   # per chunk: 40 bytes an item
         return out_idx, out_sc
 
 
@@ -950,14 +954,14 @@ def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3
         lam = max(RIDGE_GRID, key=lambda l: _ndcg20_lists(np.vstack([t for _, t, _ in low[l]]), prep.valid_item))
         model.lam, low = lam, low[lam]
         w = _decay_weights(g, tau, np.float64)
-        parts = [_sparse_parts(tr, g, tau, lv[b], model.tables, w) for b in blocks]
+        trans = [_transition_inputs(tr, g, tau, lv[b], model.tables["T1"].shape[0], w) for b in blocks]
 
         def ndcg(mix):                  # each weighting re-ranks the same candidates: no new GEMM
             model.mix = mix
-            return _ndcg20_lists(np.vstack([model._rerank(low[i], parts[i], tr.category[lv[b]], prep.seen_valid[b])[0]
+            return _ndcg20_lists(np.vstack([model._rerank(low[i], trans[i], tr.category[lv[b]], prep.seen_valid[b])[0]
                                             for i, b in enumerate(blocks)]), prep.valid_item)
         wts, valid_ndcg = _ascend(list(zero), ndcg)
-        del low, parts
+        del low, trans
 
     ctx = _behavior_context(tr, B)
     bridge = Ridge(_Rows(src, H, ctx), tr.behavior[dst].astype(np.int64), B)

@@ -1,0 +1,132 @@
+"""ClosedFormModel.recommend's threshold top-k (stgkern._numba.closed_form.rerank) against an
+obvious dense reference, on small random models built without a fit."""
+import numpy as np
+import pytest
+
+from stgkern import data as sd
+from stgkern import model as sm
+
+
+# ------------------------------------------------------------------ reference
+def naive_recommend(model, log, k, exclude_seen):
+    """Every score of every item, the formula written out (the window summed over the bag's
+    entries in SciPy's stored order, as the dense path's ``bag @ T1``), then a sort."""
+    lg = model.to_model_ids(log).sort()
+    H, g = model.states(lg)
+    users = np.unique(lg.user)
+    rows = sm.last_rows(lg, users)
+    n, t, mix = model.n_items, model.tables, model.mix
+    T1, T2 = t["T1"].toarray(), t["T2"].toarray()
+    bag, prev, has_prev = sm._bag(lg, g, model.tau, rows, T1.shape[0])
+    L = model.ridge.scores(H[rows], model.lam)
+    items = np.full((len(rows), k), -1, np.int64)
+    scores = np.full((len(rows), k), -np.inf)
+    for u, r in enumerate(rows):
+        win = np.zeros(T1.shape[1])
+        for j in range(bag.indptr[u], bag.indptr[u + 1]):
+            win += bag.data[j] * T1[bag.indices[j]]
+        skip = T2[lg.item[prev[u]]] if has_prev[u] else np.zeros(T1.shape[1])
+        cat = t["TC"][lg.category[r]][t["item_category"]] * t["share"]
+        s = L[u] + ((((mix["last"] * T1[lg.item[r]]) + mix["window"] * win) + mix["skip"] * skip)
+                    + mix["category"] * cat)[:n]
+        seen = set(lg.item[lg.user == users[u]].tolist()) if exclude_seen else set()
+        top = sorted((i for i in range(n) if i not in seen), key=lambda i: (-s[i], i))[:k]
+        items[u, :len(top)] = model.item_ids[top]
+        scores[u, :len(top)] = s[top]
+    return log.user_ids[users], items, scores
+
+
+# ------------------------------------------------------------------ random models
+MIXES = {
+    "all_on": {"last": 1.0, "window": 0.3, "skip": 0.1, "category": 3.0},
+    "transitions_only": {"last": 0.3, "window": 1.0, "skip": 3.0, "category": 0.0},
+    "category_heavy": {"last": 0.0, "window": 0.1, "skip": 0.0, "category": 30.0},
+    "low_rank_only": {"last": 0.0, "window": 0.0, "skip": 0.0, "category": 0.0},
+}
+
+
+ALL_SEEN = 20                                               # this user has seen every item
+NO_TRANSITIONS = 22                                         # this one has one event, of an uncounted item
+
+
+def _random_model(seed, mix, n_items=40, n_categories=5, n_users=24):
+    """A model over a random log: ridge targets on a third of the items only (the rest tie at
+    L = 0), tables counted on the first half of the users (items only the second half has get
+    share 0 and no transitions), a user who has seen every item, one-event users."""
+    rng = np.random.default_rng(seed)
+    item_cat = rng.integers(0, n_categories, n_items)
+    seqs = [rng.choice(n_items - 3, int(rng.integers(1, 12)), p=rng.dirichlet(np.full(n_items - 3, 0.3)))
+            for _ in range(n_users)]
+    seqs[3] = [7]                                           # one event: no window, no previous item
+    # the second half's: every item in the log, last the items only it has (no transitions, share 0)
+    seqs[ALL_SEEN] = list(rng.permutation(n_items)) + [n_items - 1, n_items - 2]
+    seqs[NO_TRANSITIONS] = [n_items - 1]                    # one such event: no transitions at all
+    user = np.concatenate([[u] * len(s) for u, s in enumerate(seqs)])
+    item = np.concatenate(seqs).astype(np.int64)
+    time = np.concatenate([np.cumsum(rng.integers(1, 60, len(s))) for s in seqs])
+    log = sd.EventLog.from_arrays(user, item, time, category=item_cat[item], behavior=rng.integers(0, 2, len(item)))
+    ic = np.zeros(log.n_items, np.int64)
+    ic[log.item] = log.category
+    model = sm.ClosedFormModel(
+        item_ids=log.item_ids, category_ids=log.category_ids, item_category=ic, n_behaviors=log.n_behaviors,
+        E_item=rng.normal(size=(log.n_items, 4)).astype(np.float32),
+        E_cat=rng.normal(size=(log.n_categories, 2)).astype(np.float32),
+        graph_args=dict(window=4, horizon=1e9, category_window=1), tau=30.0, ridge=None, lam=0.1, mix=mix,
+        bridge=None, blam=None, offsets=np.zeros(log.n_behaviors))
+    lg = log.sort()
+    H, _ = model.states(lg)
+    train = np.flatnonzero(lg.item < n_items // 3)
+    model.ridge = sm.Ridge(H[train], lg.item[train], log.n_items)
+    model.with_counts(model.counts(log.take(log.user < n_users // 2)))
+    return model, log
+
+
+@pytest.mark.parametrize("mix", list(MIXES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_threshold_top_k_equals_the_naive_ranking(seed, mix):
+    model, log = _random_model(seed, MIXES[mix])
+    assert (model.tables["share"][:model.n_items] == 0).any()           # zero-share items are there
+    assert model.tables["T1"][model.n_items - 1].nnz == 0                # NO_TRANSITIONS' item
+    for k, exclude in ((5, True), (5, False), (model.n_items + 3, True), (model.n_items, False)):
+        u1, i1, s1 = naive_recommend(model, log, k, exclude)
+        for method in ("threshold", "dense"):
+            u2, i2, s2 = model.recommend(log, k, exclude_seen=exclude, block=7, method=method)
+            np.testing.assert_array_equal(u2, u1)
+            np.testing.assert_array_equal(i2, i1, err_msg=f"{method} k={k} exclude={exclude}")
+            np.testing.assert_allclose(s2, s1, rtol=1e-10, atol=1e-12)
+        if exclude:
+            assert (i1[ALL_SEEN] == -1).all()                                  # the user who saw everything
+
+
+def test_ties_go_to_the_lower_item_index():
+    """Items of equal score (a copied embedding column, no transitions, same category and share)
+    are listed by index, as topk and the dense path list them."""
+    model, log = _random_model(2, MIXES["all_on"])
+    r = model.ridge
+    r.VtB[:, 30:] = r.VtB[:, [29]]                   # items 29.. score alike on L ...
+    r.prior[30:] = r.prior[29]
+    _, i1, s1 = naive_recommend(model, log, model.n_items, True)
+    _, i2, s2 = model.recommend(log, model.n_items)
+    np.testing.assert_array_equal(i2, i1)
+    np.testing.assert_allclose(s2, s1, rtol=1e-10, atol=1e-12)
+    assert any(len(np.unique(row[np.isfinite(row)])) < np.isfinite(row).sum() for row in s1)  # ties bite
+
+
+def test_rerank_splits_rows_into_chunks_alike(monkeypatch):
+    """The kernel's parallel chunks (each with its own accumulators) give the one-chunk lists."""
+    from stgkern._numba import closed_form as cf
+    model, log = _random_model(3, MIXES["all_on"])
+    lg = model.to_model_ids(log).sort()
+    H, g = model.states(lg)
+    users = np.unique(lg.user)
+    rows = sm.last_rows(lg, users)
+    seen = sm._seen(lg, users, model.n_items + 1)[:, :model.n_items]
+    low = model._lowrank_topk(H[rows], 6, seen)
+    trans = sm._transition_inputs(lg, g, model.tau, rows, model.tables["T1"].shape[0])
+    want = model._rerank(low, trans, lg.category[rows], seen)
+    real = cf.rerank
+    for chunks in (1, 5, len(rows)):
+        monkeypatch.setattr(cf, "rerank", lambda *a, c=chunks: real(*a[:-3], c, *a[-2:]))
+        got = model._rerank(low, trans, lg.category[rows], seen)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
