@@ -361,27 +361,35 @@ class OnlineRecommender:
         # ---- link, in-edges, decay weights, layer-1 states
         slots = self._take_slots(n)
         self.e_F[slots] = small
-        dt_buf = np.empty(n * max(self.n_edges, 1), time.dtype)
-        self.n_seen = K.insert(uidx, item, cat, beh, time, slots, self.window, self.cwin, self._h(),
-                               self.horizon is not None, self.n_items + 1, self.head, self.latest, self.n_events,
-                               self.e_item, self.e_cat, self.e_beh, self.e_time, self.e_prev, self.e_nin,
-                               self.e_src, self.e_kind, self.s_keys, self.s_vals, self.seen_head,
-                               self.s_item, self.s_next, self.n_seen, dt_buf)
-        w_ptr = np.concatenate([[0], np.cumsum(self.e_nin[slots])])
-        dt = dt_buf[:w_ptr[-1]]                              # event after event, in edge order
+        E = max(self.n_edges, 1)
+        dt_buf = np.zeros(n * E, time.dtype)                # event b's edges at b * E + q
+        runs = np.flatnonzero(np.r_[first, True]).astype(np.int64)
+        par = n >= config.cpu_serial_rows
+        K.insert(runs, uidx, item, cat, beh, time, slots, self.window, self.cwin, self._h(), self.horizon is not None,
+                 self.head, self.latest, self.n_events, self.e_item, self.e_cat, self.e_beh, self.e_time, self.e_prev,
+                 self.e_nin, self.e_src, self.e_kind, dt_buf, par)
+        self.n_seen = K.insert_seen(uidx, item, self.n_items + 1, self.s_keys, self.s_vals, self.seen_head,
+                                    self.s_item, self.s_next, self.n_seen)
         from .features import time_decay
-        w64 = time_decay(dt.astype(np.float64), self.model.tau, dtype=np.float64)   # _decay_weights' values
-        K.layer1(slots, w_ptr, np.ascontiguousarray(w64), self.e_nin, self.e_src, self.e_w, self.e_item,
-                 self.e_cat, self.e_F, self.E_item, self.E_cat, self.e_H1, n >= config.cpu_serial_rows)
+        w64 = time_decay(dt_buf.astype(np.float64), self.model.tau, dtype=np.float64)   # _decay_weights' values
+        K.layer1(slots, np.arange(0, n * E + 1, E, dtype=np.int64), w64, self.e_nin, self.e_src, self.e_w,
+                 self.e_item, self.e_cat, self.e_F, self.E_item, self.E_cat, self.e_H1, par)
 
         # ---- forget what no future event or explanation needs
-        users = np.unique(uidx)
-        longest = int(self.n_events[users].max()) if len(users) else 0
-        chain = np.empty(min(longest, self.n_pool) + 1, np.int64)
-        self.n_free = K.retain(users, self.window, self.cwin, self._h(), self.horizon is not None,
-                               self.model.n_categories + 1, self.head, self.latest, self.e_cat, self.e_time,
-                               self.e_prev, self.e_nin, self.e_src, self._mark,
-                               np.zeros(self.model.n_categories + 1, np.int64), chain, self.free, self.n_free)
+        users = uidx[first]
+        lens = np.empty(len(users), np.int64)
+        K.chain_lengths(users, self.head, self.e_prev, lens, par)
+        offsets = np.concatenate([[0], np.cumsum(lens)])
+        chain = np.empty(offsets[-1], np.int64)
+        freed = np.empty(offsets[-1], np.int64)
+        n_freed = np.zeros(len(users), np.int64)
+        K.retain(users, offsets, self.window, self.cwin, self._h(), self.horizon is not None,
+                 self.model.n_categories + 1, self.head, self.latest, self.e_cat, self.e_time, self.e_prev,
+                 self.e_nin, self.e_src, self._mark, chain, freed, n_freed, par)
+        keep = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lens) < np.repeat(n_freed, lens)
+        out = freed[keep]
+        self.free[self.n_free:self.n_free + len(out)] = out
+        self.n_free += len(out)
         return self
 
     def retained(self):

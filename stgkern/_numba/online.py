@@ -81,52 +81,74 @@ def ht_rehash(keys, vals, new_keys, new_vals):
             new_vals[g] = vals[h]
 
 
-@nb.njit(cache=True)
-def insert(uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, n_item_keys,
-           head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind,
-           seen_keys, seen_vals, seen_head, seen_item, seen_next, n_seen, dt_out):
+@nb.njit(cache=True, parallel=True)
+def insert(runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head, latest,
+           n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out, parallel):
     """Link a batch sorted by (user, time) into the chains, each event's in-edges found as
     :func:`stgkern.window_graph` finds them (temporal bit 1, category bit 2, sources ascending).
 
-    ``slots[b]`` is event b's free pool slot.  Returns the number of seen (user, item) pairs
-    and writes nothing but the batch's slots, the users' heads, the seen structures and
-    ``dt_out`` (each in-edge's ``t(event) - t(source)``, event after event, edge order).
+    ``runs`` starts each user's events in the batch (and ends with the batch size); users are
+    independent, so runs go in parallel.  ``slots[b]`` is event b's free pool slot; in-edge q
+    of event b writes ``t(event) - t(source)`` to ``dt_out[b * E + q]`` (E = ``e_src.shape[1]``).
     """
-    o = 0
-    src = np.empty(e_src.shape[1], np.int32)
-    knd = np.empty(e_src.shape[1], np.uint8)
+    n_runs = runs.shape[0] - 1
+    n_chunks = (n_runs + 63) // 64
+    if parallel:
+        for c in nb.prange(n_chunks):
+            _insert_runs(c * 64, min(n_runs, (c + 1) * 64), runs, uidx, item, cat, beh, time, slots, window,
+                         cwin, horizon, has_horizon, head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev,
+                         e_nin, e_src, e_kind, dt_out)
+    else:
+        _insert_runs(0, n_runs, runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head,
+                     latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out)
+
+
+@nb.njit(inline="always")
+def _insert_runs(r0, r1, runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head,
+                 latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out):
+    E = e_src.shape[1]
+    src = np.empty(E, np.int32)
+    knd = np.empty(E, np.uint8)
+    for r in range(r0, r1):
+        for b in range(runs[r], runs[r + 1]):
+            u, s, t, c = uidx[b], slots[b], time[b], cat[b]
+            d, pos, cc, j = 0, 0, 0, head[u]
+            while j >= 0 and (pos < window or cc < cwin):
+                if has_horizon and t - e_time[j] > horizon:
+                    break                           # so is every older event
+                k = np.uint8(0)
+                if pos < window:
+                    k |= np.uint8(1)
+                if cc < cwin and e_cat[j] == c:
+                    k |= np.uint8(2)
+                    cc += 1
+                if k != 0:
+                    src[d] = j
+                    knd[d] = k
+                    d += 1
+                pos += 1
+                j = e_prev[j]
+            for q in range(d):                      # chain order is newest first: reverse it
+                e_src[s, q] = src[d - 1 - q]
+                e_kind[s, q] = knd[d - 1 - q]
+                dt_out[b * E + q] = t - e_time[src[d - 1 - q]]
+            e_nin[s] = d
+            e_item[s], e_cat[s], e_beh[s], e_time[s] = item[b], c, beh[b], t
+            e_prev[s] = head[u]
+            head[u] = s
+            latest[u] = t
+            n_events[u] += 1
+
+
+@nb.njit(cache=True)
+def insert_seen(uidx, item, n_item_keys, seen_keys, seen_vals, seen_head, seen_item, seen_next, n_seen):
+    """Record each (user, item) pair not seen before; returns the new count."""
     for b in range(uidx.shape[0]):
-        u, s, t, c = uidx[b], slots[b], time[b], cat[b]
-        d, pos, cc, j = 0, 0, 0, head[u]
-        while j >= 0 and (pos < window or cc < cwin):
-            if has_horizon and t - e_time[j] > horizon:
-                break                               # so is every older event
-            k = np.uint8(0)
-            if pos < window:
-                k |= np.uint8(1)
-            if cc < cwin and e_cat[j] == c:
-                k |= np.uint8(2)
-                cc += 1
-            if k != 0:
-                src[d] = j
-                knd[d] = k
-                d += 1
-            pos += 1
-            j = e_prev[j]
-        for q in range(d):                          # chain order is newest first: reverse it
-            e_src[s, q] = src[d - 1 - q]
-            e_kind[s, q] = knd[d - 1 - q]
-            dt_out[o] = t - e_time[src[d - 1 - q]]
-            o += 1
-        e_nin[s] = d
-        e_item[s], e_cat[s], e_beh[s], e_time[s] = item[b], c, beh[b], t
-        e_prev[s] = head[u]
-        head[u] = s
-        latest[u] = t
-        n_events[u] += 1
-        h = _slot(seen_keys, u * n_item_keys + item[b])
+        u = uidx[b]
+        key = u * n_item_keys + item[b]
+        h = _slot(seen_keys, key)
         if seen_keys[h] == EMPTY:
-            seen_keys[h] = u * n_item_keys + item[b]
+            seen_keys[h] = key
             seen_vals[h] = n_seen
             seen_item[n_seen] = item[b]
             seen_next[n_seen] = seen_head[u]
@@ -223,22 +245,60 @@ def layer2(slots, e_nin, e_src, e_w, e_H1, out):
         gather_wsum(out[i], Hs, loc, e_w[s], None, 0, d, None)
 
 
-@nb.njit(cache=True)
-def retain(users, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat, e_time, e_prev,
-           e_nin, e_src, mark, cat_count, chain, free, n_free):
-    """Unlink and free each of ``users``' events that no future event or explanation can need
-    (module docstring); returns the new free count.  ``mark`` (pool), ``cat_count``
-    (categories) are zero on entry and left zero; ``chain`` holds at least a user's chain."""
-    for ui in range(users.shape[0]):
+@nb.njit(cache=True, parallel=True)
+def chain_lengths(users, head, e_prev, out, parallel):
+    """``out[i]`` = the number of retained events of ``users[i]``."""
+    if parallel:
+        for i in nb.prange(users.shape[0]):
+            out[i] = _chain_length(head[users[i]], e_prev)
+    else:
+        for i in range(users.shape[0]):
+            out[i] = _chain_length(head[users[i]], e_prev)
+
+
+@nb.njit(inline="always")
+def _chain_length(j, e_prev):
+    n = 0
+    while j >= 0:
+        n += 1
+        j = e_prev[j]
+    return n
+
+
+@nb.njit(cache=True, parallel=True)
+def retain(users, offsets, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat, e_time, e_prev,
+           e_nin, e_src, mark, chain, freed, n_freed, parallel):
+    """Unlink each of ``users``' events that no future event or explanation can need (module
+    docstring).  User i's chain goes to ``chain[offsets[i]:offsets[i + 1]]``, its freed slots to
+    the front of ``freed``'s same range and their count to ``n_freed[i]``; users are independent
+    (each touches its own slots only), so they go in parallel.  ``mark`` is zero on entry and
+    left zero."""
+    n_chunks = (users.shape[0] + 63) // 64
+    if parallel:
+        for c in nb.prange(n_chunks):
+            _retain_users(c * 64, min(users.shape[0], (c + 1) * 64), users, offsets, window, cwin, horizon,
+                          has_horizon, n_categories, head, latest, e_cat, e_time, e_prev, e_nin, e_src, mark, chain,
+                          freed, n_freed)
+    else:
+        _retain_users(0, users.shape[0], users, offsets, window, cwin, horizon, has_horizon, n_categories, head,
+                      latest, e_cat, e_time, e_prev, e_nin, e_src, mark, chain, freed, n_freed)
+
+
+@nb.njit(inline="always")
+def _retain_users(i0, i1, users, offsets, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat,
+                  e_time, e_prev, e_nin, e_src, mark, chain, freed, n_freed):
+    cat_count = np.zeros(n_categories, np.int64)
+    for ui in range(i0, i1):
         u = users[ui]
         t = latest[u]
+        o = offsets[ui]
         n, j = 0, head[u]
         while j >= 0:
-            chain[n] = j
+            chain[o + n] = j
             n += 1
             j = e_prev[j]
         for p in range(n):
-            j = chain[p]
+            j = chain[o + p]
             inside = (not has_horizon) or t - e_time[j] <= horizon
             live = False
             if inside:
@@ -253,17 +313,17 @@ def retain(users, window, cwin, horizon, has_horizon, n_categories, head, latest
                 for q in range(e_nin[j]):
                     mark[e_src[j, q]] = 1
         for p in range(n):
-            cat_count[e_cat[chain[p]]] = 0
+            cat_count[e_cat[chain[o + p]]] = 0
         if n > 0:                                   # the latest event's two-hop neighbourhood
-            j = chain[0]
+            j = chain[o]
             for q in range(e_nin[j]):
                 a = e_src[j, q]
                 mark[a] = 1
                 for r in range(e_nin[a]):
                     mark[e_src[a, r]] = 1
-        last = -1
+        last, nf = -1, 0
         for p in range(n):                          # relink the kept, free the rest
-            j = chain[p]
+            j = chain[o + p]
             if mark[j]:
                 mark[j] = 0
                 if last < 0:
@@ -272,8 +332,8 @@ def retain(users, window, cwin, horizon, has_horizon, n_categories, head, latest
                     e_prev[last] = j
                 last = j
             else:
-                free[n_free] = j
-                n_free += 1
+                freed[o + nf] = j
+                nf += 1
         if last >= 0:
             e_prev[last] = -1
-    return n_free
+        n_freed[ui] = nf
