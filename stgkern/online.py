@@ -30,6 +30,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -385,7 +386,7 @@ class OnlineRecommender:
         n_freed = np.zeros(len(users), np.int64)
         K.retain(users, offsets, self.window, self.cwin, self._h(), self.horizon is not None,
                  self.model.n_categories + 1, self.head, self.latest, self.e_cat, self.e_time, self.e_prev,
-                 self.e_nin, self.e_src, self._mark, chain, freed, n_freed, par)
+                 self.e_nin, self.e_src, self._mark, chain, freed, n_freed, numba.get_num_threads() if par else 1)
         keep = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lens) < np.repeat(n_freed, lens)
         out = freed[keep]
         self.free[self.n_free:self.n_free + len(out)] = out

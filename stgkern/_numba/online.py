@@ -267,16 +267,18 @@ def _chain_length(j, e_prev):
 
 @nb.njit(cache=True, parallel=True)
 def retain(users, offsets, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat, e_time, e_prev,
-           e_nin, e_src, mark, chain, freed, n_freed, parallel):
+           e_nin, e_src, mark, chain, freed, n_freed, n_chunks):
     """Unlink each of ``users``' events that no future event or explanation can need (module
     docstring).  User i's chain goes to ``chain[offsets[i]:offsets[i + 1]]``, its freed slots to
     the front of ``freed``'s same range and their count to ``n_freed[i]``; users are independent
     (each touches its own slots only), so they go in parallel.  ``mark`` is zero on entry and
-    left zero."""
-    n_chunks = (users.shape[0] + 63) // 64
-    if parallel:
+    left zero.  ``n_chunks`` > 1 runs that many chunks in parallel (one a thread: each zeroes a
+    count per category once); 1 runs serially."""
+    if n_chunks > 1:
+        step = (users.shape[0] + n_chunks - 1) // n_chunks
         for c in nb.prange(n_chunks):
-            _retain_users(c * 64, min(users.shape[0], (c + 1) * 64), users, offsets, window, cwin, horizon,
+            _retain_users(min(users.shape[0], c * step), min(users.shape[0], (c + 1) * step), users, offsets,
+                          window, cwin, horizon,
                           has_horizon, n_categories, head, latest, e_cat, e_time, e_prev, e_nin, e_src, mark, chain,
                           freed, n_freed)
     else:
