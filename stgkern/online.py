@@ -73,11 +73,10 @@ class OnlineRecommender:
     >>> rec = OnlineRecommender(model)                               # doctest: +SKIP
     >>> rec.update(first_events).update(more_events)                 # doctest: +SKIP
     >>> items, scores = rec.recommend([user_id], k=20)               # doctest: +SKIP
-    >>> rec.explain(user_id, items[0, 0]).table()                    # doctest: +SKIP
+    >>> print("\n".join(describe(rec.explain(user_id, items[0, 0]))))  # doctest: +SKIP
     """
 
     def __init__(self, model, *, capacity=1024):
-        from .construct import _check_params
         self._set_model(model)
         ga = model.graph_args
         if ga.get("window") is None:
@@ -85,7 +84,6 @@ class OnlineRecommender:
                              "bound on the in-degree)")
         self.window, self.cwin = int(ga["window"]), int(ga.get("category_window", 0))
         self._horizon = ga.get("horizon")
-        self._check_params = _check_params
         self.n_edges = self.window + self.cwin
         cap = max(int(capacity), 16)
         self.n_users = 0
@@ -113,7 +111,7 @@ class OnlineRecommender:
         self.E_cat = np.ascontiguousarray(model.E_cat, np.float32)
         self._item_map = self._id_map(model.item_ids)
         self._cat_map = self._id_map(model.category_ids)
-        from .model import behavior_context_width, N_GAP_BUCKETS   # noqa: F401  (imported for the widths)
+        from .model import N_GAP_BUCKETS
         B = model.n_behaviors
         self.n_small = 2 * B + 1 + 1 + N_GAP_BUCKETS              # node_features (B + 1 + B) + gap features
         self.dim = self.E_item.shape[1] + self.E_cat.shape[1] + self.n_small
@@ -170,7 +168,8 @@ class OnlineRecommender:
         self.time_dtype = np.dtype(dt)
         self.latest = self.latest.astype(dt)
         self.e_time = self.e_time.astype(dt)
-        _, self.horizon, _ = self._check_params(np.zeros(0, dt), self.window, self._horizon, self.cwin)
+        from .construct import _check_params     # window_graph's reading of the horizon for this time kind
+        _, self.horizon, _ = _check_params(np.zeros(0, dt), self.window, self._horizon, self.cwin)
 
     def _h(self):
         """The horizon as the kernels take it (a value of the time's kind; unused when None)."""
@@ -462,7 +461,7 @@ class OnlineRecommender:
         kind = np.concatenate([self.e_kind[s, :d] for s, d in zip(latest, nin)]) if len(latest) else \
             self.e_kind[:0, 0]
         log = _Cols(np.asarray(owner, np.int64), self.e_time[ev], item=self.e_item[ev], category=self.e_cat[ev],
-                    behavior=self.e_beh[ev], slot=ev)
+                    behavior=self.e_beh[ev])
         g = Graph(indptr, indices.astype(np.int64), edata={"dt": dt, "kind": kind}, perm=np.arange(len(ev)),
                   check=False, rows_sorted=True)
         return log, g, rows
