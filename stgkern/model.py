@@ -33,6 +33,8 @@ weights, behaviour offsets) uses the validation targets only.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -879,13 +881,39 @@ class ClosedFormModel:
         out_idx = np.empty((m, k), np.int64)
         out_sc = np.empty((m, k), np.float64)
         mix = lambda key: float(self.mix.get(key, 0.0))
-        rerank(t_idx, l_k, Q, tt["items"], trans["last"], trans["prev"], trans["bag_ptr"], trans["bag_idx"],
-               trans["bag_val"], mix("last"), mix("window"), mix("skip"), *csr(self.tables["T1"]),
-               *csr(self.tables["T2"]),
-               i64(tc.indptr), i64(tc.indices), np.ascontiguousarray(tc.data, np.float64), mix("category"),
-               tt["cat_ptr"], tt["cat_items"], tt["share"], tt["cat"], i64(ex.indptr), i64(ex.indices), 1e-9,
-               max(1, min(m, numba.get_num_threads())), out_idx, out_sc)   # per chunk: 40 bytes an item
+        n_chunks = max(1, min(m, numba.get_num_threads()))
+        n_cols = max(n, self.tables["T1"].shape[0], self.tables["T2"].shape[0])
+        with self._rerank_scratch(n_chunks, n_cols, m) as (mark, acc, base):
+            rerank(t_idx, l_k, Q, tt["items"], trans["last"], trans["prev"], trans["bag_ptr"], trans["bag_idx"],
+                   trans["bag_val"], mix("last"), mix("window"), mix("skip"), *csr(self.tables["T1"]),
+                   *csr(self.tables["T2"]),
+                   i64(tc.indptr), i64(tc.indices), np.ascontiguousarray(tc.data, np.float64), mix("category"),
+                   tt["cat_ptr"], tt["cat_items"], tt["share"], tt["cat"], i64(ex.indptr), i64(ex.indices), 1e-9,
+                   n_chunks, mark, acc, base, out_idx, out_sc)
         return out_idx, out_sc
+
+    @contextlib.contextmanager
+    def _rerank_scratch(self, n_chunks, n_cols, m):
+        """The rerank kernel's per-chunk stamps and accumulators (40 bytes an item a chunk) and the
+        stamp base of this call: kept on the model, so a served user's request does not fill
+        40 MB at a million items.  Another thread holding them gets fresh ones."""
+        lock = self.__dict__.setdefault("_rr_lock", threading.Lock())
+        mine = lock.acquire(blocking=False)
+        rr = getattr(self, "_rr", None) if mine else None
+        if rr is None or rr[0].shape[0] < n_chunks or rr[0].shape[1] != n_cols:
+            rr = [np.full((n_chunks, n_cols), -1, np.int64), np.full((n_chunks, n_cols, 4), -1.0), 0]
+            if mine:
+                self._rr = rr
+        try:
+            yield rr[0], rr[1], rr[2]
+        finally:
+            rr[2] += m                          # every stamp this call wrote stays below the next base
+            if mine:
+                lock.release()
+
+    def __getstate__(self):
+        """Pickles (Dask ships models to workers) leave out the caches; they are rebuilt on use."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_rr", "_rr_lock", "_tt", "_tt_for")}
 
 
 def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3600.0, dim=CLOSED_FORM_DIM,

@@ -124,9 +124,31 @@ def test_rerank_splits_rows_into_chunks_alike(monkeypatch):
     low = model._lowrank_topk(H[rows], 6, seen)
     trans = sm._transition_inputs(lg, g, model.tau, rows, model.tables["T1"].shape[0])
     want = model._rerank(low, trans, lg.category[rows], seen)
+    import numba
+    seen_chunks = []
     real = cf.rerank
+    monkeypatch.setattr(cf, "rerank", lambda *a: (seen_chunks.append(a[-6]), real(*a))[1])
     for chunks in (1, 5, len(rows)):
-        monkeypatch.setattr(cf, "rerank", lambda *a, c=chunks: real(*a[:-3], c, *a[-2:]))
+        monkeypatch.setattr(numba, "get_num_threads", lambda c=chunks: c)    # _rerank's chunk count
         got = model._rerank(low, trans, lg.category[rows], seen)
+        assert seen_chunks[-1] == chunks
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_rerank_scratch_is_reused_and_left_out_of_pickles():
+    """The kernel's accumulators live on the model across calls (stamped, never cleared): calls on
+    other rows in between, an interrupted call, and a pickled copy all give the first lists."""
+    import pickle
+    model, log = _random_model(5, MIXES["all_on"])
+    users, first, _ = model.recommend(log, k=6)
+    model.recommend(log.take(np.arange(len(log) // 2)), k=6)          # other rows, the same scratch
+    base = model._rr[2]
+    with pytest.raises(RuntimeError):
+        with model._rerank_scratch(1, model._rr[0].shape[1], 3):
+            raise RuntimeError("interrupted")
+    assert model._rr[2] == base + 3                                      # the stamps it may have written stay old
+    again = model.recommend(log, k=6)[1]
+    copy = pickle.loads(pickle.dumps(model))
+    assert not {"_rr", "_rr_lock", "_tt", "_tt_for"} & set(copy.__dict__)
+    assert np.array_equal(again, first) and np.array_equal(copy.recommend(log, k=6)[1], first)

@@ -96,7 +96,7 @@ def _transitions(acc, i, r, w_last, w_window, w_skip):
 @nb.njit(parallel=True, cache=True)
 def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_last, w_window, w_skip,
            p1, i1, v1, p2, i2, v2, tc_ptr, tc_cat, tc_val, w_cat, cat_ptr, cat_items, share, item_category,
-           seen_ptr, seen_idx, tol, n_chunks, out_idx, out_score):
+           seen_ptr, seen_idx, tol, n_chunks, mark_buf, acc_buf, base, out_idx, out_score):
     """Exact top-k per row (see the module docstring); writes ``out_idx``/``out_score`` (k columns,
     best first, -1/-inf padding) and returns ``(items scored exactly, size of the supports)``.
 
@@ -104,7 +104,11 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
     ``w_last``), its bag (``bag_*``, CSR in SciPy's stored order; ``T1``, weight ``w_window``)
     and its previous item ``prev_item[r]`` (``T2``: ``p2/i2/v2``, weight ``w_skip``; -1: none).
     ``tc_*``: each row's next-category row (CSR, any order).  Rows are split into ``n_chunks``
-    parallel chunks, each with its own accumulators."""
+    parallel chunks, each with its own accumulators: ``mark_buf[ch]`` (n_cols,) and
+    ``acc_buf[ch]`` (n_cols, 4), kept by the caller across calls (at a million items they are
+    40 MB a chunk, more than a served user's whole rerank to fill).  Row ``r`` stamps them with
+    ``base + r``, so the caller passes a ``base`` above every stamp already written (first -1
+    everywhere, then ``base`` grows by the rows of each call) and nothing needs clearing."""
     m, k = t_idx.shape
     n_items = I.shape[0]
     n_cols = max(n_items, len(p1) - 1, len(p2) - 1)      # the tables' columns (an extra unknown item)
@@ -122,12 +126,13 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
     scored = np.zeros(n_chunks, np.int64)
     support = np.zeros(n_chunks, np.int64)
     for ch in nb.prange(n_chunks):
-        mark = np.full(n_cols, -1, np.int64)             # row r's seen items and T
-        acc = np.full((n_cols, 4), -1.0)                 # see _touch
+        mark = mark_buf[ch]                              # row r's seen items and T (stamp st)
+        acc = acc_buf[ch]                                # see _touch
         sup = np.empty(cap, np.int64)
         catw = np.zeros(n_cat)                           # TC[c_u, c], row r's
         for r in range(ch * m // n_chunks, (ch + 1) * m // n_chunks):
             hs, hi = out_score[r], out_idx[r]            # the row's heap, sorted in place by _finish
+            st = base + r
             n = 0
             full = t_idx[r, k - 1] >= 0                 # T padded: every unseen item is already in T
             lk = l_k[r]
@@ -137,31 +142,31 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
                     b, beta = bag_idx[j], bag_val[j]
                     for q in range(p1[b], p1[b + 1]):
                         i = i1[q]
-                        n_sup = _touch(i, r, acc, sup, n_sup)
+                        n_sup = _touch(i, st, acc, sup, n_sup)
                         acc[i, 2] += beta * v1[q]
             if w_last != 0.0:
                 a = last_item[r]
                 for q in range(p1[a], p1[a + 1]):
-                    n_sup = _touch(i1[q], r, acc, sup, n_sup)
+                    n_sup = _touch(i1[q], st, acc, sup, n_sup)
                     acc[i1[q], 1] += v1[q]             # (+=: a duplicate entry sums, as in toarray())
             a = prev_item[r]
             if w_skip != 0.0 and a >= 0:
                 for q in range(p2[a], p2[a + 1]):
-                    n_sup = _touch(i2[q], r, acc, sup, n_sup)
+                    n_sup = _touch(i2[q], st, acc, sup, n_sup)
                     acc[i2[q], 3] += v2[q]
             support[ch] += n_sup
             for q in range(tc_ptr[r], tc_ptr[r + 1]):
                 if 0 <= tc_cat[q] < n_cat:
                     catw[tc_cat[q]] = tc_val[q]
             for q in range(seen_ptr[r], seen_ptr[r + 1]):
-                mark[seen_idx[q]] = r                    # seen: never scored
+                mark[seen_idx[q]] = st                    # seen: never scored
             for j in range(k):                           # T, exactly
                 i = t_idx[r, j]
-                if i < 0 or mark[i] == r:
+                if i < 0 or mark[i] == st:
                     continue
-                mark[i] = r
+                mark[i] = st
                 c = catw[item_category[i]]
-                n = _push(hs, hi, n, k, _exact(Q, I, r, i, _transitions(acc, i, r, w_last, w_window, w_skip), c,
+                n = _push(hs, hi, n, k, _exact(Q, I, r, i, _transitions(acc, i, st, w_last, w_window, w_skip), c,
                                                w_cat, share[i]), i)
                 scored[ch] += 1
             prune = full and n == k
@@ -169,11 +174,11 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
                 i = sup[j]                               # (each once: T and seen items are marked)
                 if i >= n_items:
                     continue
-                s = _transitions(acc, i, r, w_last, w_window, w_skip)
+                s = _transitions(acc, i, st, w_last, w_window, w_skip)
                 c = catw[item_category[i]]
                 if prune and lk + (s + w_cat * (c * share[i])) < hs[0] - tol * (abs(hs[0]) + 1.0):
                     continue                             # L(i) <= L_k outside T: it cannot reach theta
-                if mark[i] == r:
+                if mark[i] == st:
                     continue
                 n = _push(hs, hi, n, k, _exact(Q, I, r, i, s, c, w_cat, share[i]), i)
                 scored[ch] += 1
@@ -187,7 +192,7 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
                         i = cat_items[q]
                         if lk + a_c * share[i] < hs[0] - tol * (abs(hs[0]) + 1.0):
                             break                        # shares only fall from here: none can reach theta
-                        if acc[i, 0] == r or mark[i] == r:
+                        if acc[i, 0] == st or mark[i] == st:
                             continue                     # the support's, T's (all looked at above) or seen
                         # not in the support: no transition part
                         n = _push(hs, hi, n, k, _exact(Q, I, r, i, 0.0, tc_val[p], w_cat, share[i]), i)
