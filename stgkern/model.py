@@ -659,6 +659,21 @@ def _ndcg20_lists(idx, target):
 DENSE_LIMIT = 1 << 24
 
 
+def model_positions(ids, model_ids):
+    """Position of each of ``ids`` in ``model_ids`` (original ids), ``len(model_ids)`` where absent."""
+    ids, model_ids = np.asarray(ids), np.asarray(model_ids)
+    if len(model_ids) == 0:
+        return np.full(len(ids), 0, np.int64)
+    order = np.argsort(model_ids, kind="stable")
+    hit = order[np.minimum(np.searchsorted(model_ids, ids, sorter=order), len(model_ids) - 1)]
+    return np.where(model_ids[hit] == ids, hit, len(model_ids)).astype(np.int64)
+
+
+def rms_divisor(H):
+    """The closed form's state normalisation: each row of ``H`` is divided by this (m, 1) column."""
+    return np.sqrt((H * H).sum(axis=1, keepdims=True) / H.shape[1]) + 1e-6
+
+
 class ClosedFormModel:
     """A fitted closed-form STG model (:func:`fit_closed_form`), ready to score any log's users.
 
@@ -725,17 +740,8 @@ class ClosedFormModel:
         if same:
             return log
 
-        def remap(codes, ids, model_ids):
-            order = np.argsort(model_ids, kind="stable")
-            pos = np.searchsorted(model_ids, ids, sorter=order)
-            pos = np.minimum(pos, len(model_ids) - 1)
-            found = len(model_ids) > 0
-            hit = order[pos] if found else np.zeros(len(ids), np.int64)
-            ok = (model_ids[hit] == ids) if found else np.zeros(len(ids), bool)
-            table = np.where(ok, hit, len(model_ids)).astype(np.int64)
-            return table[codes]
-        item = remap(log.item, log.item_ids, self.item_ids)
-        cat = remap(log.category, log.category_ids, self.category_ids)
+        item = model_positions(log.item_ids, self.item_ids)[log.item]
+        cat = model_positions(log.category_ids, self.category_ids)[log.category]
         return dataclasses.replace(log, item=item, category=cat, item_ids=np.append(self.item_ids, -1),
                                    category_ids=np.append(self.category_ids, -1))
 
@@ -745,7 +751,7 @@ class ClosedFormModel:
         from .construct import window_graph
         g = window_graph(log, **self.graph_args)
         H = _propagate(g, _node_inputs(log, g, self.E_item, self.E_cat, self.n_behaviors), self.tau)
-        H /= np.sqrt((H * H).sum(axis=1, keepdims=True) / H.shape[1]) + 1e-6
+        H /= rms_divisor(H)
         return H, g
 
     def item_scores(self, log, rows, H, g, w=None):

@@ -36,6 +36,7 @@ import scipy.sparse as sp
 
 from . import config
 from ._numba import online as K
+from .model import _decay_weights
 
 FORMAT = "stgkern.online-state/1"
 
@@ -238,12 +239,8 @@ class OnlineRecommender:
             out = np.empty(len(ids), np.int64)
             K.ht_lookup(table[0], table[1], ids.astype(np.int64), out)
             return np.where(out >= 0, out, n)
-        if len(model_ids) == 0:
-            return np.full(len(ids), n, np.int64)
-        order = np.argsort(model_ids, kind="stable")
-        pos = np.minimum(np.searchsorted(model_ids, ids, sorter=order), len(model_ids) - 1)
-        hit = order[pos]
-        return np.where(model_ids[hit] == ids, hit, n).astype(np.int64)
+        from .model import model_positions
+        return model_positions(ids, model_ids)
 
     def _columns(self, events):
         """The batch as arrays in the caller's ids (user, item, category, behavior, time, value)."""
@@ -423,15 +420,26 @@ class OnlineRecommender:
     def states(self, users):
         """``{"X", "H1", "H2", "H"}`` of each user's latest event: the node input, the two
         propagated layers and the row-normalised state the heads read (float32)."""
-        uidx = self._known(users)
+        st = self._states(self._known(users))
+        del st["divisor"]
+        return st
+
+    def _states(self, uidx):
+        """:meth:`states` by internal user slot, with the normalisation's ``divisor`` (m, 1)."""
+        from .model import rms_divisor
         latest = self.head[uidx]
-        X = np.hstack([self.E_item[self.e_item[latest]], self.E_cat[self.e_cat[latest]], self.e_F[latest]])
+        X = self._inputs(latest)
         H1 = self.e_H1[latest]
         H2 = np.empty_like(H1)
         K.layer2(latest, self.e_nin, self.e_src, self.e_w, self.e_H1, H2)
         H = np.hstack([X, H1, H2])
-        H /= np.sqrt((H * H).sum(axis=1, keepdims=True) / H.shape[1]) + 1e-6      # ClosedFormModel.states'
-        return {"X": X, "H1": H1, "H2": H2, "H": H}
+        divisor = rms_divisor(H)
+        H /= divisor
+        return {"X": X, "H1": H1, "H2": H2, "H": H, "divisor": divisor}
+
+    def _inputs(self, slots):
+        """The node inputs ``[E_item, E_cat, F]`` of the events in ``slots`` (float32, as the batch path's)."""
+        return np.hstack([self.E_item[self.e_item[slots]], self.E_cat[self.e_cat[slots]], self.e_F[slots]])
 
     def _context(self, uidx):
         """A small log and graph standing for ``uidx``'s histories: per user the latest event's
@@ -490,16 +498,11 @@ class OnlineRecommender:
         for a in range(0, len(uidx), chunk):
             u = uidx[a:a + chunk]
             log, g, rows = self._context(u)
-            H = _RowsOf(rows, self.states_of(u)["H"], len(log))
+            H = _RowsOf(rows, self._states(u)["H"], len(log))
             ex = self._exclude(u) if exclude_seen else None
             idx[a:a + chunk], scores[a:a + chunk] = self.model._rank(log, rows, H, g, k, ex, method, block)
         items = np.where(idx >= 0, self.model.item_ids[np.maximum(idx, 0)], -1)
         return items, scores
-
-    def states_of(self, uidx):
-        """:meth:`states` by internal user slot."""
-        keys = self._keys_of(uidx)
-        return self.states(keys)
 
     def _keys_of(self, uidx):
         """The caller's ids of internal user slots."""
@@ -532,11 +535,10 @@ class OnlineRecommender:
         code = int(self._model_codes(np.asarray([item]), self._item_map, m.item_ids, self.n_items)[0])
         if code >= self.n_items:
             raise KeyError(f"item {item!r} is not in the model's catalogue")
-        st = self.states_of(u)
+        st = self._states(u)
         i = int(self.head[u[0]])
-        X, H1, H2 = st["X"][0].astype(np.float64), st["H1"][0], st["H2"][0]
-        Z = np.hstack([st["X"], H1[None], H2[None]])
-        r = 1.0 / float((np.sqrt((Z * Z).sum(axis=1, keepdims=True) / Z.shape[1]) + 1e-6)[0, 0])  # states' divisor
+        X = st["X"][0].astype(np.float64)
+        r = 1.0 / float(st["divisor"][0, 0])
         ridge = m.ridge
         Wt = ridge.VtB[:, code] / (ridge.s + m.lam * ridge.scale + 1e-12)
         M = ridge.V @ Wt                                  # d: the score's gradient in H
@@ -549,9 +551,7 @@ class OnlineRecommender:
             contrib[key] = contrib.get(key, 0.0) + float(v)
 
         def x_of(s):
-            out = np.empty(d, np.float32)
-            K.gather_x(s, self.e_item, self.e_cat, self.e_F, self.E_item, self.E_cat, out)
-            return out.astype(np.float64)
+            return self._inputs(np.array([s]))[0].astype(np.float64)
 
         add(i, "self", "ridge", r * X @ Mx)
         kind_name = {1: "temporal", 2: "category", 3: "both"}
@@ -569,8 +569,9 @@ class OnlineRecommender:
         T1, T2 = t["T1"], t["T2"]
         mix = m.mix
         add(i, "self", "last", mix.get("last", 0.0) * T1[self.e_item[i], code])
-        # _bag's weights: float64 decay weights, normalised with the event's own 1
-        wd = self._decay64(i)
+        # _bag's weights: the context graph's float64 decay weights, with the event's own 1
+        log, g, rows = self._context(u)
+        wd = _decay_weights(g, m.tau, np.float64)[g.indptr[rows[0]]:g.indptr[rows[0] + 1]]
         w_bag = [(i, 1.0, "self")] + [(self.e_src[i, q], wd[q], kind_name[int(self.e_kind[i, q])])
                                       for q in range(self.e_nin[i])]
         Zb = sum(w for _, w, _ in w_bag)
@@ -581,25 +582,9 @@ class OnlineRecommender:
             add(p, "previous", "skip", mix.get("skip", 0.0) * T2[self.e_item[p], code])
         ic = t["item_category"]
         add(i, "self", "category", mix.get("category", 0.0) * t["TC"][self.e_cat[i], ic[code]] * t["share"][code])
-        score = float(self.recommend_scores(u, np.asarray([code]))[0, 0])
+        # the score itself, by the dense path on the same context
+        score = float(m.item_scores(log, rows, _RowsOf(rows, st["H"], len(log)), g)[0, code])
         return Explanation(self, user, item, score, bias, contrib)
-
-    def _decay64(self, s):
-        """The float64 normalised decay weights of ``s``'s in-edges (``_bag``'s)."""
-        from .features import time_decay
-        d = self.e_nin[s]
-        w = time_decay(self._dt(np.array([s]), np.array([d])).astype(np.float64), self.model.tau, dtype=np.float64)
-        rs = 0.0
-        for v in w:
-            rs += v
-        return w / max(rs, 1e-30)
-
-    def recommend_scores(self, uidx, codes):
-        """Dense scores of the model-id ``codes`` for internal user slots (the dense path's)."""
-        log, g, rows = self._context(uidx)
-        H = _RowsOf(rows, self.states_of(uidx)["H"], len(log))
-        S = self.model.item_scores(log, rows, H, g)
-        return S[:, codes]
 
     # ---------------------------------------------------------------- persistence
     def nbytes(self):

@@ -179,18 +179,6 @@ def seen_rows(uidx, seen_head, s_item, s_next, n_items):
     return indptr, indices
 
 
-@nb.njit(cache=True)
-def gather_x(slot, e_item, e_cat, e_F, E_item, E_cat, out):
-    """``out[:]`` = the node input of the event in ``slot``: ``[E_item, E_cat, F]``."""
-    a, b = E_item.shape[1], E_cat.shape[1]
-    for f in range(a):
-        out[f] = E_item[e_item[slot], f]
-    for f in range(b):
-        out[a + f] = E_cat[e_cat[slot], f]
-    for f in range(e_F.shape[1]):
-        out[a + b + f] = e_F[slot, f]
-
-
 @nb.njit(cache=True, parallel=True)
 def layer1(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, parallel):
     """Each batch event's normalised decay weights (``w64``: ``exp(-dt/τ)`` in float64, the
