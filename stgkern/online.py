@@ -748,41 +748,36 @@ def replay(model, log, score_rows, *, k=20, progress=None):
     event of ``score_rows`` (row indices of ``log``), recommend for its user and note whether
     the event's item is in the list.
 
-    Events go in batches in which no user appears twice, so every scored event gets the list
-    made after all of its user's earlier events and before it.  Returns ``{"events",
-    "batches", "scored", "hits", "hit_rate", "seconds", "events_per_s", "recommender"}``.
+    Events go in batches cut only at the scored events: a user's state depends on their own
+    events alone, and :meth:`OnlineRecommender.update` takes any number of events per user in
+    one batch, so the list made at each cut is the one made after all of the user's earlier
+    events and before the scored one.  Returns ``{"events", "batches", "scored", "hits",
+    "hit_rate", "seconds", "events_per_s", "recommender"}``.
     """
     import time as _time
     rec = OnlineRecommender(model)
     order = np.lexsort((np.arange(len(log)), log.time))        # time order, ties by row
     target = np.zeros(len(log), bool)
     target[np.asarray(score_rows, np.int64)] = True
-    # batch boundaries: a new batch when a user reappears
-    users = log.user[order]
+    cuts = np.flatnonzero(target[order]).tolist() + [len(log)]
     t0 = _time.perf_counter()
     hits = scored = batches = 0
-    start, seen = 0, set()
-    bounds = []
-    for i, u in enumerate(users.tolist()):
-        if u in seen:
-            bounds.append((start, i))
-            start, seen = i, set()
-        seen.add(u)
-    bounds.append((start, len(users)))
-    for a, b in bounds:
-        rows = order[a:b]
-        t = rows[target[rows]]
-        if len(t):
-            known = rec._user_slots(log.user_ids[log.user[t]].astype(np.int64), insert=False) >= 0
-            t = t[known]
-        if len(t):
-            items, _ = rec.recommend(log.user_ids[log.user[t]], k=k)
-            hits += int((items == log.item_ids[log.item[t]][:, None]).any(1).sum())
-            scored += len(t)
-        rec.update(log.take(rows))
-        batches += 1
-        if progress is not None:
-            progress(b, len(users))
+    start = 0
+    for c in cuts:
+        if c > start:
+            rec.update(log.take(order[start:c]))
+            batches += 1
+            start = c
+            if progress is not None:
+                progress(c, len(log))
+        if c == len(log):
+            break
+        t = order[c:c + 1]
+        user = log.user_ids[log.user[t]]
+        if rec._user_slots(user.astype(np.int64), insert=False)[0] >= 0:
+            items, _ = rec.recommend(user, k=k)
+            hits += int((items[0] == log.item_ids[log.item[t[0]]]).any())
+            scored += 1
     sec = _time.perf_counter() - t0
     return {"events": int(len(log)), "batches": batches, "scored": scored, "hits": hits,
             "hit_rate": hits / scored if scored else float("nan"), "seconds": sec,

@@ -263,3 +263,22 @@ def test_refresh_swaps_tables_and_refuses_other_embeddings(fitted):
     with pytest.raises(ValueError, match="embeddings or graph settings differ"):
         rec.refresh(model=other)
     assert rec.model is model
+
+
+def test_replay_scores_each_event_with_the_list_made_just_before_it(fitted):
+    from stgkern.online import replay
+    log, model = fitted
+    log = log.take(np.flatnonzero(log.user < 30))
+    users = np.unique(log.user)
+    last = sm.last_rows(log, users)
+    r = replay(model, log, last, k=10)
+    # offline: each user's list from all their events but the scored one
+    before = np.setdiff1d(np.arange(len(log)), last)
+    ids, items, _ = model.recommend(log.take(before), k=10)
+    target = dict(zip(log.user_ids[log.user[last]].tolist(), log.item_ids[log.item[last]].tolist()))
+    want = sum(int(target[u] in set(row.tolist())) for u, row in zip(ids.tolist(), items))
+    assert r["scored"] == len(users) == len(ids)
+    assert r["hits"] == want and want > 0
+    # batches are cut only at scored events, not wherever a user reappears
+    assert r["batches"] <= len(users) + 1 < len(log) // 4
+    assert r["events"] == len(log)
