@@ -50,7 +50,8 @@ from torch.nn import functional as F  # noqa: E402
 import stgkern  # noqa: E402
 from stgkern.bench import memcopy  # noqa: E402
 from stgkern.models import SRGNN, make_batch  # noqa: E402
-from stgkern.models.train import keep_freed_memory, make_adam, step_threads, session_examples  # noqa: E402
+from stgkern._workers import keep_freed_memory  # noqa: E402
+from stgkern.models.train import make_adam, step_threads, session_examples  # noqa: E402
 from naive_srgnn import DenseSRGNN, dense_inputs  # noqa: E402
 
 BATCH = 100

@@ -317,6 +317,8 @@ def demo(args) -> dict:
     the means and ``aggregate`` the mean, std, min and max of each figure.
     """
     t_start = time.perf_counter()
+    from ._workers import keep_freed_memory
+    keep_freed_memory()
     n_seeds = max(1, int(args.seeds))
     # worker processes for the neural models, spawned first so that they import PyTorch alongside this
     # process; this process trains too (so one core = no workers)

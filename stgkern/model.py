@@ -1185,6 +1185,7 @@ class _SegmentData:
 def _blocks_class():
     torch = _torch()
     nn = torch.nn
+    from ._train_step import Dropout
 
     class CausalBlocks(nn.Module):
         """Pre-norm causal self-attention blocks over right-aligned (B, L, d) sequences.
@@ -1202,12 +1203,12 @@ def _blocks_class():
             nn.init.normal_(self.pos.weight, std=0.02)
             self.attn = nn.ModuleList([nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
                                        for _ in range(n_blocks)])
-            self.ffn = nn.ModuleList([nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
+            self.ffn = nn.ModuleList([nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), Dropout(dropout),
                                                     nn.Linear(2 * dim, dim)) for _ in range(n_blocks)])
             self.ln1 = nn.ModuleList([nn.LayerNorm(dim) for _ in range(n_blocks)])
             self.ln2 = nn.ModuleList([nn.LayerNorm(dim) for _ in range(n_blocks)])
             self.final = nn.LayerNorm(dim)
-            self.drop = nn.Dropout(dropout)
+            self.drop = Dropout(dropout)
             self.heads = heads
 
         def forward(self, x, valid):
@@ -1242,6 +1243,7 @@ def build_stg_model(prep, *, dim=64, conv="stgconv", tau=3600.0, dropout=0.2, se
     torch = _torch()
     nn = torch.nn
     factory = conv_factory or default_conv
+    from ._train_step import Dropout
     item_category = torch.from_numpy(prep.item_category)
     n_feat = 2 * prep.n_behaviors + 1 + 1 + N_GAP_BUCKETS     # node_features + gap (log1p, bucket one-hot)
     Blocks = _blocks_class()
@@ -1260,7 +1262,7 @@ def build_stg_model(prep, *, dim=64, conv="stgconv", tau=3600.0, dropout=0.2, se
             # the behaviour head also sees the last event's (behaviour, gap bucket) cell and the user's
             # behaviour propensity so far directly (_behavior_context)
             self.next_behavior = nn.Linear(dim + behavior_context_width(prep.n_behaviors), prep.n_behaviors)
-            self.drop = nn.Dropout(dropout)
+            self.drop = Dropout(dropout)
             self.conv_kind = conv
             for emb in (self.item, self.category, self.behavior):
                 nn.init.normal_(emb.weight, std=0.1)
@@ -1392,13 +1394,12 @@ def _item_loss(model, states, y, n_negatives, gen):
     n = V.shape[0]
     if n_negatives is None or 2 * n_negatives >= n:
         return F.cross_entropy(states @ V.T + model.item_bias, y)
+    from ._train_step import sampled_softmax_loss
     q = model.sample_q
     neg = torch.multinomial(q, n_negatives, replacement=True, generator=gen)
     logq = torch.log(q * n_negatives)
-    pos = (states * V[y]).sum(1) + model.item_bias[y] - logq[y]
-    other = (states @ V[neg].T + (model.item_bias[neg] - logq[neg])).masked_fill(neg[None, :] == y[:, None],
-                                                                                float("-inf"))
-    return F.cross_entropy(torch.cat([pos[:, None], other], 1), torch.zeros(len(y), dtype=torch.long))
+    return sampled_softmax_loss(states, V[y], model.item_bias[y] - logq[y], V[neg],
+                                model.item_bias[neg] - logq[neg], y, neg)
 
 
 class _numba_threads:
@@ -1663,17 +1664,6 @@ def _prefixes(log, end_rows, max_len):
     return ptr, log.item[pos].astype(np.int64)
 
 
-def _session_inputs(log, end_rows, max_len):
-    """SR-GNN session graphs (:func:`stgkern.compat.session_graph`) of the given prefixes."""
-    from .compat import session_graph
-    ptr, items = _prefixes(log, end_rows, max_len)
-    g, node_item, alias = session_graph(ptr, items)
-    rows = np.repeat(np.arange(g.n_nodes), np.diff(g.indptr))
-    return {"ptr": ptr, "node_item": node_item, "alias": alias, "rows": rows,
-            "cols": g.indices.astype(np.int64), "w_in": g.edata["w_in"], "w_out": g.edata["w_out"],
-            "last": alias[ptr[1:] - 1], "n_nodes": g.n_nodes}
-
-
 def fit_srgnn(prep, *, dim=64, epochs=20, lr=0.005, weight_decay=0.0, dropout=0.2, patience=3,
               batch_size=1024, n_negatives=1024, max_events_per_user=MAX_EVENTS_PER_USER, max_len=SRGNN_MAX_LEN,
               new_items_only=True, seed=0, progress=None):
@@ -1685,15 +1675,22 @@ def fit_srgnn(prep, *, dim=64, epochs=20, lr=0.005, weight_decay=0.0, dropout=0.
     last item and a soft-attention readout, scored against the item
     embeddings plus an item bias.  Items only: no time, behaviour or
     category.  Returns ``(topk (m, 20), info)`` for the test targets.
+
+    The step runs on stgkern's kernels: ``A_in``/``A_out`` products through
+    :func:`stgkern.torch.spmm`, the GRU's gates fused
+    (:func:`stgkern._train_step.gru_gates`, ``nn.GRUCell``'s parameters and
+    arithmetic), so a MovieLens step is GEMMs and one pass per gate tensor.
     """
     torch = _torch()
-    nn, F = torch.nn, torch.nn.functional
+    nn = torch.nn
+    from ._train_step import Dropout, gru_gates
+    from .models.batch import make_batch
+    from .torch import spmm
     torch.manual_seed(seed)
     tr = prep.train
     src, dst = transitions(tr)
     keep = _new_item_mask(tr, src, dst) if new_items_only else np.ones(len(src), bool)
     keep &= src >= _recent_start(tr, max_events_per_user)[tr.user[src]]
-    T = lambda a: torch.from_numpy(np.ascontiguousarray(a))
 
     class SRGNN(nn.Module):
         def __init__(self):
@@ -1706,29 +1703,28 @@ def fit_srgnn(prep, *, dim=64, epochs=20, lr=0.005, weight_decay=0.0, dropout=0.
             self.att_q = nn.Linear(dim, 1, bias=False)
             self.out = nn.Linear(2 * dim, dim, bias=False)
             self.item_bias = nn.Parameter(torch.zeros(prep.n_items))
-            self.drop = nn.Dropout(dropout)
+            self.drop = Dropout(dropout)
 
-        def forward(self, s):
-            h = self.drop(self.emb(s["node_item"]))
-            a_in = torch.zeros_like(h).index_add_(0, s["rows"], s["w_in"][:, None] * self.w_in(h)[s["cols"]])
-            # A_out pulls along reversed edges: node u gathers from v for every edge u -> v
-            a_out = torch.zeros_like(h).index_add_(0, s["cols"], s["w_out"][:, None] * self.w_out(h)[s["rows"]])
-            h = self.gru(torch.cat([a_in, a_out], 1), h)
-            hp = h[s["alias"]]
-            last = h[s["last"]]
-            a = self.att_q(torch.sigmoid(self.att_last(last)[s["seq"]] + self.att_pos(hp)))
-            glob = torch.zeros_like(last).index_add_(0, s["seq"], a * hp)
+        def forward(self, b):
+            h = self.drop(self.emb(b.node_item))
+            a_in = spmm(b.graph, self.w_in(h), b.w_in)
+            a_out = spmm(b.graph_t, self.w_out(h), b.w_out_t)      # A_out: along reversed edges
+            g = self.gru
+            gi = torch.addmm(g.bias_ih, torch.cat([a_in, a_out], 1), g.weight_ih.T)
+            h = gru_gates(gi, torch.addmm(g.bias_hh, h, g.weight_hh.T), h)
+            hp = h[b.alias]
+            last = h[b.last]
+            a = self.att_q(torch.sigmoid(self.att_last(last)[b.seq] + self.att_pos(hp)))
+            glob = torch.zeros_like(last).index_add_(0, b.seq, a * hp)
             return self.out(torch.cat([last, glob], 1))
 
         def item_vectors(self):
             return self.emb.weight
 
     def inputs(log, end_rows):
-        d = _session_inputs(log, end_rows, max_len)
-        d["seq"] = np.repeat(np.arange(len(d["ptr"]) - 1), np.diff(d["ptr"]))
-        return {k: (T(v) if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+        return make_batch(*_prefixes(log, end_rows, max_len))
 
-    ex_src, y = src[keep], T(tr.item[dst[keep]])
+    ex_src, y = src[keep], torch.from_numpy(tr.item[dst[keep]].astype(np.int64))
     valid_in = inputs(tr, last_rows(tr, prep.eval_user))
     model = SRGNN()
     cnt = np.bincount(tr.item, minlength=prep.n_items) + 1.0

@@ -1038,3 +1038,41 @@ def naive_online_retained(user, time, category, window, horizon, category_window
             keep.update(sources.get(q, []))
         start = end
     return sorted(keep)
+
+
+def naive_sampled_softmax(states, v_pos, b_pos, v_neg, b_neg, y, neg):
+    """Mean over rows of -log softmax([pos, negatives without row r's hits])[0], and its
+    gradients (states, v_pos, b_pos, v_neg, b_neg), row by row in float64."""
+    S, Vp, bp, Vn, bn = (np.asarray(a, np.float64) for a in (states, v_pos, b_pos, v_neg, b_neg))
+    B = S.shape[0]
+    g = [np.zeros_like(a) for a in (S, Vp, bp, Vn, bn)]
+    loss = 0.0
+    for r in range(B):
+        cols = [j for j in range(len(neg)) if neg[j] != y[r]]
+        logits = [S[r] @ Vp[r] + bp[r]] + [S[r] @ Vn[j] + bn[j] for j in cols]
+        m = max(logits)
+        lse = m + np.log(np.exp(np.array(logits) - m).sum())
+        p = np.exp(np.array(logits) - lse)
+        loss += (lse - logits[0]) / B
+        d = p.copy()
+        d[0] -= 1.0
+        d /= B
+        g[0][r] += d[0] * Vp[r]
+        g[1][r] += d[0] * S[r]
+        g[2][r] += d[0]
+        for k, j in enumerate(cols, 1):
+            g[0][r] += d[k] * Vn[j]
+            g[3][j] += d[k] * S[r]
+            g[4][j] += d[k]
+    return loss, g
+
+
+def naive_gru_gates(gi, gh, h):
+    """torch.nn.GRUCell's update from its pre-activations (r, z, n order), in float64."""
+    gi, gh, h = (np.asarray(a, np.float64) for a in (gi, gh, h))
+    d = h.shape[1]
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))
+    r = sig(gi[:, :d] + gh[:, :d])
+    z = sig(gi[:, d:2 * d] + gh[:, d:2 * d])
+    n = np.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
+    return (1 - z) * n + z * h

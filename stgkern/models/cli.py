@@ -128,7 +128,8 @@ def train(args):
     _check_paths(args)
     _torch()
     from . import fit, save
-    from .train import CheckpointError, keep_freed_memory
+    from .._workers import keep_freed_memory
+    from .train import CheckpointError
     keep_freed_memory()
     data = _load(args)
     print(f"{data!r}", file=sys.stderr)

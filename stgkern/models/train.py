@@ -143,29 +143,6 @@ def step_threads():
         torch.set_num_threads(old_torch)
 
 
-def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=512 << 20):
-    """Let glibc keep large freed blocks for reuse instead of returning them to the system.
-
-    A training step allocates and frees several item-table-sized arrays (the
-    kept logits, the table's gradients: 17 MB each on Diginetica).  Above
-    glibc's mmap threshold each one comes as fresh pages, and the page faults
-    of first touch cost more than the arithmetic on them (GCE-GNN: a step took
-    157 ms with this and 180 without, same run).  Process-wide, so it is for
-    training entry points (``stgkern train``, the benchmarks), not for library
-    calls; does nothing where ``mallopt`` is not glibc's.  Returns whether it
-    took effect.
-    """
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold))
-                    and libc.mallopt(m_trim_threshold, int(trim_threshold)))
-    except (OSError, AttributeError):
-        return False
-
-
 def make_adam(model, lr, l2):
     """Adam with L2 as published; torch's fused CPU/GPU update where this torch has it
     (one pass over the 4.3M-value item table instead of a dozen)."""
