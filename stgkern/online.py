@@ -748,36 +748,60 @@ def replay(model, log, score_rows, *, k=20, progress=None):
     event of ``score_rows`` (row indices of ``log``), recommend for its user and note whether
     the event's item is in the list.
 
-    Events go in batches cut only at the scored events: a user's state depends on their own
-    events alone, and :meth:`OnlineRecommender.update` takes any number of events per user in
-    one batch, so the list made at each cut is the one made after all of the user's earlier
-    events and before the scored one.  Returns ``{"events", "batches", "scored", "hits",
-    "hit_rate", "seconds", "events_per_s", "recommender"}``.
+    A user's state depends on their own events alone and :meth:`OnlineRecommender.update`
+    takes any number of events per user, so the stream is cut as rarely as that allows: a
+    scored event and every later event of its user are held back while other users' events go
+    on into the batch; the batch is applied and every held user recommended for in one call
+    only when the end is reached or a held user's next scored event arrives.  Each list is
+    still the one made after all of the user's earlier events and before the scored one.
+    Returns ``{"events", "batches", "scored", "hits", "hit_rate", "seconds", "events_per_s",
+    "recommender"}``.
     """
     import time as _time
     rec = OnlineRecommender(model)
     order = np.lexsort((np.arange(len(log)), log.time))        # time order, ties by row
     target = np.zeros(len(log), bool)
     target[np.asarray(score_rows, np.int64)] = True
-    cuts = np.flatnonzero(target[order]).tolist() + [len(log)]
     t0 = _time.perf_counter()
-    hits = scored = batches = 0
-    start = 0
-    for c in cuts:
-        if c > start:
-            rec.update(log.take(order[start:c]))
-            batches += 1
-            start = c
-            if progress is not None:
-                progress(c, len(log))
-        if c == len(log):
-            break
-        t = order[c:c + 1]
-        user = log.user_ids[log.user[t]]
-        if rec._user_slots(user.astype(np.int64), insert=False)[0] >= 0:
-            items, _ = rec.recommend(user, k=k)
-            hits += int((items[0] == log.item_ids[log.item[t[0]]]).any())
-            scored += 1
+    tally = {"hits": 0, "scored": 0, "batches": 0, "done": 0}
+    batch, held, held_users, pending = [], [], set(), []
+
+    def flush():
+        if batch:
+            rec.update(log.take(np.asarray(batch, np.int64)))
+            tally["batches"] += 1
+            tally["done"] += len(batch)
+        if progress is not None:
+            progress(tally["done"], len(log))
+        if not pending:
+            return
+        rows = np.asarray(pending, np.int64)
+        users = log.user_ids[log.user[rows]]
+        known = rec._user_slots(users.astype(np.int64), insert=False) >= 0
+        if known.any():
+            items, _ = rec.recommend(users[known], k=k)
+            tally["hits"] += int((items == log.item_ids[log.item[rows[known]]][:, None]).any(1).sum())
+            tally["scored"] += int(known.sum())
+
+    for r, u, scored in zip(order.tolist(), log.user[order].tolist(), target[order].tolist()):
+        if u in held_users:
+            if not scored:
+                held.append(r)
+                continue
+            flush()                                  # the held user's next scored event
+            batch, held, held_users, pending = held, [], set(), []
+        if scored:
+            held_users.add(u)
+            held.append(r)
+            pending.append(r)
+        else:
+            batch.append(r)
+    flush()
+    batch, pending = held, []
+    if batch:
+        rec.update(log.take(np.asarray(batch, np.int64)))
+        tally["batches"] += 1
+    hits, scored, batches = tally["hits"], tally["scored"], tally["batches"]
     sec = _time.perf_counter() - t0
     return {"events": int(len(log)), "batches": batches, "scored": scored, "hits": hits,
             "hit_rate": hits / scored if scored else float("nan"), "seconds": sec,

@@ -265,6 +265,17 @@ def test_refresh_swaps_tables_and_refuses_other_embeddings(fitted):
     assert rec.model is model
 
 
+def _offline_hits(model, log, rows, k):
+    """Hits of the lists a rebuild makes from each scored event's user's earlier events."""
+    hits = 0
+    for r in rows:
+        before = np.flatnonzero((log.user == log.user[r]) & (np.arange(len(log)) < r))
+        if len(before):
+            _, items, _ = model.recommend(log.take(before), k=k)
+            hits += int(log.item_ids[log.item[r]] in set(items[0].tolist()))
+    return hits
+
+
 def test_replay_scores_each_event_with_the_list_made_just_before_it(fitted):
     from stgkern.online import replay
     log, model = fitted
@@ -272,13 +283,15 @@ def test_replay_scores_each_event_with_the_list_made_just_before_it(fitted):
     users = np.unique(log.user)
     last = sm.last_rows(log, users)
     r = replay(model, log, last, k=10)
-    # offline: each user's list from all their events but the scored one
-    before = np.setdiff1d(np.arange(len(log)), last)
-    ids, items, _ = model.recommend(log.take(before), k=10)
-    target = dict(zip(log.user_ids[log.user[last]].tolist(), log.item_ids[log.item[last]].tolist()))
-    want = sum(int(target[u] in set(row.tolist())) for u, row in zip(ids.tolist(), items))
-    assert r["scored"] == len(users) == len(ids)
+    want = _offline_hits(model, log, last, 10)
+    assert r["scored"] == len(users)
     assert r["hits"] == want and want > 0
-    # batches are cut only at scored events, not wherever a user reappears
-    assert r["batches"] <= len(users) + 1 < len(log) // 4
-    assert r["events"] == len(log)
+    # one scored event per user: one batch before the lists, one after
+    assert r["batches"] == 2 and r["events"] == len(log)
+    # two scored events per user: a held user's second one cuts the stream
+    long = np.bincount(log.user)[users] >= 8
+    both = np.concatenate([last, last[long] - 5])
+    r2 = replay(model, log, both, k=10)
+    assert r2["scored"] == len(both) > len(users)
+    assert r2["hits"] == _offline_hits(model, log, both, 10)
+    assert 2 < r2["batches"] <= len(users) + 2
