@@ -60,6 +60,14 @@ score_block_items: int = 4096
 #: forms one product fewer (2 instead of 3 against the item table).
 #: 0 never keeps it.
 score_keep_bytes: int = 256 << 20
+#: The closed form's ranking (``ClosedFormModel.recommend``) scans a catalogue
+#: of at least this many items in float32 first and rescores in float64 only
+#: the items a rounding bound cannot rule out (same lists; half the bytes and
+#: twice the BLAS rate on the scan).  Below it one float64 scan is cheaper.
+lowrank_f32_min_items: int = 50_000
+#: Items the float32 scan keeps beyond k per row as rescoring candidates; a
+#: row whose bound reaches past them is scanned again in float64.
+lowrank_f32_extra: int = 20
 
 # --- Memory ----------------------------------------------------------------
 #: Fraction of the available memory a single output may claim before the

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from . import config
 from . import metrics as M
 from .data import EventLog, filter_min_length, k_core
 
@@ -832,13 +833,17 @@ class ClosedFormModel:
             items = np.ascontiguousarray(np.vstack([Wt, r.prior[None, :]]).T)          # (n_items, d + 1)
             if not np.isfinite(items).all():
                 raise ValueError("the ridge's item weights hold NaN or infinite values")
+            # float32 copy for the first scan of a large catalogue, with each item's norm for the
+            # rounding bound; none where float32 would overflow (the float64 scan alone then)
+            vnorm = np.linalg.norm(items, axis=1)
+            items32 = items.astype(np.float32) if np.abs(items).max(initial=0.0) < 1e30 else None
             share = np.ascontiguousarray(self.tables["share"][:n], np.float64)
             cat = self.item_category[:n]
             order = np.lexsort((np.arange(n), -share, cat))       # by category, then share desc, then id
             cat_ptr = np.concatenate([[0], np.cumsum(np.bincount(cat, minlength=self.n_categories + 1))])
             TC = sp.csr_matrix(self.tables["TC"])
             TC.sort_indices()
-            self._tt = {"items": items, "share": share, "cat": np.ascontiguousarray(cat, np.int64),
+            self._tt = {"items": items, "items32": items32, "vmax": float(vnorm.max(initial=0.0)), "share": share, "cat": np.ascontiguousarray(cat, np.int64),
                         "cat_ptr": cat_ptr.astype(np.int64), "cat_items": order.astype(np.int64), "TC": TC}
             self._tt_for = (self.tables, self.ridge, self.lam)
         return self._tt
@@ -863,8 +868,11 @@ class ClosedFormModel:
         kk = min(k, self.n_items)
         # stgkern.topk's kernel without its per-call scan of the item table (checked once, when built):
         # a served user's request would read the table twice
-        t_idx, t_sc = _dispatch.kernels("topk", _dispatch.CPU).topk(Q, tt["items"], kk,
-                                                                   _exclude_csr(exclude, m, self.n_items, np))
+        kernel = _dispatch.kernels("topk", _dispatch.CPU).topk
+        if self.n_items >= config.lowrank_f32_min_items and tt["items32"] is not None and m:
+            t_idx, t_sc = topk_f32_certified(Q, tt["items"], tt["items32"], tt["vmax"], kk, exclude)
+        else:
+            t_idx, t_sc = kernel(Q, tt["items"], kk, _exclude_csr(exclude, m, self.n_items, np))
         if kk < k:
             t_idx = np.hstack([t_idx, np.full((m, k - kk), -1, np.int64)])
             t_sc = np.hstack([t_sc, np.full((m, k - kk), -np.inf)])
@@ -920,6 +928,53 @@ class ClosedFormModel:
     def __getstate__(self):
         """Pickles (Dask ships models to workers) leave out the caches; they are rebuilt on use."""
         return {k: v for k, v in self.__dict__.items() if k not in ("_rr", "_rr_lock", "_tt", "_tt_for")}
+
+
+def topk_f32_certified(Q, items, items32, vmax, k, exclude):
+    """The float64 top-``k`` of ``Q @ items.T`` (unseen items; ``exclude`` a CSR or None) from
+    a float32 scan of ``items32`` and a float64 rescoring; ``vmax`` bounds the item norms.
+
+    A float32 dot product of length ``d`` is within ``ε = (d + 3) u ‖q‖ ‖v‖``
+    (``u = 2⁻²⁴``; input rounding and any summation order) of the exact one,
+    and the float64 one closer still.  So with ``L`` the float32 k-th best
+    score, every item of the float64 top-k scores at least ``L - 2ε`` in
+    float32 (``k`` items score ``≥ L`` there, so the float64 k-th best is
+    ``≥ L - ε``).  The scan keeps ``k + max(k, config.lowrank_f32_extra)``
+    items a row; where its last one is already below ``L - 2ε``, the kept
+    ones from ``L - 2ε`` up are all the candidates and are rescored in
+    float64 (ties to the lower id, as the kernel breaks them); other rows are
+    scanned again in float64.  The lists are the float64 scan's, the scores
+    its up to the rounding of the dot products.
+    """
+    from . import _dispatch
+    from .readout import _exclude_csr
+    (m, d), n = Q.shape, items.shape[0]
+    kernel = _dispatch.kernels("topk", _dispatch.CPU).topk
+    qn = np.linalg.norm(Q, axis=1)
+    safe = qn * vmax < 1e30                                 # no float32 overflow in the products
+    k2 = min(n, k + max(k, int(config.lowrank_f32_extra)))
+    i32, s32 = kernel(np.ascontiguousarray(Q, np.float32), items32, k2, _exclude_csr(exclude, m, n, np))
+    s = s32.astype(np.float64)
+    # relative rounding, plus an absolute term for float32's subnormal range
+    eps = (d + 3) * 2.0 ** -24 * 1.01 * qn * vmax + (d + 3) * 2.0 ** -126
+    thr = s[:, k - 1] - 2 * eps
+    complete = safe & ((k2 == n) | (i32[:, k2 - 1] < 0) | (s[:, k2 - 1] < thr))
+    out_idx = np.full((m, k), -1, np.int64)
+    out_sc = np.full((m, k), -np.inf)
+    rows = np.flatnonzero(complete)
+    if len(rows):
+        C = np.where((i32[rows] >= 0) & (s[rows] >= thr[rows, None]), i32[rows], -1)
+        S = np.matmul(items[np.maximum(C, 0)], Q[rows][:, :, None])[:, :, 0]
+        S[C < 0] = -np.inf
+        order = np.lexsort((np.where(C < 0, n, C), -S), axis=-1)[:, :k]
+        S = np.take_along_axis(S, order, 1)
+        out_idx[rows] = np.where(np.isfinite(S), np.take_along_axis(C, order, 1), -1)
+        out_sc[rows] = S
+    rest = np.flatnonzero(~complete)
+    if len(rest):
+        ex = None if exclude is None else sp.csr_matrix(exclude)[rest]
+        out_idx[rest], out_sc[rest] = kernel(Q[rest], items, k, _exclude_csr(ex, len(rest), n, np))
+    return out_idx, out_sc
 
 
 def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3600.0, dim=CLOSED_FORM_DIM,

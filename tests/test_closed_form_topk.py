@@ -152,3 +152,78 @@ def test_rerank_scratch_is_reused_and_left_out_of_pickles():
     copy = pickle.loads(pickle.dumps(model))
     assert not {"_rr", "_rr_lock", "_tt", "_tt_for"} & set(copy.__dict__)
     assert np.array_equal(again, first) and np.array_equal(copy.recommend(log, k=6)[1], first)
+
+
+@pytest.mark.parametrize("extra", [0, 20])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_scan_with_float64_rescoring_gives_the_float64_lists(seed, extra):
+    """Above ``config.lowrank_f32_min_items`` the low-rank pass scans in float32 and rescores the
+    candidates its rounding bound keeps: the lists are the float64 scan's (and the naive ones);
+    with near-ties wider than the kept band (``extra`` 0) rows fall back to a float64 scan."""
+    from stgkern import config
+    model, log = _random_model(seed, MIXES["all_on"])
+    r = model.ridge
+    r.VtB[:, 25:28] = r.VtB[:, [24]] * (1 + 1e-9)          # near-ties below float32's resolution
+    r.prior[25:28] = r.prior[24]
+    lg = model.to_model_ids(log).sort()
+    H, _ = model.states(lg)
+    users = np.unique(lg.user)
+    rows = sm.last_rows(lg, users)
+    seen = sm._seen(lg, users, model.n_items + 1)[:, :model.n_items]
+    want = model._lowrank_topk(H[rows], 6, seen)
+    calls = []
+    real = sm.topk_f32_certified
+    with config.override(lowrank_f32_min_items=0, lowrank_f32_extra=extra), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sm, "topk_f32_certified", lambda *a: (calls.append(1), real(*a))[1])
+        got = model._lowrank_topk(H[rows], 6, seen)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-12)
+        for k, exclude in ((5, True), (model.n_items + 3, True), (model.n_items, False)):
+            u1, i1, s1 = naive_recommend(model, log, k, exclude)
+            u2, i2, s2 = model.recommend(log, k, exclude_seen=exclude, block=7)
+            np.testing.assert_array_equal(i2, i1, err_msg=f"k={k} exclude={exclude}")
+            np.testing.assert_allclose(s2, s1, rtol=1e-10, atol=1e-12)
+    assert calls
+
+
+def test_float32_scan_bound_holds_on_wide_score_ranges():
+    """Direct check of the certified scan against the float64 kernel: rows of very different
+    norms, items of very different norms, exclusions, k past the available items."""
+    from stgkern import _dispatch, config
+    from stgkern.readout import _exclude_csr
+    import scipy.sparse as sps
+    model, _ = _random_model(4, MIXES["all_on"])
+    tt = model._threshold_tables()
+    rng = np.random.default_rng(0)
+    n, d = tt["items"].shape
+    Q = rng.normal(size=(50, d)) * np.logspace(-3, 3, 50)[:, None]
+    ex = sps.random(50, n, density=0.3, random_state=1, format="csr")
+    ex.data[:] = 1
+    kernel = _dispatch.kernels("topk", _dispatch.CPU).topk
+    for k in (1, 7, n):
+        wi, ws = kernel(Q, tt["items"], k, _exclude_csr(ex, 50, n, np))
+        with config.override(lowrank_f32_extra=3):
+            gi, gs = sm.topk_f32_certified(Q, tt["items"], tt["items32"], tt["vmax"], k, ex)
+        np.testing.assert_array_equal(gi, wi)
+        np.testing.assert_allclose(gs, ws, rtol=1e-12)
+
+
+def test_float32_scan_keeps_the_items_its_rounding_inverts():
+    """float32 rounding can put an item below another that beats it in float64 (A below B here:
+    A's first coordinate rounds down, B's sum rounds up): the bound must keep A a candidate, and
+    a band of such near-ties wider than the kept items must send the row to the float64 scan."""
+    from stgkern import _dispatch, config
+    e = 2.0 ** -23
+    A = [1 + 0.49 * e, 0.1 * e]                        # float64 1 + 0.59e, float32 1
+    B = [1.0, 0.55 * e]                                # float64 1 + 0.55e, float32 1 + e
+    Q = np.array([[1.0, 1.0]])
+    kernel = _dispatch.kernels("topk", _dispatch.CPU).topk
+    for items, extra in ((np.array([B, A]), 20), (np.array([B] * 9 + [A]), 0)):
+        items32 = items.astype(np.float32)
+        assert (items32 @ Q[0].astype(np.float32))[-1] < (items32 @ Q[0].astype(np.float32))[0]   # inverted
+        want = kernel(Q, items, 1, None)
+        assert want[0][0, 0] == len(items) - 1                                              # A, in float64
+        with config.override(lowrank_f32_extra=extra):
+            got = sm.topk_f32_certified(Q, items, items32, float(np.linalg.norm(items, axis=1).max()), 1, None)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-15)
