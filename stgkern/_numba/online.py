@@ -34,6 +34,7 @@ import numba as nb
 import numpy as np
 
 from ._simd import gather_wsum
+from .threads import run_chunks
 
 #: The empty key of the hash tables (a user id equal to it is refused by the caller).
 EMPTY = np.iinfo(np.int64).min
@@ -81,7 +82,6 @@ def ht_rehash(keys, vals, new_keys, new_vals):
             new_vals[g] = vals[h]
 
 
-@nb.njit(cache=True, parallel=True)
 def insert(runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head, latest,
            n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out, parallel):
     """Link a batch sorted by (user, time) into the chains, each event's in-edges found as
@@ -91,19 +91,12 @@ def insert(runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_h
     independent, so runs go in parallel.  ``slots[b]`` is event b's free pool slot; in-edge q
     of event b writes ``t(event) - t(source)`` to ``dt_out[b * E + q]`` (E = ``e_src.shape[1]``).
     """
-    n_runs = runs.shape[0] - 1
-    n_chunks = (n_runs + 63) // 64
-    if parallel:
-        for c in nb.prange(n_chunks):
-            _insert_runs(c * 64, min(n_runs, (c + 1) * 64), runs, uidx, item, cat, beh, time, slots, window,
-                         cwin, horizon, has_horizon, head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev,
-                         e_nin, e_src, e_kind, dt_out)
-    else:
-        _insert_runs(0, n_runs, runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head,
-                     latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out)
+    run_chunks(_insert_runs, runs.shape[0] - 1, parallel, runs, uidx, item, cat, beh, time, slots, window, cwin,
+               horizon, has_horizon, head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src,
+               e_kind, dt_out)
 
 
-@nb.njit(inline="always")
+@nb.njit(cache=True, nogil=True)
 def _insert_runs(r0, r1, runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head,
                  latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out):
     E = e_src.shape[1]
@@ -179,20 +172,20 @@ def seen_rows(uidx, seen_head, s_item, s_next, n_items):
     return indptr, indices
 
 
-@nb.njit(cache=True, parallel=True)
 def layer1(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, parallel):
     """Each batch event's normalised decay weights (``w64``: ``exp(-dt/τ)`` in float64, the
-    event's edges at ``w_ptr[b]:w_ptr[b + 1]``) and ``H1 = Σ ŵ X[src]`` by spmm's own row fold."""
-    n_chunks = (slots.shape[0] + 255) // 256
-    if parallel:                                # every event's H1 reads only node inputs: independent
-        for c in nb.prange(n_chunks):
-            idx = np.empty(e_src.shape[1], np.int64)
-            for b in range(c * 256, min(slots.shape[0], (c + 1) * 256)):
-                _layer1_row(b, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, idx)
-    else:                                       # a small batch: a parallel launch costs more than it saves
-        idx = np.empty(e_src.shape[1], np.int64)
-        for b in range(slots.shape[0]):
-            _layer1_row(b, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, idx)
+    event's edges at ``w_ptr[b]:w_ptr[b + 1]``) and ``H1 = Σ ŵ X[src]`` by spmm's own row fold.
+    Every event's H1 reads only node inputs, so events go in parallel chunks with ``parallel``
+    (a small batch: a parallel launch costs more than it saves)."""
+    run_chunks(_layer1_rows, slots.shape[0], parallel, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F,
+               E_item, E_cat, e_H1)
+
+
+@nb.njit(cache=True, nogil=True)
+def _layer1_rows(b0, b1, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1):
+    idx = np.empty(e_src.shape[1], np.int64)
+    for b in range(b0, b1):
+        _layer1_row(b, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1, idx)
 
 
 @nb.njit(inline="always")
@@ -233,27 +226,21 @@ def layer2(slots, e_nin, e_src, e_w, e_H1, out):
         gather_wsum(out[i], Hs, loc, e_w[s], None, 0, d, None)
 
 
-@nb.njit(cache=True, parallel=True)
 def chain_lengths(users, head, e_prev, out, parallel):
     """``out[i]`` = the number of retained events of ``users[i]``."""
-    if parallel:
-        for i in nb.prange(users.shape[0]):
-            out[i] = _chain_length(head[users[i]], e_prev)
-    else:
-        for i in range(users.shape[0]):
-            out[i] = _chain_length(head[users[i]], e_prev)
+    run_chunks(_chain_lengths, users.shape[0], parallel, users, head, e_prev, out)
 
 
-@nb.njit(inline="always")
-def _chain_length(j, e_prev):
-    n = 0
-    while j >= 0:
-        n += 1
-        j = e_prev[j]
-    return n
+@nb.njit(cache=True, nogil=True)
+def _chain_lengths(i0, i1, users, head, e_prev, out):
+    for i in range(i0, i1):
+        n, j = 0, head[users[i]]
+        while j >= 0:
+            n += 1
+            j = e_prev[j]
+        out[i] = n
 
 
-@nb.njit(cache=True, parallel=True)
 def retain(users, offsets, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat, e_time, e_prev,
            e_nin, e_src, mark, chain, freed, n_freed, n_chunks):
     """Unlink each of ``users``' events that no future event or explanation can need (module
@@ -262,19 +249,12 @@ def retain(users, offsets, window, cwin, horizon, has_horizon, n_categories, hea
     (each touches its own slots only), so they go in parallel.  ``mark`` is zero on entry and
     left zero.  ``n_chunks`` > 1 runs that many chunks in parallel (one a thread: each zeroes a
     count per category once); 1 runs serially."""
-    if n_chunks > 1:
-        step = (users.shape[0] + n_chunks - 1) // n_chunks
-        for c in nb.prange(n_chunks):
-            _retain_users(min(users.shape[0], c * step), min(users.shape[0], (c + 1) * step), users, offsets,
-                          window, cwin, horizon,
-                          has_horizon, n_categories, head, latest, e_cat, e_time, e_prev, e_nin, e_src, mark, chain,
-                          freed, n_freed)
-    else:
-        _retain_users(0, users.shape[0], users, offsets, window, cwin, horizon, has_horizon, n_categories, head,
-                      latest, e_cat, e_time, e_prev, e_nin, e_src, mark, chain, freed, n_freed)
+    run_chunks(_retain_users, users.shape[0], n_chunks > 1, users, offsets, window, cwin, horizon, has_horizon,
+               n_categories, head, latest, e_cat, e_time, e_prev, e_nin, e_src, mark, chain, freed, n_freed,
+               n_chunks=n_chunks)
 
 
-@nb.njit(inline="always")
+@nb.njit(cache=True, nogil=True)
 def _retain_users(i0, i1, users, offsets, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat,
                   e_time, e_prev, e_nin, e_src, mark, chain, freed, n_freed):
     cat_count = np.zeros(n_categories, np.int64)
