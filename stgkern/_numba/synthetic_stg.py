@@ -15,6 +15,8 @@ inlining into the parallel kernels made a fresh install's first
 import numba
 import numpy as np
 
+from .threads import run_chunks
+
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -118,10 +120,15 @@ def _scaled(F, row, lam, b):
     return F[row, b] * lam[b] / _row_mass(F, row, lam)
 
 
-@numba.njit(cache=True, parallel=True)
 def user_propensities(seed_key, users, sigma, lam):
     """Per user, ``lam[k, b] = exp(sigma[b] Z_b - sigma[b]**2 / 2)`` (mean 1), Z from stream 2."""
-    for k in numba.prange(users.shape[0]):
+    run_chunks(_user_propensities_rows, users.shape[0], True, seed_key, users, sigma, lam)
+
+
+@numba.njit(cache=True, nogil=True)
+def _user_propensities_rows(i0, i1, seed_key, users, sigma, lam):
+    """Rows ``i0:i1`` of :func:`user_propensities`."""
+    for k in range(i0, i1):
         state = np.empty(1, np.uint64)
         state[0] = user_key(seed_key, users[k], 2)
         for b in range(NB):
@@ -129,15 +136,20 @@ def user_propensities(seed_key, users, sigma, lam):
             lam[k, b] = np.exp(sigma[b] * z - 0.5 * sigma[b] * sigma[b])
 
 
-@numba.njit(cache=True, parallel=True)
 def user_lengths(seed_key, users, mu, sigma):
     """Events per user: max(1, round(exp(mu + sigma Z))), Z standard normal from stream 0."""
     out = np.empty(users.shape[0], np.int64)
-    for k in numba.prange(users.shape[0]):
+    run_chunks(_user_lengths_rows, users.shape[0], True, seed_key, users, mu, sigma, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _user_lengths_rows(i0, i1, seed_key, users, mu, sigma, out):
+    """Rows ``i0:i1`` of :func:`user_lengths`."""
+    for k in range(i0, i1):
         state = np.empty(1, np.uint64)
         state[0] = user_key(seed_key, users[k], 0)
         out[k] = max(1, np.int64(np.round(np.exp(mu + sigma * _normal(state)))))
-    return out
 
 
 @numba.njit(cache=True)
@@ -157,7 +169,6 @@ def _trigger_weights(time, start, last, window, psi, tau, w):
     return n
 
 
-@numba.njit(cache=True, parallel=True)
 def generate(seed_key, users, offsets, P, p_break, rho, F_rep, F_new, F_ret, lam,
              pop_cum, by_cat, cat_ptr, cat_of, related, cat_cum, csucc, csucc_cum,
              n_profile, window,
@@ -169,10 +180,21 @@ def generate(seed_key, users, offsets, P, p_break, rho, F_rep, F_new, F_ret, lam
     a new or returning item's draw scales the row by the user's propensities
     ``lam[k]``, a repeat's funnel row is drawn as it is.
     """
+    run_chunks(_generate_rows, users.shape[0], True, seed_key, users, offsets, P, p_break, rho, F_rep, F_new, F_ret,
+               lam, pop_cum, by_cat, cat_ptr, cat_of, related, cat_cum, csucc, csucc_cum, n_profile, window, item,
+               behavior, time, value, prof_cat, prof_w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _generate_rows(i0, i1, seed_key, users, offsets, P, p_break, rho, F_rep, F_new, F_ret, lam,
+             pop_cum, by_cat, cat_ptr, cat_of, related, cat_cum, csucc, csucc_cum,
+             n_profile, window,
+             item, behavior, time, value, prof_cat, prof_w):
+    """Rows ``i0:i1`` of :func:`generate`."""
     tau = P[P_TAU]
     R = related.shape[1]
     one = np.ones(NB)
-    for k in numba.prange(users.shape[0]):
+    for k in range(i0, i1):
         state = np.empty(1, np.uint64)
         state[0] = user_key(seed_key, users[k], 1)
         w = np.empty(window, np.float64)
@@ -286,14 +308,23 @@ def _item_dist(r, start, uk, P, p_break, rho, item, behavior, time, window,
     return ppop
 
 
-@numba.njit(cache=True, parallel=True)
 def item_topk(rows, starts, uks, P, p_break, rho, item, behavior, time, window,
               popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat,
               ex_ptr, ex_idx, k):
     """Top-k next items of each row by true probability, excluded items barred, ties to the lower id."""
-    n_items = popc.shape[0]
     out = np.full((rows.shape[0], k), -1, np.int64)
-    for q in numba.prange(rows.shape[0]):
+    run_chunks(_item_topk_rows, rows.shape[0], True, rows, starts, uks, P, p_break, rho, item, behavior, time, window,
+               popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat, ex_ptr, ex_idx, k, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _item_topk_rows(i0, i1, rows, starts, uks, P, p_break, rho, item, behavior, time, window,
+              popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat,
+              ex_ptr, ex_idx, k, out):
+    """Rows ``i0:i1`` of :func:`item_topk`."""
+    n_items = popc.shape[0]
+    for q in range(i0, i1):
         w = np.empty(window, np.float64)
         catw = np.empty(n_cat, np.float64)
         d = np.empty(n_items, np.float64)
@@ -308,46 +339,67 @@ def item_topk(rows, starts, uks, P, p_break, rho, item, behavior, time, window,
             if d[order[t]] < 0.0:
                 break
             out[q, t] = order[t]
-    return out
 
 
-@numba.njit(cache=True, parallel=True)
 def item_prob(rows, starts, uks, P, p_break, rho, item, behavior, time, window,
               popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat, targets):
     """P(next item = targets[q]) after rows[q]."""
-    n_items = popc.shape[0]
     out = np.empty(rows.shape[0], np.float64)
-    for q in numba.prange(rows.shape[0]):
+    run_chunks(_item_prob_rows, rows.shape[0], True, rows, starts, uks, P, p_break, rho, item, behavior, time, window,
+               popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat, targets, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _item_prob_rows(i0, i1, rows, starts, uks, P, p_break, rho, item, behavior, time, window,
+              popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat, targets, out):
+    """Rows ``i0:i1`` of :func:`item_prob`."""
+    n_items = popc.shape[0]
+    for q in range(i0, i1):
         w = np.empty(window, np.float64)
         catw = np.empty(n_cat, np.float64)
         d = np.empty(n_items, np.float64)
         ppop = _item_dist(rows[q], starts[q], uks[q], P, p_break, rho, item, behavior, time, window,
                           popc, cat_of, related, csucc, csucc_p, prof_cat, prof_w, w, catw, d)
         out[q] = d[targets[q]] + ppop * pop[targets[q]]
-    return out
 
 
-@numba.njit(cache=True, parallel=True)
 def item_dists(rows, starts, uks, P, p_break, rho, item, behavior, time, window,
                popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat):
     """Dense next-item distributions after each of rows, shape (len(rows), n_items)."""
+    out = np.empty((rows.shape[0], popc.shape[0]), np.float64)
+    run_chunks(_item_dists_rows, rows.shape[0], True, rows, starts, uks, P, p_break, rho, item, behavior, time,
+               window, popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _item_dists_rows(i0, i1, rows, starts, uks, P, p_break, rho, item, behavior, time, window,
+               popc, pop, cat_of, related, csucc, csucc_p, prof_cat, prof_w, n_cat, out):
+    """Rows ``i0:i1`` of :func:`item_dists`."""
     n_items = popc.shape[0]
-    out = np.empty((rows.shape[0], n_items), np.float64)
-    for q in numba.prange(rows.shape[0]):
+    for q in range(i0, i1):
         w = np.empty(window, np.float64)
         catw = np.empty(n_cat, np.float64)
         ppop = _item_dist(rows[q], starts[q], uks[q], P, p_break, rho, item, behavior, time, window,
                           popc, cat_of, related, csucc, csucc_p, prof_cat, prof_w, w, catw, out[q])
         for j in range(n_items):
             out[q, j] += ppop * pop[j]
-    return out
 
 
-@numba.njit(cache=True, parallel=True)
 def behavior_probs(rows, starts, uks, P, p_break, rho, F_rep, F_new, F_ret, lam, item, behavior, time, window):
     """P(next behaviour = b) after rows[q], shape (len(rows), NB); ``uks[q]`` is the row's user in ``lam``."""
     out = np.zeros((rows.shape[0], NB), np.float64)
-    for q in numba.prange(rows.shape[0]):
+    run_chunks(_behavior_probs_rows, rows.shape[0], True, rows, starts, uks, P, p_break, rho, F_rep, F_new, F_ret,
+               lam, item, behavior, time, window, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _behavior_probs_rows(i0, i1, rows, starts, uks, P, p_break, rho, F_rep, F_new, F_ret, lam, item, behavior, time,
+                         window, out):
+    """Rows ``i0:i1`` of :func:`behavior_probs`."""
+    for q in range(i0, i1):
         w = np.empty(window, np.float64)
         r, u = rows[q], uks[q]
         bp = behavior[r]
@@ -360,4 +412,3 @@ def behavior_probs(rows, starts, uks, P, p_break, rho, F_rep, F_new, F_ret, lam,
         for b in range(NB):
             out[q, b] += (1.0 - S) * (P[P_RET] * _scaled(F_ret, bp, lam[u], b)
                                       + (1.0 - P[P_RET]) * _scaled(F_new, bp, lam[u], b))
-    return out
