@@ -21,8 +21,8 @@ import stgkern
 from stgkern import pipeline as P
 
 #: Functions whose cumulative time is reported (the threshold top-k's stages, both versions').
-STAGES = ("states", "_lowrank_topk", "_rerank", "rerank", "_transition_inputs", "_sparse_parts", "_mix_parts",
-          "sort_indices")
+STAGES = ("states", "_lowrank_topk", "topk_f32_certified", "_rerank", "rerank", "_transition_inputs",
+          "_sparse_parts", "_mix_parts", "sort_indices")
 
 
 def main(argv=None):
@@ -33,12 +33,17 @@ def main(argv=None):
     ap.add_argument("--users", type=int, default=0, help="only the part's first USERS users (0: all)")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--save", help="save users, items, scores to this .npz")
+    ap.add_argument("--lowrank", choices=("auto", "f64", "f32"), default="auto",
+                    help="the low-rank scan: float64 only, float32 + float64 rescoring, or by "
+                         "config.lowrank_f32_min_items (auto)")
     args = ap.parse_args(argv)
     with open(args.model, "rb") as f:
         model = pickle.load(f)
     log = P.read_part(args.parts, args.part)
     if args.users:
         log = log.take(log.user < args.users, compact=True)
+    if args.lowrank != "auto":
+        stgkern.config.lowrank_f32_min_items = 0 if args.lowrank == "f32" else 1 << 62
     model.recommend(log.take(log.user < 50, compact=True), args.k)          # JIT and per-model caches
     prof = cProfile.Profile()
     t0 = time.perf_counter()
@@ -52,7 +57,7 @@ def main(argv=None):
             stages[name] = round(stages.get(name, 0.0) + cum, 3)
     if args.save:
         np.savez(args.save, users=users, items=items, scores=scores)
-    print(json.dumps({"stgkern": stgkern.__file__, "part": args.part, "users": len(users), "events": len(log),
+    print(json.dumps({"stgkern": stgkern.__file__, "lowrank": args.lowrank, "part": args.part, "users": len(users), "events": len(log),
                       "recommend_s": round(seconds, 3), "cumulative_s": stages}))
 
 
