@@ -57,8 +57,8 @@ def main(argv=None):
             stages[name] = round(stages.get(name, 0.0) + cum, 3)
     if args.save:
         np.savez(args.save, users=users, items=items, scores=scores)
-    print(json.dumps({"stgkern": stgkern.__file__, "lowrank": args.lowrank, "part": args.part, "users": len(users), "events": len(log),
-                      "recommend_s": round(seconds, 3), "cumulative_s": stages}))
+    print(json.dumps({"stgkern": stgkern.__file__, "lowrank": args.lowrank, "part": args.part, "users": len(users),
+                      "events": len(log), "recommend_s": round(seconds, 3), "cumulative_s": stages}))
 
 
 if __name__ == "__main__":

@@ -843,8 +843,9 @@ class ClosedFormModel:
             cat_ptr = np.concatenate([[0], np.cumsum(np.bincount(cat, minlength=self.n_categories + 1))])
             TC = sp.csr_matrix(self.tables["TC"])
             TC.sort_indices()
-            self._tt = {"items": items, "items32": items32, "vmax": float(vnorm.max(initial=0.0)), "share": share, "cat": np.ascontiguousarray(cat, np.int64),
-                        "cat_ptr": cat_ptr.astype(np.int64), "cat_items": order.astype(np.int64), "TC": TC}
+            self._tt = {"items": items, "items32": items32, "vmax": float(vnorm.max(initial=0.0)), "share": share,
+                        "cat": np.ascontiguousarray(cat, np.int64), "cat_ptr": cat_ptr.astype(np.int64),
+                        "cat_items": order.astype(np.int64), "TC": TC}
             self._tt_for = (self.tables, self.ridge, self.lam)
         return self._tt
 
