@@ -34,7 +34,6 @@ import numba as nb
 import numpy as np
 
 from ._simd import gather_wsum
-from .threads import run_chunks
 
 #: The empty key of the hash tables (a user id equal to it is refused by the caller).
 EMPTY = np.iinfo(np.int64).min
@@ -91,9 +90,26 @@ def insert(runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_h
     independent, so runs go in parallel.  ``slots[b]`` is event b's free pool slot; in-edge q
     of event b writes ``t(event) - t(source)`` to ``dt_out[b * E + q]`` (E = ``e_src.shape[1]``).
     """
-    run_chunks(_insert_runs, runs.shape[0] - 1, parallel, runs, uidx, item, cat, beh, time, slots, window, cwin,
-               horizon, has_horizon, head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src,
-               e_kind, dt_out)
+    args = (runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head, latest, n_events,
+            e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out)
+    if parallel and nb.get_num_threads() > 1:
+        _insert_par(*args)
+    else:
+        _insert_runs(0, runs.shape[0] - 1, *args)
+
+
+# The parallel paths are prange loops of their own around the row functions, compiled the first
+# time a batch is large enough to take them: a serial update (a small batch, or one Numba thread,
+# as the demo's replay runs) never pays their compilation (2-3 s each in a fresh install).
+# Python threads over the row functions instead compiled nothing, but the update ran ~0.6x as fast.
+@nb.njit(cache=True, parallel=True)
+def _insert_par(runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head, latest, n_events,
+                e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out):
+    n_runs = runs.shape[0] - 1
+    for c in nb.prange((n_runs + 63) // 64):
+        _insert_runs(c * 64, min(n_runs, (c + 1) * 64), runs, uidx, item, cat, beh, time, slots, window, cwin,
+                     horizon, has_horizon, head, latest, n_events, e_item, e_cat, e_beh, e_time, e_prev, e_nin,
+                     e_src, e_kind, dt_out)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -177,8 +193,19 @@ def layer1(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_c
     event's edges at ``w_ptr[b]:w_ptr[b + 1]``) and ``H1 = Σ ŵ X[src]`` by spmm's own row fold.
     Every event's H1 reads only node inputs, so events go in parallel chunks with ``parallel``
     (a small batch: a parallel launch costs more than it saves)."""
-    run_chunks(_layer1_rows, slots.shape[0], parallel, slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F,
-               E_item, E_cat, e_H1)
+    args = (slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1)
+    if parallel and nb.get_num_threads() > 1:
+        _layer1_par(*args)
+    else:
+        _layer1_rows(0, slots.shape[0], *args)
+
+
+@nb.njit(cache=True, parallel=True)
+def _layer1_par(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1):
+    n = slots.shape[0]
+    for c in nb.prange((n + 255) // 256):
+        _layer1_rows(c * 256, min(n, (c + 1) * 256), slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F,
+                     E_item, E_cat, e_H1)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -228,7 +255,17 @@ def layer2(slots, e_nin, e_src, e_w, e_H1, out):
 
 def chain_lengths(users, head, e_prev, out, parallel):
     """``out[i]`` = the number of retained events of ``users[i]``."""
-    run_chunks(_chain_lengths, users.shape[0], parallel, users, head, e_prev, out)
+    if parallel and nb.get_num_threads() > 1:
+        _chain_lengths_par(users, head, e_prev, out)
+    else:
+        _chain_lengths(0, users.shape[0], users, head, e_prev, out)
+
+
+@nb.njit(cache=True, parallel=True)
+def _chain_lengths_par(users, head, e_prev, out):
+    n = users.shape[0]
+    for c in nb.prange((n + 255) // 256):
+        _chain_lengths(c * 256, min(n, (c + 1) * 256), users, head, e_prev, out)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -249,9 +286,22 @@ def retain(users, offsets, window, cwin, horizon, has_horizon, n_categories, hea
     (each touches its own slots only), so they go in parallel.  ``mark`` is zero on entry and
     left zero.  ``n_chunks`` > 1 runs that many chunks in parallel (one a thread: each zeroes a
     count per category once); 1 runs serially."""
-    run_chunks(_retain_users, users.shape[0], n_chunks > 1, users, offsets, window, cwin, horizon, has_horizon,
-               n_categories, head, latest, e_cat, e_time, e_prev, e_nin, e_src, mark, chain, freed, n_freed,
-               n_chunks=n_chunks)
+    args = (users, offsets, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat, e_time, e_prev,
+            e_nin, e_src, mark, chain, freed, n_freed)
+    if n_chunks > 1:
+        _retain_par(n_chunks, *args)
+    else:
+        _retain_users(0, users.shape[0], *args)
+
+
+@nb.njit(cache=True, parallel=True)
+def _retain_par(n_chunks, users, offsets, window, cwin, horizon, has_horizon, n_categories, head, latest, e_cat,
+                e_time, e_prev, e_nin, e_src, mark, chain, freed, n_freed):
+    step = (users.shape[0] + n_chunks - 1) // n_chunks
+    for c in nb.prange(n_chunks):
+        _retain_users(min(users.shape[0], c * step), min(users.shape[0], (c + 1) * step), users, offsets, window,
+                      cwin, horizon, has_horizon, n_categories, head, latest, e_cat, e_time, e_prev, e_nin, e_src,
+                      mark, chain, freed, n_freed)
 
 
 @nb.njit(cache=True, nogil=True)
