@@ -68,6 +68,9 @@ lowrank_f32_min_items: int = 50_000
 #: Items the float32 scan keeps beyond k per row as rescoring candidates; a
 #: row whose bound reaches past them is scanned again in float64.
 lowrank_f32_extra: int = 20
+#: Rows per call from which the closed form's exact re-ranking takes its parallel kernel (twice
+#: as fast, even on one thread, but 11.5 s to compile in a fresh install against 4 s).
+rerank_parallel_min_rows: int = 512
 
 # --- Memory ----------------------------------------------------------------
 #: Fraction of the available memory a single output may claim before the

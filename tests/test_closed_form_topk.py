@@ -128,12 +128,15 @@ def test_rerank_splits_rows_into_chunks_alike(monkeypatch):
     seen_chunks = []
     real = cf.rerank
     monkeypatch.setattr(cf, "rerank", lambda *a: (seen_chunks.append(a[-6]), real(*a))[1])
+    from stgkern import config
     for chunks in (1, 5, len(rows)):
         monkeypatch.setattr(numba, "get_num_threads", lambda c=chunks: c)    # _rerank's chunk count
-        got = model._rerank(low, trans, lg.category[rows], seen)
-        assert seen_chunks[-1] == chunks
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_array_equal(got[1], want[1])
+        for min_rows in (0, 1 << 30):                                        # the parallel and serial kernels
+            with config.override(rerank_parallel_min_rows=min_rows):
+                got = model._rerank(low, trans, lg.category[rows], seen)
+            assert seen_chunks[-1] == chunks
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
 
 
 def test_rerank_scratch_is_reused_and_left_out_of_pickles():

@@ -40,14 +40,17 @@ arithmetic differs (``topk``'s ``L`` against the kernel's, the dense
 path's GEMM against both).  ``theta`` only rises, so an item pruned stays
 pruned.
 """
+import types
+
 import numba as nb
 import numpy as np
 
-from .threads import run_chunks
+from .. import config
+
 from .topk import _finish, _sift_down, _sift_up, _worse
 
 
-@nb.njit(cache=True)
+@nb.njit(inline="always")
 def _push(hs, hi, n, k, s, i):
     """Offer (s, i) to the row's min-heap of its k best (:mod:`.topk`'s order); returns its size."""
     if n < k:
@@ -62,7 +65,7 @@ def _push(hs, hi, n, k, s, i):
     return n
 
 
-@nb.njit(cache=True)
+@nb.njit(inline="always")
 def _exact(Q, I, r, i, s, tc, w_cat, share_i):
     """The score in the dense path's order: ``L + (transitions + category)``."""
     L = 0.0
@@ -71,7 +74,7 @@ def _exact(Q, I, r, i, s, tc, w_cat, share_i):
     return L + (s + w_cat * (tc * share_i))
 
 
-@nb.njit(cache=True)
+@nb.njit(inline="always")
 def _touch(i, r, acc, sup, n_sup):
     """Put item ``i`` in row ``r``'s support (its accumulators zeroed) if it is not there yet.
     ``acc[i]``: (row whose support holds i, last, window, skip), one cache line an item."""
@@ -85,7 +88,7 @@ def _touch(i, r, acc, sup, n_sup):
     return n_sup
 
 
-@nb.njit(cache=True)
+@nb.njit(inline="always")
 def _transitions(acc, i, r, w_last, w_window, w_skip):
     """``S(i)`` of row ``r`` from its accumulators (0 outside its support), in the dense path's
     order: ``(last + window) + skip``."""
@@ -94,112 +97,23 @@ def _transitions(acc, i, r, w_last, w_window, w_skip):
     return (w_last * acc[i, 1] + w_window * acc[i, 2]) + w_skip * acc[i, 3]
 
 
-@nb.njit(cache=True, nogil=True)
-def _rerank_rows(r0, r1, t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_last, w_window,
-                 w_skip, p1, i1, v1, p2, i2, v2, tc_ptr, tc_cat, tc_val, w_cat, cat_ptr, cat_items, share,
-                 item_category, seen_ptr, seen_idx, tol, cap, mark, acc, base, out_idx, out_score, heap_n):
-    """Rows ``r0:r1`` of :func:`rerank` on one chunk's accumulators; returns (items scored exactly,
-    size of the supports); the rows' heaps end sorted best first."""
-    m, k = t_idx.shape
-    n_items = I.shape[0]
-    n_cat = len(cat_ptr) - 1
-    sup = np.empty(cap, np.int64)
-    catw = np.zeros(n_cat)                               # TC[c_u, c], row r's
-    scored = 0
-    support = 0
-    for r in range(r0, r1):
-        hs, hi = out_score[r], out_idx[r]            # the row's heap, sorted in place by _finish
-        st = base + r
-        n = 0
-        full = t_idx[r, k - 1] >= 0                 # T padded: every unseen item is already in T
-        lk = l_k[r]
-        n_sup = 0
-        if w_window != 0.0:
-            for j in range(bag_ptr[r], bag_ptr[r + 1]):  # SciPy's bag @ T1: bag entries in order
-                b, beta = bag_idx[j], bag_val[j]
-                for q in range(p1[b], p1[b + 1]):
-                    i = i1[q]
-                    n_sup = _touch(i, st, acc, sup, n_sup)
-                    acc[i, 2] += beta * v1[q]
-        if w_last != 0.0:
-            a = last_item[r]
-            for q in range(p1[a], p1[a + 1]):
-                n_sup = _touch(i1[q], st, acc, sup, n_sup)
-                acc[i1[q], 1] += v1[q]             # (+=: a duplicate entry sums, as in toarray())
-        a = prev_item[r]
-        if w_skip != 0.0 and a >= 0:
-            for q in range(p2[a], p2[a + 1]):
-                n_sup = _touch(i2[q], st, acc, sup, n_sup)
-                acc[i2[q], 3] += v2[q]
-        support += n_sup
-        for q in range(tc_ptr[r], tc_ptr[r + 1]):
-            if 0 <= tc_cat[q] < n_cat:
-                catw[tc_cat[q]] = tc_val[q]
-        for q in range(seen_ptr[r], seen_ptr[r + 1]):
-            mark[seen_idx[q]] = st                    # seen: never scored
-        for j in range(k):                           # T, exactly
-            i = t_idx[r, j]
-            if i < 0 or mark[i] == st:
-                continue
-            mark[i] = st
-            c = catw[item_category[i]]
-            n = _push(hs, hi, n, k, _exact(Q, I, r, i, _transitions(acc, i, st, w_last, w_window, w_skip), c,
-                                           w_cat, share[i]), i)
-            scored += 1
-        prune = full and n == k
-        for j in range(n_sup):                       # the support, where its bound reaches theta
-            i = sup[j]                               # (each once: T and seen items are marked)
-            if i >= n_items:
-                continue
-            s = _transitions(acc, i, st, w_last, w_window, w_skip)
-            c = catw[item_category[i]]
-            if prune and lk + (s + w_cat * (c * share[i])) < hs[0] - tol * (abs(hs[0]) + 1.0):
-                continue                             # L(i) <= L_k outside T: it cannot reach theta
-            if mark[i] == st:
-                continue
-            n = _push(hs, hi, n, k, _exact(Q, I, r, i, s, c, w_cat, share[i]), i)
-            scored += 1
-        if full and n == k:
-            for p in range(tc_ptr[r], tc_ptr[r + 1]):    # each next category's items, largest share first
-                a_c = w_cat * tc_val[p]
-                c = tc_cat[p]
-                if a_c <= 0.0 or c < 0 or c >= n_cat:
-                    continue
-                for q in range(cat_ptr[c], cat_ptr[c + 1]):
-                    i = cat_items[q]
-                    if lk + a_c * share[i] < hs[0] - tol * (abs(hs[0]) + 1.0):
-                        break                        # shares only fall from here: none can reach theta
-                    if acc[i, 0] == st or mark[i] == st:
-                        continue                     # the support's, T's (all looked at above) or seen
-                    # not in the support: no transition part
-                    n = _push(hs, hi, n, k, _exact(Q, I, r, i, 0.0, tc_val[p], w_cat, share[i]), i)
-                    scored += 1
-        for q in range(tc_ptr[r], tc_ptr[r + 1]):
-            if 0 <= tc_cat[q] < n_cat:
-                catw[tc_cat[q]] = 0.0
-        heap_n[r] = n
-    _finish(out_score[r0:r1], out_idx[r0:r1], heap_n[r0:r1])
-    return scored, support
-
-
-@nb.njit(cache=True, nogil=True)
-def _support_cap(last_item, prev_item, bag_ptr, bag_idx, p1, p2):
-    """The largest support a row can have (its transition rows' lengths summed)."""
-    cap = 1
-    for r in range(len(last_item)):
-        c = 0
-        for j in range(bag_ptr[r], bag_ptr[r + 1]):
-            c += p1[bag_idx[j] + 1] - p1[bag_idx[j]]
-        c += p1[last_item[r] + 1] - p1[last_item[r]]
-        if prev_item[r] >= 0:
-            c += p2[prev_item[r] + 1] - p2[prev_item[r]]
-        cap = max(cap, c)
-    return cap
-
-
 def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_last, w_window, w_skip,
            p1, i1, v1, p2, i2, v2, tc_ptr, tc_cat, tc_val, w_cat, cat_ptr, cat_items, share, item_category,
            seen_ptr, seen_idx, tol, n_chunks, mark_buf, acc_buf, base, out_idx, out_score):
+    """:func:`_rerank_body` compiled parallel for calls of ``config.rerank_parallel_min_rows`` rows
+    or more, serial below.  The parallel kernel runs twice as fast even on one thread (its loop
+    body is compiled with the arrays marked non-aliasing) but takes 11.5 s to compile in a fresh
+    install against 4 s: a recommend block or a part takes it, a served user or the demo's
+    replay of a few hundred users need not wait for it."""
+    kernel = _rerank_parallel if t_idx.shape[0] >= config.rerank_parallel_min_rows else _rerank_serial
+    return kernel(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_last, w_window, w_skip,
+                  p1, i1, v1, p2, i2, v2, tc_ptr, tc_cat, tc_val, w_cat, cat_ptr, cat_items, share, item_category,
+                  seen_ptr, seen_idx, tol, n_chunks, mark_buf, acc_buf, base, out_idx, out_score)
+
+
+def _rerank_body(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_last, w_window, w_skip,
+                 p1, i1, v1, p2, i2, v2, tc_ptr, tc_cat, tc_val, w_cat, cat_ptr, cat_items, share, item_category,
+                 seen_ptr, seen_idx, tol, n_chunks, mark_buf, acc_buf, base, out_idx, out_score):
     """Exact top-k per row (see the module docstring); writes ``out_idx``/``out_score`` (k columns,
     best first, -1/-inf padding) and returns ``(items scored exactly, size of the supports)``.
 
@@ -207,23 +121,113 @@ def rerank(t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx, bag_val, w_
     ``w_last``), its bag (``bag_*``, CSR in SciPy's stored order; ``T1``, weight ``w_window``)
     and its previous item ``prev_item[r]`` (``T2``: ``p2/i2/v2``, weight ``w_skip``; -1: none).
     ``tc_*``: each row's next-category row (CSR, any order).  Rows are split into ``n_chunks``
-    chunks run side by side on Python threads (the row function releases the GIL; a ``prange``
-    over it took 4 s to compile for a loop that only hands out chunks), each with its own
-    accumulators: ``mark_buf[ch]`` (n_cols,) and
+    parallel chunks, each with its own accumulators: ``mark_buf[ch]`` (n_cols,) and
     ``acc_buf[ch]`` (n_cols, 4), kept by the caller across calls (at a million items they are
     40 MB a chunk, more than a served user's whole rerank to fill).  Row ``r`` stamps them with
     ``base + r``, so the caller passes a ``base`` above every stamp already written (first -1
     everywhere, then ``base`` grows by the rows of each call) and nothing needs clearing."""
     m, k = t_idx.shape
-    cap = _support_cap(last_item, prev_item, bag_ptr, bag_idx, p1, p2)
+    n_items = I.shape[0]
+    n_cols = max(n_items, len(p1) - 1, len(p2) - 1)      # the tables' columns (an extra unknown item)
+    cap = 1
+    for r in range(m):                                       # the largest support a row can have
+        c = 0
+        for j in range(bag_ptr[r], bag_ptr[r + 1]):
+            c += p1[bag_idx[j] + 1] - p1[bag_idx[j]]
+        c += p1[last_item[r] + 1] - p1[last_item[r]]
+        if prev_item[r] >= 0:
+            c += p2[prev_item[r] + 1] - p2[prev_item[r]]
+        cap = max(cap, c)
+    n_cat = len(cat_ptr) - 1
     heap_n = np.zeros(m, np.int64)
+    scored = np.zeros(n_chunks, np.int64)
+    support = np.zeros(n_chunks, np.int64)
+    for ch in nb.prange(n_chunks):
+        mark = mark_buf[ch]                              # row r's seen items and T (stamp st)
+        acc = acc_buf[ch]                                # see _touch
+        sup = np.empty(cap, np.int64)
+        catw = np.zeros(n_cat)                           # TC[c_u, c], row r's
+        for r in range(ch * m // n_chunks, (ch + 1) * m // n_chunks):
+            hs, hi = out_score[r], out_idx[r]            # the row's heap, sorted in place by _finish
+            st = base + r
+            n = 0
+            full = t_idx[r, k - 1] >= 0                 # T padded: every unseen item is already in T
+            lk = l_k[r]
+            n_sup = 0
+            if w_window != 0.0:
+                for j in range(bag_ptr[r], bag_ptr[r + 1]):  # SciPy's bag @ T1: bag entries in order
+                    b, beta = bag_idx[j], bag_val[j]
+                    for q in range(p1[b], p1[b + 1]):
+                        i = i1[q]
+                        n_sup = _touch(i, st, acc, sup, n_sup)
+                        acc[i, 2] += beta * v1[q]
+            if w_last != 0.0:
+                a = last_item[r]
+                for q in range(p1[a], p1[a + 1]):
+                    n_sup = _touch(i1[q], st, acc, sup, n_sup)
+                    acc[i1[q], 1] += v1[q]             # (+=: a duplicate entry sums, as in toarray())
+            a = prev_item[r]
+            if w_skip != 0.0 and a >= 0:
+                for q in range(p2[a], p2[a + 1]):
+                    n_sup = _touch(i2[q], st, acc, sup, n_sup)
+                    acc[i2[q], 3] += v2[q]
+            support[ch] += n_sup
+            for q in range(tc_ptr[r], tc_ptr[r + 1]):
+                if 0 <= tc_cat[q] < n_cat:
+                    catw[tc_cat[q]] = tc_val[q]
+            for q in range(seen_ptr[r], seen_ptr[r + 1]):
+                mark[seen_idx[q]] = st                    # seen: never scored
+            for j in range(k):                           # T, exactly
+                i = t_idx[r, j]
+                if i < 0 or mark[i] == st:
+                    continue
+                mark[i] = st
+                c = catw[item_category[i]]
+                n = _push(hs, hi, n, k, _exact(Q, I, r, i, _transitions(acc, i, st, w_last, w_window, w_skip), c,
+                                               w_cat, share[i]), i)
+                scored[ch] += 1
+            prune = full and n == k
+            for j in range(n_sup):                       # the support, where its bound reaches theta
+                i = sup[j]                               # (each once: T and seen items are marked)
+                if i >= n_items:
+                    continue
+                s = _transitions(acc, i, st, w_last, w_window, w_skip)
+                c = catw[item_category[i]]
+                if prune and lk + (s + w_cat * (c * share[i])) < hs[0] - tol * (abs(hs[0]) + 1.0):
+                    continue                             # L(i) <= L_k outside T: it cannot reach theta
+                if mark[i] == st:
+                    continue
+                n = _push(hs, hi, n, k, _exact(Q, I, r, i, s, c, w_cat, share[i]), i)
+                scored[ch] += 1
+            if full and n == k:
+                for p in range(tc_ptr[r], tc_ptr[r + 1]):    # each next category's items, largest share first
+                    a_c = w_cat * tc_val[p]
+                    c = tc_cat[p]
+                    if a_c <= 0.0 or c < 0 or c >= n_cat:
+                        continue
+                    for q in range(cat_ptr[c], cat_ptr[c + 1]):
+                        i = cat_items[q]
+                        if lk + a_c * share[i] < hs[0] - tol * (abs(hs[0]) + 1.0):
+                            break                        # shares only fall from here: none can reach theta
+                        if acc[i, 0] == st or mark[i] == st:
+                            continue                     # the support's, T's (all looked at above) or seen
+                        # not in the support: no transition part
+                        n = _push(hs, hi, n, k, _exact(Q, I, r, i, 0.0, tc_val[p], w_cat, share[i]), i)
+                        scored[ch] += 1
+            for q in range(tc_ptr[r], tc_ptr[r + 1]):
+                if 0 <= tc_cat[q] < n_cat:
+                    catw[tc_cat[q]] = 0.0
+            heap_n[r] = n
+    _finish(out_score, out_idx, heap_n)
+    return scored.sum(), support.sum()
 
-    def chunk(c0, c1):                               # one chunk (c1 = c0 + 1) on its own accumulators
-        return _rerank_rows(
-            c0 * m // n_chunks, c1 * m // n_chunks, t_idx, l_k, Q, I, last_item, prev_item, bag_ptr, bag_idx,
-            bag_val, w_last, w_window, w_skip, p1, i1, v1, p2, i2, v2, tc_ptr, tc_cat, tc_val, w_cat, cat_ptr,
-            cat_items, share, item_category, seen_ptr, seen_idx, tol, cap, mark_buf[c0], acc_buf[c0], base,
-            out_idx, out_score, heap_n)
 
-    done = run_chunks(chunk, n_chunks, n_chunks > 1, n_chunks=n_chunks)
-    return sum(d[0] for d in done), sum(d[1] for d in done)
+def _named(fn, name):
+    """``fn`` under another name: a second dispatcher of the same code gets its own cache files."""
+    g = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    g.__qualname__ = name
+    return g
+
+
+_rerank_parallel = nb.njit(cache=True, parallel=True)(_named(_rerank_body, "_rerank_parallel"))
+_rerank_serial = nb.njit(cache=True)(_named(_rerank_body, "_rerank_serial"))      # prange is range here
