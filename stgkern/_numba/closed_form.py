@@ -46,7 +46,6 @@ import numba as nb
 import numpy as np
 
 from .. import config
-
 from .topk import _finish, _sift_down, _sift_up, _worse
 
 

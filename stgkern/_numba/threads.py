@@ -1,12 +1,16 @@
 """Chunks of a ``nogil`` Numba function side by side on Python threads.
 
 For kernels whose parallel loop only hands out independent chunks to a row
-function: a ``prange`` around such a call costs seconds of compilation in a
-fresh install (the closed form's rerank: 4 s for the loop alone; the online
-update's four kernels: 6 s), while a thread pool over the compiled row
-function costs nothing to build and ~20 us a chunk to run.  The row
-function must be ``@njit(nogil=True)`` and write disjoint parts of its
-outputs per chunk; the result does not depend on the chunking.
+function, run rarely enough that compiling the loop costs more than it
+saves: a ``prange`` costs seconds of compilation in a fresh install, a
+thread pool over the compiled row function nothing, and ~20 us a chunk to
+run (the synthetic generator's and the oracle's kernels: 6.0 -> 3.7 s and
+5.0 -> 2.9 s at first call).  Not for hot kernels: Numba compiles a
+``prange`` body with its arrays marked non-aliasing and a plain function
+without, and the closed form's rerank ran at half speed as a row function
+even on one thread (it keeps its ``prange``; see ``closed_form.rerank``).
+The row function must be ``@njit(nogil=True)`` and write disjoint parts of
+its outputs per chunk; the result does not depend on the chunking.
 """
 from __future__ import annotations
 
