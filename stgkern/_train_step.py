@@ -131,10 +131,16 @@ def gru_gates(gi, gh, h):
     returns ``(1 - z) ⊙ n + z ⊙ h``.
     """
     if not _fast(gi, gh, h):
-        i_r, i_z, i_n = gi.chunk(3, 1)
-        h_r, h_z, h_n = gh.chunk(3, 1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        return n + z * (h - n)
+        return gru_update(gi, gh, h)
     return _GRUGates.apply(gi, gh, h)
+
+
+def gru_update(gi, gh, h):
+    """:func:`gru_gates` as plain torch ops (any dtype or device): the reference the fused kernel
+    is held to, and the update of models whose results must keep torch's own arithmetic."""
+    i_r, i_z, i_n = gi.chunk(3, 1)
+    h_r, h_z, h_n = gh.chunk(3, 1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return n + z * (h - n)

@@ -81,6 +81,14 @@ def _random_model(seed, mix, n_items=40, n_categories=5, n_users=24):
     return model, log
 
 
+def _last_rows_inputs(model, log):
+    """The sorted log in model ids, its states and graph, each user's last row and seen items."""
+    lg = model.to_model_ids(log).sort()
+    H, g = model.states(lg)
+    users = np.unique(lg.user)
+    return lg, H, g, sm.last_rows(lg, users), sm._seen(lg, users, model.n_items + 1)[:, :model.n_items]
+
+
 @pytest.mark.parametrize("mix", list(MIXES))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_threshold_top_k_equals_the_naive_ranking(seed, mix):
@@ -116,11 +124,7 @@ def test_rerank_splits_rows_into_chunks_alike(monkeypatch):
     """The kernel's parallel chunks (each with its own accumulators) give the one-chunk lists."""
     from stgkern._numba import closed_form as cf
     model, log = _random_model(3, MIXES["all_on"])
-    lg = model.to_model_ids(log).sort()
-    H, g = model.states(lg)
-    users = np.unique(lg.user)
-    rows = sm.last_rows(lg, users)
-    seen = sm._seen(lg, users, model.n_items + 1)[:, :model.n_items]
+    lg, H, g, rows, seen = _last_rows_inputs(model, log)
     low = model._lowrank_topk(H[rows], 6, seen)
     trans = sm._transition_inputs(lg, g, model.tau, rows, model.tables["T1"].shape[0])
     want = model._rerank(low, trans, lg.category[rows], seen)
@@ -168,11 +172,7 @@ def test_float32_scan_with_float64_rescoring_gives_the_float64_lists(seed, extra
     r = model.ridge
     r.VtB[:, 25:28] = r.VtB[:, [24]] * (1 + 1e-9)          # near-ties below float32's resolution
     r.prior[25:28] = r.prior[24]
-    lg = model.to_model_ids(log).sort()
-    H, _ = model.states(lg)
-    users = np.unique(lg.user)
-    rows = sm.last_rows(lg, users)
-    seen = sm._seen(lg, users, model.n_items + 1)[:, :model.n_items]
+    _, H, _, rows, seen = _last_rows_inputs(model, log)
     want = model._lowrank_topk(H[rows], 6, seen)
     calls = []
     real = sm.topk_f32_certified

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import torch as stgtorch
+from .._train_step import gru_update
 from .batch import SessionBatch, make_batch
 
 
@@ -49,13 +50,8 @@ class GatedSessionGNN(nn.Module):
         a_in = stgtorch.spmm(b.graph, self.linear_edge_in(h), b.w_in.to(h.dtype)) + self.b_iah
         a_out = stgtorch.spmm(b.graph_t, self.linear_edge_out(h), b.w_out_t.to(h.dtype)) + self.b_oah
         gi = F.linear(torch.cat([a_in, a_out], 1), self.w_ih, self.b_ih)
-        gh = F.linear(h, self.w_hh, self.b_hh)
-        i_r, i_i, i_n = gi.chunk(3, 1)
-        h_r, h_i, h_n = gh.chunk(3, 1)
-        reset = torch.sigmoid(i_r + h_r)
-        update = torch.sigmoid(i_i + h_i)
-        new = torch.tanh(i_n + reset * h_n)
-        return new + update * (h - new)
+        # torch's own arithmetic (not the fused kernel): the committed Diginetica runs stay reproducible
+        return gru_update(gi, F.linear(h, self.w_hh, self.b_hh), h)
 
     def forward(self, b: SessionBatch, h):
         for _ in range(self.step):
