@@ -356,12 +356,18 @@ def _spectral(rows, cols, n_rows, n_cols, dim, seed):
     return E
 
 
-def _decay_weights(graph, tau, dtype=np.float32):
-    """The window graph's ``exp(-dt/τ)`` edge weights, normalised to sum 1 over each row."""
+def _decay_weights(graph, tau, dtype=np.float32, nodes=None):
+    """The window graph's ``exp(-dt/τ)`` edge weights, normalised to sum 1 over each row; with
+    ``nodes``, the edges of those rows only, in their order (the same values)."""
     from .features import time_decay
-    w = time_decay(graph.edata["dt"].astype(np.float64), tau, dtype=np.float64)
-    rows = np.repeat(np.arange(graph.n_nodes), np.diff(graph.indptr))
-    rs = np.bincount(rows, weights=w, minlength=graph.n_nodes)
+    if nodes is None:
+        dt, deg = graph.edata["dt"], np.diff(graph.indptr)
+    else:
+        dt = graph.edata["dt"][_ranges(graph.indptr[nodes], graph.indptr[nodes + 1])]
+        deg = graph.indptr[nodes + 1] - graph.indptr[nodes]
+    w = time_decay(dt.astype(np.float64), tau, dtype=np.float64)
+    rows = np.repeat(np.arange(len(deg)), deg)
+    rs = np.bincount(rows, weights=w, minlength=len(deg))
     return (w / np.maximum(rs[rows], 1e-30)).astype(dtype)
 
 
@@ -372,6 +378,40 @@ def _propagate(graph, X, tau):
     H1 = spmm(graph, X, w)
     H2 = spmm(graph, H1, w)
     return np.hstack([X, H1, H2])
+
+
+def _subgraph(graph, rows, cols):
+    """The rows ``rows`` of ``graph`` with each neighbour renumbered to its position in ``cols``
+    (sorted, holding every neighbour of ``rows``), and the positions of those edges in ``graph``."""
+    from .graph import Graph
+    lo, hi = graph.indptr[rows], graph.indptr[rows + 1]
+    eids = _ranges(lo, hi)
+    indptr = np.concatenate([[0], np.cumsum(hi - lo)]).astype(np.int64)
+    return Graph(indptr, np.searchsorted(cols, graph.indices[eids]), len(cols), check=False,
+                 rows_sorted=graph.rows_sorted), eids
+
+
+def _propagate_at(graph, inputs, tau, rows):
+    """:func:`_propagate`'s rows ``rows`` only, from ``inputs(nodes)`` (the node inputs of the
+    sorted ``nodes``) on the two-hop in-neighbourhood of ``rows``.
+
+    Each output row is the same sum over the same neighbours in the same
+    order, with the same weights (a row's decay weights are normalised over
+    that row alone), so the values equal ``_propagate(...)[rows]`` bit for bit.
+    """
+    from .conv import spmm
+    ip, ix = graph.indptr, graph.indices
+    hop1 = np.unique(np.concatenate([rows, ix[_ranges(ip[rows], ip[rows + 1])]]))
+    hop2 = np.unique(np.concatenate([hop1, ix[_ranges(ip[hop1], ip[hop1 + 1])]]))
+    X2 = inputs(hop2)
+    w = _decay_weights(graph, tau, X2.dtype, nodes=hop1)
+    g1, e1 = _subgraph(graph, hop1, hop2)
+    H1 = spmm(g1, X2, w)                                    # at hop1
+    g0, e0 = _subgraph(graph, rows, hop1)
+    pos = np.searchsorted(hop1, rows)
+    w0 = w[_ranges(np.asarray(g1.indptr)[pos], np.asarray(g1.indptr)[pos + 1])]
+    H2 = spmm(g0, H1, w0)
+    return np.hstack([X2[np.searchsorted(hop2, rows)], H1[pos], H2])
 
 
 def _gap_features(log, n_behaviors):
@@ -421,12 +461,31 @@ def behavior_context_width(n_behaviors):
     return n_behaviors * N_GAP_BUCKETS + n_behaviors
 
 
-def _node_inputs(log, graph, E_item, E_cat, n_behaviors):
+def _node_inputs(log, graph, E_item, E_cat, n_behaviors, nodes=None):
+    """The closed form's node inputs ``[E_item, E_cat, node features, gap features]`` (float32), of
+    every node of ``graph`` or of ``nodes`` only (the same values)."""
     from .features import node_features
     order = graph.perm
     F = node_features(log, graph, n_behaviors=n_behaviors, dtype=np.float32)
-    return np.hstack([E_item[log.item[order]], E_cat[log.category[order]], F,
-                      _gap_features(log, n_behaviors)[order]]).astype(np.float32)
+    G = _gap_features(log, n_behaviors)[order]
+    if nodes is not None:
+        order, F, G = order[nodes], F[nodes], G[nodes]
+    return np.hstack([E_item[log.item[order]], E_cat[log.category[order]], F, G]).astype(np.float32)
+
+
+class _RowsAt:
+    """Rows ``rows`` of a tall matrix given only those rows: what ``_rank`` indexes ``H`` by."""
+
+    def __init__(self, rows, values, n):
+        self.pos = np.full(n, -1, np.int64)
+        self.pos[rows] = np.arange(len(rows))
+        self.values = values
+
+    def __getitem__(self, r):
+        pos = self.pos[r]
+        if np.any(pos < 0):
+            raise IndexError("a row whose state was not computed")
+        return self.values[pos]
 
 
 class _Rows:
@@ -747,11 +806,22 @@ class ClosedFormModel:
                                    category_ids=np.append(self.category_ids, -1))
 
     # ---- scoring
-    def states(self, log):
-        """``(H, graph)``: the propagated, row-normalised state of every row of a sorted log (model ids)."""
+    def states(self, log, rows=None):
+        """``(H, graph)``: the propagated, row-normalised state of every row of a sorted log (model ids).
+
+        With ``rows``, ``H`` holds those rows' states only (``H[i]`` is row
+        ``rows[i]``'s), computed over their two-hop in-neighbourhood
+        (:func:`_propagate_at`): the same bits as the whole log's rows, for a
+        fraction of the work and memory (a user's last event reaches ~14 of
+        their rows, where the whole log's ``H`` is ~1 kB an event).
+        """
         from .construct import window_graph
         g = window_graph(log, **self.graph_args)
-        H = _propagate(g, _node_inputs(log, g, self.E_item, self.E_cat, self.n_behaviors), self.tau)
+        if rows is None:
+            H = _propagate(g, _node_inputs(log, g, self.E_item, self.E_cat, self.n_behaviors), self.tau)
+        else:
+            H = _propagate_at(g, lambda at: _node_inputs(log, g, self.E_item, self.E_cat, self.n_behaviors, at),
+                              self.tau, np.asarray(rows, np.int64))
         H /= rms_divisor(H)
         return H, g
 
@@ -796,10 +866,11 @@ class ClosedFormModel:
         if len(log) == 0:
             return log.user_ids[:0], np.zeros((0, k), np.int64), np.zeros((0, k))
         lg = self.to_model_ids(log).sort()
-        H, g = self.states(lg)
-        assert np.array_equal(g.perm, np.arange(len(lg)))        # sorted: node == row
         users = np.unique(lg.user)
         rows = last_rows(lg, users)
+        H, g = self.states(lg, rows)
+        assert np.array_equal(g.perm, np.arange(len(lg)))        # sorted: node == row
+        H = _RowsAt(rows, H, len(lg))
         seen = _seen(lg, users, self.n_items + 1)[:, :self.n_items] if exclude_seen else None
         idx, scores = self._rank(lg, rows, H, g, k, seen, method, block)
         items = np.where(idx >= 0, self.item_ids[np.maximum(idx, 0)], -1)

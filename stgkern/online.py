@@ -36,7 +36,7 @@ import scipy.sparse as sp
 
 from . import config
 from ._numba import online as K
-from .model import _decay_weights
+from .model import _decay_weights, _RowsAt
 
 FORMAT = "stgkern.online-state/1"
 
@@ -498,7 +498,7 @@ class OnlineRecommender:
         for a in range(0, len(uidx), chunk):
             u = uidx[a:a + chunk]
             log, g, rows = self._context(u)
-            H = _RowsOf(rows, self._states(u)["H"], len(log))
+            H = _RowsAt(rows, self._states(u)["H"], len(log))
             ex = self._exclude(u) if exclude_seen else None
             idx[a:a + chunk], scores[a:a + chunk] = self.model._rank(log, rows, H, g, k, ex, method, block)
         items = np.where(idx >= 0, self.model.item_ids[np.maximum(idx, 0)], -1)
@@ -583,7 +583,7 @@ class OnlineRecommender:
         ic = t["item_category"]
         add(i, "self", "category", mix.get("category", 0.0) * t["TC"][self.e_cat[i], ic[code]] * t["share"][code])
         # the score itself, by the dense path on the same context
-        score = float(m.item_scores(log, rows, _RowsOf(rows, st["H"], len(log)), g)[0, code])
+        score = float(m.item_scores(log, rows, _RowsAt(rows, st["H"], len(log)), g)[0, code])
         return Explanation(self, user, item, score, bias, contrib)
 
     # ---------------------------------------------------------------- persistence
@@ -658,18 +658,6 @@ class _Cols:
 
     def __len__(self):
         return len(self.user)
-
-
-class _RowsOf:
-    """Rows ``rows`` of a tall matrix given only those rows: what ``_rank`` indexes ``H`` by."""
-
-    def __init__(self, rows, values, n):
-        self.pos = np.full(n, -1, np.int64)
-        self.pos[rows] = np.arange(len(rows))
-        self.values = values
-
-    def __getitem__(self, r):
-        return self.values[self.pos[r]]
 
 
 @dataclass

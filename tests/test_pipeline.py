@@ -199,6 +199,24 @@ def test_closed_form_model_scores_as_fit_closed_form(taobao_csv):
         model.recommend(prep.history, 0)
 
 
+def test_states_of_some_rows_equal_the_whole_logs(taobao_csv):
+    """recommend computes the states of users' last rows only, over their two-hop
+    neighbourhoods: the same bits as the whole log's states, for any rows in any order."""
+    from stgkern import model as sm
+    prep = sm.prepare(stgkern.load_taobao(str(taobao_csv)))
+    *_, model = sm.fit_closed_form(prep, return_model=True)
+    log = prep.history
+    H, g = model.states(log)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(log.user))[:-1]])
+    rng = np.random.default_rng(0)
+    for rows in (sm.last_rows(log, np.unique(log.user)), starts, rng.permutation(len(log))[:37],
+                 np.array([len(log) - 1, 0, len(log) - 1]), np.zeros(0, np.int64)):
+        Hr, _ = model.states(log, rows)
+        assert Hr.shape == (len(rows), H.shape[1]) and Hr.dtype == H.dtype
+        assert np.array_equal(Hr, H[rows])
+    assert len(g.indices) > 0
+
+
 def test_recommend_command_out_of_core(taobao_csv, tmp_path, capsys):
     from stgkern import cli
     assert cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--parts", "3",
