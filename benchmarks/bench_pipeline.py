@@ -6,9 +6,11 @@
 Stages, each in a fresh process (its peak resident memory comes from the
 kernel's accounting of that process alone):
 
-1. ``write``: ``synthetic_log`` generated ``--chunk-users`` users at a time and
-   appended to a Taobao UserBehavior CSV (memory bounded by the chunk: the
-   way to a 100M-event log on a small machine);
+1. ``write``: :func:`stgkern.pipeline.write_synthetic`, ``synthetic_log``
+   generated ``--chunk-users`` users at a time (in ``--write-workers``
+   processes; 0: in the stage's own) and appended to a Taobao UserBehavior
+   CSV (memory bounded by the chunks: the way to a 100M-event log on a
+   small machine);
 2. ``copy``: the CSV copied by ``shutil.copyfile``, the disk's own rate, as
    the peer the partition pass is measured against;
 3. ``partition``: :func:`stgkern.pipeline.partition`;
@@ -53,16 +55,11 @@ def _stage(name, cfg):
     out = {}
     if name == "write":
         csv.unlink(missing_ok=True)
-        n, step, events = cfg["users"], cfg["chunk_users"], 0
-        with open(csv, "w") as fh:
-            for a in range(0, n, step):
-                log = stgkern.synthetic_log(n_users=n, n_items=cfg["items"], n_categories=cfg["categories"],
-                                            events_per_user=cfg["events_per_user"], seed=0,
-                                            users=range(a, min(n, a + step)))
-                df = log.to_dataframe()[["user_id", "item_id", "category_id", "behavior", "time"]]
-                df.to_csv(fh, header=False, index=False)
-                events += len(log)
-        out = {"events": events, "bytes": csv.stat().st_size}
+        w = pipeline.write_synthetic(csv, cfg["users"], format="taobao", chunk_users=cfg["chunk_users"],
+                                     workers=cfg.get("write_workers", 0), seed=0, progress=False,
+                                     n_items=cfg["items"], n_categories=cfg["categories"],
+                                     events_per_user=cfg["events_per_user"])
+        out = {"events": w["events"], "bytes": w["bytes"]}
     elif name == "copy":
         shutil.copyfile(csv, work / "copy.csv")
         (work / "copy.csv").unlink()
@@ -147,6 +144,8 @@ def main(argv=None):
     ap.add_argument("--train-parts", type=int, default=1)
     ap.add_argument("--chunk-users", type=int, default=20_000)
     ap.add_argument("--chunk-rows", type=int, default=1_000_000)
+    ap.add_argument("--write-workers", type=int, default=0,
+                    help="processes generating the log's chunks in parallel (0: the write stage's own)")
     ap.add_argument("--work", required=True, help="scratch folder (the CSV and the parts go here)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline_cpu.json"))
     ap.add_argument("--dense-peer", action="store_true",
@@ -162,7 +161,8 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     cfg = {"work": str(work), "users": args.users, "events_per_user": args.events_per_user, "items": args.items,
            "categories": args.categories, "parts": args.parts, "train_parts": args.train_parts,
-           "chunk_users": args.chunk_users, "chunk_rows": args.chunk_rows, "dask_workers": args.dask_workers}
+           "chunk_users": args.chunk_users, "chunk_rows": args.chunk_rows, "dask_workers": args.dask_workers,
+           "write_workers": args.write_workers}
     stages = {name: _run(name, cfg) for name in ("write", "copy", "partition", "fit", "recommend")}
     if args.dask_workers:
         stages["dask"] = _run("dask", cfg)

@@ -575,14 +575,8 @@ def _print_summary(s):
 
 def _sample_log(args, parts_dir):
     """The training sample: every event of the users in the first ``--train-parts`` parts."""
-    import pandas as pd
-
-    from stgkern import data as sd
     from stgkern import pipeline
-    frames = [pipeline.read_part(parts_dir, k).to_dataframe() for k in range(args.train_parts)]
-    df = pd.concat(frames, ignore_index=True)
-    return sd.from_dataframe(df, "user_id", "item_id", "time", "category_id", "behavior",
-                             behavior_names=sd.TAOBAO_BEHAVIORS)
+    return pipeline.read_part(parts_dir, list(range(args.train_parts)))
 
 
 def recommend(args) -> dict:
@@ -591,7 +585,7 @@ def recommend(args) -> dict:
 
     from stgkern import model as sm
     from stgkern import pipeline
-    for name, lo in (("k", 1), ("parts", 1), ("train_parts", 1), ("workers", 0)):
+    for name, lo in (("k", 1), ("parts", 1), ("train_parts", 1), ("workers", 0), ("epochs", 1), ("graph_users", 1)):
         if getattr(args, name) < lo:
             raise _DataError(f"--{name.replace('_', '-')} must be at least {lo}, got {getattr(args, name)}")
     if args.train_parts > args.parts:
@@ -599,12 +593,26 @@ def recommend(args) -> dict:
     out = Path(args.out)
     t = {}
     t0 = time.perf_counter()
-    parts = pipeline.partition(args.data, out / "work", args.parts, format=args.format)
+    if args.scheduler != "none" and args.format == "movielens":
+        raise _DataError("--scheduler runs the Taobao CSV and Parquet formats; partition a MovieLens log "
+                         "out of core (--scheduler none)")
+    parts = pipeline.partition(args.data, out / "work", args.parts, format=args.format, categories=args.categories)
     t["partition"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    prep = sm.prepare(_sample_log(args, parts))
-    *_, model = sm.fit_closed_form(prep, return_model=True)
-    t["fit on the sample"] = time.perf_counter() - t0
+    if args.model == "stgnn":
+        if not _torch_installed():
+            raise _DataError("--model stgnn needs PyTorch: pip install torch")
+        model, fit = pipeline.fit_torch_partitions(parts, epochs=args.epochs, graph_users=args.graph_users)
+        trained = (f"trained the STG-GNN on {fit['events']:,} events of {fit['users']:,} users, every part, "
+                   f"{fit['epochs_run']} epoch(s), {fit['events_per_second']:,.0f} events/s; "
+                   f"{fit['items']:,} items, validation NDCG@20 {fit['valid_NDCG@20']:.4f}")
+        t["train"] = time.perf_counter() - t0
+    else:
+        prep = sm.prepare(_sample_log(args, parts))
+        *_, model = sm.fit_closed_form(prep, return_model=True)
+        trained = (f"fitted on {len(prep.log):,} events of {prep.log.n_users:,} users ({args.train_parts} of "
+                   f"{args.parts} parts; {prep.n_items:,} items)")
+        t["fit on the sample"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if args.scheduler == "none":
         outs = pipeline.recommend_partitions(parts, out / "recommendations", model, k=args.k)
@@ -628,8 +636,7 @@ def recommend(args) -> dict:
     t["recommend"] = time.perf_counter() - t0
     import pandas as pd
     users = sum(pd.read_parquet(o, columns=["user_id"])["user_id"].nunique() for o in outs)
-    print(f"fitted on {len(prep.log):,} events of {prep.log.n_users:,} users ({args.train_parts} of {args.parts} "
-          f"parts; {prep.n_items:,} items); top-{args.k} for {users:,} users in {where}")
+    print(f"{trained}; top-{args.k} for {users:,} users in {where}")
     print("time per stage  " + "  ".join(f"{k} {v:.1f}s" for k, v in t.items()))
     return {"users": int(users), "output": str(where), "seconds": t}
 
@@ -714,15 +721,25 @@ def main(argv=None) -> int:
                         description="Evaluate a saved session model on the test split of --data.")
     mcli.add_evaluate_arguments(ev)
     r = sub.add_parser("recommend", help="top-k for every user of a log larger than memory (out of core or Dask)",
-                       description="Fit the closed-form STG model on the users of the first --train-parts parts, "
-                                   "then score every user part by part: on this machine out of core, or on a "
-                                   "Dask cluster (--scheduler).  Writes user_id, rank, item_id, score as Parquet.")
+                       description="Fit the closed-form STG model on the users of the first --train-parts parts "
+                                   "(or, with --model stgnn, train the PyTorch STG-GNN on every part, --graph-users "
+                                   "users at a time), then score every user part by part: on this machine out "
+                                   "of core, or on a Dask cluster (--scheduler).  Writes user_id, rank, item_id, "
+                                   "score as Parquet.")
     r.add_argument("--data", required=True, help="the log: a Taobao UserBehavior CSV or a Parquet file")
-    r.add_argument("--format", choices=("taobao", "parquet"), default="taobao")
+    r.add_argument("--format", choices=("taobao", "parquet", "movielens"), default="taobao",
+                   help="taobao: UserBehavior CSV; parquet: the same columns; movielens: ratings.csv")
+    r.add_argument("--categories", help="movielens: movies.csv (a movie's first genre is its category)")
     r.add_argument("--out", required=True, help="working and output folder")
     r.add_argument("--k", type=int, default=20, help="items per user")
     r.add_argument("--parts", type=int, default=16, help="partitions of the log (by user hash)")
-    r.add_argument("--train-parts", type=int, default=1, help="the model is fitted on the users of this many parts")
+    r.add_argument("--train-parts", type=int, default=1,
+                   help="closed form: the model is fitted on the users of this many parts")
+    r.add_argument("--model", choices=("closed-form", "stgnn"), default="closed-form",
+                   help="closed-form (no PyTorch) or stgnn: the PyTorch STG-GNN trained out of core on every part")
+    r.add_argument("--epochs", type=int, default=3, help="stgnn: epoch cap (early stopping on validation)")
+    r.add_argument("--graph-users", type=int, default=1024,
+                   help="stgnn: users whose window graphs are built and trained on at a time")
     r.add_argument("--scheduler", default="none",
                    help="none: out of core on this machine (resumable); local: a Dask LocalCluster; "
                         "or a distributed scheduler address such as tcp://host:8786")

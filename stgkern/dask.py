@@ -30,6 +30,8 @@ Needs ``pip install 'stgkern[dask]'`` (dask, distributed, pandas, pyarrow).
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +122,9 @@ def recommend(source, model, out_dir, *, format="taobao", k=20, exclude_seen=Tru
     """Top-``k`` items for every user of the log at ``source``, on a Dask cluster.
 
     ``model``: a fitted :class:`~stgkern.model.ClosedFormModel`
-    (``fit_closed_form(..., return_model=True)``).  The log is shuffled by
+    (``fit_closed_form(..., return_model=True)``; its tables are set from
+    the whole log's counts) or a :class:`~stgkern.model.TorchRecommender`
+    (:func:`stgkern.pipeline.fit_torch_partitions`).  The log is shuffled by
     user into ``npartitions`` partitions (default: as many as it was read
     in), staged as Parquet in ``out_dir/by_user``; the recommendations go to
     ``out_dir/recommendations`` (columns ``user_id, rank, item_id, score``,
@@ -135,16 +139,25 @@ def recommend(source, model, out_dir, *, format="taobao", k=20, exclude_seen=Tru
     ddf = read(source, format=format, blocksize=blocksize)
     n = int(npartitions or ddf.npartitions)
     staged = str(out_dir / "by_user")
+    shutil.rmtree(staged, ignore_errors=True)          # never read a failed run's files beside this run's
     compute(ddf.shuffle(on="user_id", npartitions=n).to_parquet(staged, write_index=False, compute=False))
     parts = dd.read_parquet(staged).to_delayed()
     dmodel = dask.delayed(model, pure=True, traverse=False)
-    counts = tree_sum([dask.delayed(_counts)(p, dmodel) for p in parts], add_counts)
-    scored = dask.delayed(_with_counts)(dmodel, counts)
+    if hasattr(model, "with_counts"):           # the closed form: item-level counts, tree-reduced
+        counts = tree_sum([dask.delayed(_counts)(p, dmodel) for p in parts], add_counts)
+        scored = dask.delayed(_with_counts)(dmodel, counts)
+    else:                                       # a TorchRecommender scores each part as it is
+        scored = dmodel
     import pandas as pd
     meta = pd.DataFrame({"user_id": np.zeros(0, np.int64), "rank": np.zeros(0, np.int64),
                          "item_id": np.zeros(0, np.int64), "score": np.zeros(0, np.float64)})
     recs = dd.from_delayed([dask.delayed(_recommend)(p, scored, int(k), exclude_seen) for p in parts], meta=meta,
                            verify_meta=False)
-    target = str(out_dir / "recommendations")
-    compute(recs.to_parquet(target, write_index=False, compute=False))
-    return Path(target)
+    # written under a temporary name, renamed when every partition is: a run that fails (a task that
+    # raises, a cluster that loses more workers than distributed retries) leaves no folder that looks done
+    target, partial = out_dir / "recommendations", out_dir / ".recommendations.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    compute(recs.to_parquet(str(partial), write_index=False, compute=False))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target

@@ -424,7 +424,7 @@ def _gap_features(log, n_behaviors):
     return np.hstack([(np.log1p(np.maximum(gap, 0.0)) / 16.0).astype(np.float32)[:, None], onehot])
 
 
-def _behavior_context(log, n_behaviors, smoothing=5.0):
+def _behavior_context(log, n_behaviors, smoothing=5.0, prior=None):
     """Per row of a sorted log, what the next behaviour is predicted from besides the model's state.
 
     * one-hot of (the event's behaviour, its time-gap bucket), the cells of
@@ -436,6 +436,9 @@ def _behavior_context(log, n_behaviors, smoothing=5.0):
       = ``smoothing`` pseudo-events).  Users differ in how much they cart,
       fav and buy (on Taobao their rates vary 4-9 times more than one shared
       rate gives); the rate is causal (the row's own event at most).
+      ``prior`` (the add-one shares of a larger log, :func:`behavior_shares`)
+      replaces the log's own: a group of users cut from a log gets that
+      log's values.
 
     Width :func:`behavior_context_width`.
     """
@@ -444,7 +447,7 @@ def _behavior_context(log, n_behaviors, smoothing=5.0):
     out = np.zeros((n, behavior_context_width(B)), np.float32)
     out[np.arange(n), cell] = 1.0
     if n:
-        prior = (np.bincount(log.behavior, minlength=B) + 1.0) / (n + B)
+        prior = behavior_shares(log, B) if prior is None else np.asarray(prior, np.float64)
         onehot = np.eye(B)[log.behavior]
         cum = np.cumsum(onehot, axis=0)
         start = np.concatenate([[0], np.cumsum(np.bincount(log.user, minlength=log.n_users))])[log.user]
@@ -454,6 +457,11 @@ def _behavior_context(log, n_behaviors, smoothing=5.0):
         rate = (counts + smoothing * prior) / (seen + smoothing)
         out[:, B * N_GAP_BUCKETS:] = np.log(rate / prior)
     return out
+
+
+def behavior_shares(log, n_behaviors):
+    """The behaviours' add-one shares in ``log``: :func:`_behavior_context`'s prior."""
+    return (np.bincount(log.behavior, minlength=n_behaviors) + 1.0) / (len(log) + n_behaviors)
 
 
 def behavior_context_width(n_behaviors):
@@ -1254,15 +1262,21 @@ class _SegmentData:
     looks exactly like a prediction one.  Batches of segments are
     block-diagonal slices of this one graph, built by index arithmetic
     (the graph is constructed once per log, never per batch).
+
+    Every input is a function of one user's events (``prior``: the
+    behaviour shares of the log a group of users was cut from), so the data
+    of a group of whole users gives their segments the same inputs, bit for
+    bit, as the data of the whole log: what training over groups of users
+    (:func:`fit_torch`'s ``graph_users``) builds on.
     """
 
-    def __init__(self, log, n_behaviors, seq_len, window=None, horizon=None, category_window=0):
+    def __init__(self, log, n_behaviors, seq_len, window=None, horizon=None, category_window=0, prior=None):
         torch = _torch()
         self.seq_len = int(seq_len)
         self.item = torch.from_numpy(log.item)
         self.category = torch.from_numpy(log.category)
         self.behavior = torch.from_numpy(log.behavior.astype(np.int64))
-        self.cross = torch.from_numpy(_behavior_context(log, n_behaviors))
+        self.cross = torch.from_numpy(_behavior_context(log, n_behaviors, prior=prior))
         self.indptr = None
         if window is None:
             return
@@ -1419,6 +1433,123 @@ def build_stg_model(prep, *, dim=64, conv="stgconv", tau=3600.0, dropout=0.2, se
             return states @ self.item_vectors().T + self.item_bias
 
     return STGModel()
+
+
+class _Vocabulary:
+    """What :func:`build_stg_model` reads from a :class:`Prepared`: the catalogue's sizes and item
+    categories (for a model trained from parts, whose log is never held whole)."""
+
+    def __init__(self, n_items, n_categories, n_behaviors, item_category):
+        from types import SimpleNamespace
+        self.n_items, self.n_behaviors = int(n_items), int(n_behaviors)
+        self.item_category = np.asarray(item_category, np.int64)
+        self.log = SimpleNamespace(n_categories=int(n_categories))
+
+
+class TorchRecommender:
+    """A trained STG-GNN (PyTorch, :func:`build_stg_model`) ready to score any log's users.
+
+    It holds the weights, the settings the model was built with, and the
+    catalogue in original ids: ``item_ids`` (the items it ranks),
+    ``category_ids`` and each item's category.  One extra item and one extra
+    category stand for everything training did not keep: an event on such
+    an item still feeds the user's state, but the item is never recommended.
+    A user's state is a function of that user's own events (window graph,
+    node features, last ``seq_len`` events), so a part of a log partitioned
+    by user is scored exactly as in the whole log; groups of ``graph_users``
+    users at a time bound the memory.  Pickles rebuild the module from the
+    settings and weights (what :func:`stgkern.pipeline.recommend_partitions`
+    and Dask ship).
+    """
+
+    def __init__(self, *, model, settings, item_ids, category_ids, item_category, n_behaviors, prior,
+                 graph_users=1024):
+        self.settings = dict(settings)
+        self.item_ids, self.category_ids = np.asarray(item_ids), np.asarray(category_ids)
+        self.item_category = np.asarray(item_category, np.int64)
+        self.n_items, self.n_categories = len(self.item_ids), len(self.category_ids)
+        self.n_behaviors, self.prior = int(n_behaviors), np.asarray(prior, np.float64)
+        self.graph_users = int(graph_users)
+        self.model = model.eval()
+
+    @staticmethod
+    def build(settings, n_items, n_categories, n_behaviors, item_category):
+        """The untrained module for a catalogue of ``n_items`` + 1 items and ``n_categories`` + 1 categories."""
+        keys = ("dim", "conv", "tau", "dropout", "seq_len", "n_blocks", "heads")
+        vocab = _Vocabulary(n_items + 1, n_categories + 1, n_behaviors, np.append(item_category, n_categories))
+        return build_stg_model(vocab, **{k: settings[k] for k in keys})
+
+    def make_data(self, log, prior=None):
+        """:class:`_SegmentData` of a sorted log in model ids, with the training log's behaviour prior."""
+        s = self.settings
+        return _SegmentData(log, self.n_behaviors, s["seq_len"], window=s["window"], horizon=s["horizon"],
+                            category_window=s["category_window"], prior=self.prior if prior is None else prior)
+
+    def to_model_ids(self, log):
+        """``log`` with items and categories in this model's ids (unknown ones: ``n_items``,
+        ``n_categories``), sorted by (user, time)."""
+        import dataclasses
+        if log.n_behaviors > self.n_behaviors:
+            raise ValueError(f"the log has {log.n_behaviors} behaviours; the model was trained on "
+                             f"{self.n_behaviors}")
+        item = model_positions(log.item_ids, self.item_ids)[log.item]
+        cat = model_positions(log.category_ids, self.category_ids)[log.category]
+        return dataclasses.replace(log, item=item, category=cat, item_ids=np.append(self.item_ids, -1),
+                                   category_ids=np.append(self.category_ids, -1)).sort()
+
+    def states(self, log, users):
+        """Output states of ``users``' last events in a sorted log in model ids (float32 tensor)."""
+        torch = _torch()
+        with torch.no_grad(), _numba_threads(1):
+            return user_states(self.model, self.make_data, log, users, prior=self.prior,
+                               graph_users=self.graph_users)[0]
+
+    def rank(self, states, k, exclude=None):
+        """Top-``k`` model item ids and scores of each state over the catalogue (never the
+        extra item), ``exclude`` (CSR over the catalogue) barred."""
+        torch = _torch()
+        from .readout import topk
+        with torch.no_grad():
+            V = self.model.item_vectors()[:self.n_items]
+            b = self.model.item_bias[:self.n_items]
+            Q = torch.cat([states, torch.ones(len(states), 1)], 1).numpy().astype(np.float32)
+            items = torch.cat([V, b[:, None]], 1).numpy().astype(np.float32)
+        return topk(np.ascontiguousarray(Q), np.ascontiguousarray(items), k, exclude)
+
+    def recommend(self, log, k=KS[-1], exclude_seen=True):
+        """Top-``k`` items after each user's last event in ``log``: ``(users, items, scores)`` as
+        :meth:`ClosedFormModel.recommend` gives them (original ids, -1 padding)."""
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if len(log) == 0:
+            return log.user_ids[:0], np.zeros((0, k), np.int64), np.zeros((0, k))
+        lg = self.to_model_ids(log)
+        users = np.unique(lg.user)
+        seen = _seen(lg, users, self.n_items + 1)[:, :self.n_items] if exclude_seen else None
+        kk = min(k, self.n_items)
+        idx = np.full((len(users), k), -1, np.int64)
+        scores = np.full((len(users), k), -np.inf)
+        step = max(self.graph_users, 1)
+        for a in range(0, len(users), step):
+            i, sc = self.rank(self.states(lg, users[a:a + step]), kk,
+                              None if seen is None else seen[a:a + step])
+            idx[a:a + step, :kk], scores[a:a + step, :kk] = i, np.where(i >= 0, sc, -np.inf)
+        items = np.where(idx >= 0, self.item_ids[np.maximum(idx, 0)], -1)
+        return log.user_ids[users], items, scores
+
+    def __getstate__(self):
+        st = {k: v for k, v in self.__dict__.items() if k != "model"}
+        st["state_dict"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return st
+
+    def __setstate__(self, st):
+        weights = st.pop("state_dict")
+        self.__dict__.update(st)
+        self.model = self.build(self.settings, self.n_items, self.n_categories, self.n_behaviors,
+                                self.item_category)
+        self.model.load_state_dict(weights)
+        self.model.eval()
 
 
 def build_sasrec(prep, *, dim=64, seq_len=50, n_blocks=1, heads=1, dropout=0.2):
@@ -1602,51 +1733,61 @@ def _fit_minibatch(model, n_units, batch_size, loss_fn, valid_score, *, epochs, 
     """Mini-batch Adam over shuffled units (segments or examples), early stopping on validation.
 
     Each epoch visits every unit once in a seeded random order,
-    ``ceil(n_units / batch_size)`` optimiser steps; after it
-    ``valid_score()`` (higher is better) runs in eval mode.  Training stops
-    after ``patience`` epochs without a better score and the best epoch's
-    weights are restored.  ``progress(step, total_steps)`` is called after
-    every step (total = the epoch cap's steps, so an ETA is an upper bound).
+    ``ceil(n_units / batch_size)`` optimiser steps; ``loss_fn(indices)``
+    gives a step's loss.  See :func:`_fit_loop` for the rest.
+    """
+    per_epoch = max(1, -(-n_units // batch_size))
+
+    def epoch(rng):
+        order = rng.permutation(n_units)
+        return per_epoch, (order[k * batch_size:(k + 1) * batch_size] for k in range(per_epoch))
+    return _fit_loop(model, epoch, loss_fn, valid_score, epochs=epochs, patience=patience, lr=lr,
+                     weight_decay=weight_decay, seed=seed, progress=progress)
+
+
+def _fit_loop(model, epoch, loss_fn, valid_score, *, epochs, patience, lr, weight_decay, seed, progress=None):
+    """Adam over the batches ``epoch(rng)`` gives, early stopping on validation.
+
+    ``epoch(rng)`` returns ``(steps, batches)`` for one epoch (``steps`` an
+    estimate, for progress only); each batch's loss is ``loss_fn(batch)``.
+    After each epoch ``valid_score()`` (higher is better) runs in eval mode.
+    Training stops after ``patience`` epochs without a better score and the
+    best epoch's weights are restored.  ``progress(step, total_steps)`` is
+    called after every step (total = the epoch cap's steps, so an ETA is an
+    upper bound).  Numba runs one thread meanwhile (:class:`_numba_threads`).
 
     Returns ``{"best_epoch", "epochs_run", "steps", "valid_score", "train_curve"}``.
     """
     with _numba_threads(1):
-        return _fit_minibatch_loop(model, n_units, batch_size, loss_fn, valid_score, epochs=epochs,
-                                   patience=patience, lr=lr, weight_decay=weight_decay, seed=seed,
-                                   progress=progress)
-
-
-def _fit_minibatch_loop(model, n_units, batch_size, loss_fn, valid_score, *, epochs, patience, lr, weight_decay,
-                        seed, progress):
-    torch = _torch()
-    rng = np.random.default_rng(seed)
-    opt = _Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    per_epoch = max(1, -(-n_units // batch_size))
-    best, best_epoch, best_state, curve, step = -np.inf, 0, None, [], 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = rng.permutation(n_units)
-        total = 0.0
-        for k in range(per_epoch):
-            loss = loss_fn(order[k * batch_size:(k + 1) * batch_size])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            step += 1
-            if progress:
-                progress(step, epochs * per_epoch)
+        torch = _torch()
+        rng = np.random.default_rng(seed)
+        opt = _Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        best, best_epoch, best_state, curve, step = -np.inf, 0, None, [], 0
+        for ep in range(1, epochs + 1):
+            model.train()
+            n_steps, batches = epoch(rng)
+            total, count = 0.0, 0
+            for batch in batches:
+                loss = loss_fn(batch)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                step += 1
+                count += 1
+                if progress:
+                    progress(step, max(step, (ep - 1) * n_steps + count, epochs * n_steps))
+            model.eval()
+            with torch.no_grad():
+                score = valid_score()
+            curve.append({"epoch": ep, "loss": total / max(count, 1), "valid": score})
+            if score > best:
+                best, best_epoch = score, ep
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif ep - best_epoch >= patience:
+                break
+        model.load_state_dict(best_state)
         model.eval()
-        with torch.no_grad():
-            score = valid_score()
-        curve.append({"epoch": epoch, "loss": total / per_epoch, "valid": score})
-        if score > best:
-            best, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
     return {"best_epoch": best_epoch, "epochs_run": len(curve), "steps": step, "valid_score": best,
             "train_curve": curve}
 
@@ -1666,57 +1807,181 @@ def _last_states(model, data, log, users, chunk=512):
     return torch.cat(out) if out else torch.zeros(0, 1)
 
 
-def _fit_sequence_model(prep, model, data_train, data_hist, *, behavior_weight, new_items_only, epochs, patience,
-                        lr, weight_decay, batch_size, n_negatives, max_events_per_user, seed, progress):
-    """Train a (B, L, d) sequence model on next item (and next behaviour) over training segments."""
+def sub_log(log, users):
+    """The events of ``users`` in a (user, time)-sorted log, ids kept (still sorted)."""
+    mask = np.zeros(log.n_users, bool)
+    mask[users] = True
+    return log.take(np.flatnonzero(mask[log.user]))
+
+
+def user_groups(log, rng, size):
+    """The users of a sorted log in a random order (``rng``), cut into groups of ``size``:
+    ``(users, sub_log(log, users))`` per group, made when the iteration reaches it."""
+    users = rng.permutation(np.flatnonzero(np.bincount(log.user, minlength=log.n_users)))
+    for a in range(0, len(users), size):
+        u = np.sort(users[a:a + size])
+        yield u, sub_log(log, u)
+
+
+def user_states(model, make_data, log, users, *, prior=None, graph_users=None, data=None):
+    """``(states, context)`` of ``users``' last events in a sorted log (``users`` order): the
+    sequence model's output state and the behaviour context (:func:`_behavior_context`).
+
+    From ``data`` (the whole log's :class:`_SegmentData`) when given; else the
+    users are taken ``graph_users`` at a time and each group's data is built
+    by ``make_data(sub_log, prior)`` (the same values: the inputs are per user).
+    """
     torch = _torch()
-    F = torch.nn.functional
-    tr = prep.train
-    y_item, y_beh = (torch.from_numpy(a) for a in _targets(tr, prep.n_items, new_items_only))
-    s, e = _segments(tr, data_train.seq_len)
-    keep = e > _recent_start(tr, max_events_per_user)[tr.user[e - 1]]
-    s, e = s[keep], e[keep]
-    with_behavior = behavior_weight > 0 and hasattr(model, "next_behavior")
-    if with_behavior:
-        # class weights ~ 1/sqrt(frequency): rare behaviours count without swamping the common one
-        freq = np.bincount(tr.behavior, minlength=prep.n_behaviors) + 1.0
-        cw = torch.tensor((freq.sum() / freq) ** 0.5, dtype=torch.float32)
-        cw /= cw.mean()
+    users = np.asarray(users, np.int64)
+    if data is not None:
+        return _last_states(model, data, log, users), data.cross[torch.from_numpy(last_rows(log, users))]
+    H, C = [], []
+    for a in range(0, len(users), graph_users or max(len(users), 1)):
+        u = users[a:a + (graph_users or len(users))]
+        sub = sub_log(log, u)
+        d = make_data(sub, prior)
+        H.append(_last_states(model, d, sub, u))
+        C.append(d.cross[torch.from_numpy(last_rows(sub, u))])
+    if not H:
+        return torch.zeros(0, 1), torch.zeros(0, 1)
+    return torch.cat(H), torch.cat(C)
 
-    gen = torch.Generator().manual_seed(seed)
 
-    def loss_fn(idx):
-        b = data_train.batch(s[idx], e[idx])
+class _SequenceTrainer:
+    """A sequence model's loss and batches: next item (sampled softmax over the catalogue) and,
+    for a model with a behaviour head, the class-weighted next behaviour.
+
+    Batches come from one :class:`_SegmentData` of the whole training log
+    (:meth:`whole_log_epoch`) or from groups of whole users whose data is
+    built when their turn comes (:meth:`groups_epoch`): memory then follows
+    the group, not the log, and each segment's inputs are the same bits.
+    """
+
+    def __init__(self, model, *, n_items, n_behaviors, behavior_counts, behavior_weight, new_items_only,
+                 n_negatives, max_events_per_user, seed, ignore_item=None):
+        torch = _torch()
+        self.model, self.n_items, self.n_behaviors = model, int(n_items), int(n_behaviors)
+        self.ignore_item = ignore_item          # an item id that is never a target (a catalogue's "other")
+        self.behavior_weight, self.new_items_only = float(behavior_weight), bool(new_items_only)
+        self.n_negatives, self.max_events_per_user = n_negatives, max_events_per_user
+        self.with_behavior = behavior_weight > 0 and hasattr(model, "next_behavior")
+        if self.with_behavior:
+            # class weights ~ 1/sqrt(frequency): rare behaviours count without swamping the common one
+            freq = np.asarray(behavior_counts, np.float64) + 1.0
+            self.cw = torch.tensor((freq.sum() / freq) ** 0.5, dtype=torch.float32)
+            self.cw /= self.cw.mean()
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def targets(self, log):
+        torch = _torch()
+        y_item, y_beh = _targets(log, self.n_items, self.new_items_only)
+        if self.ignore_item is not None:
+            y_item[y_item == self.ignore_item] = -1
+        return torch.from_numpy(y_item), torch.from_numpy(y_beh)
+
+    def segments(self, log, seq_len):
+        s, e = _segments(log, seq_len)
+        keep = e > _recent_start(log, self.max_events_per_user)[log.user[e - 1]]
+        return s[keep], e[keep]
+
+    def loss(self, batch):
+        torch = _torch()
+        F = torch.nn.functional
+        data, y_item, y_beh, s, e = batch
+        model = self.model
+        b = data.batch(s, e)
         out = model(b)[b["valid"]]
         rows = torch.from_numpy(b["rows"])
         yi = y_item[rows]
         m = yi >= 0
-        loss = _item_loss(model, out[m], yi[m], n_negatives, gen) if bool(m.any()) else out.sum() * 0
-        if with_behavior:
+        loss = _item_loss(model, out[m], yi[m], self.n_negatives, self.gen) if bool(m.any()) else out.sum() * 0
+        if self.with_behavior:
             yb = y_beh[rows]
             mb = yb >= 0
             if bool(mb.any()):
-                loss = loss + behavior_weight * F.cross_entropy(
-                    model.behavior_logits(out[mb], data_train.cross[rows[mb]]), yb[mb], weight=cw)
+                loss = loss + self.behavior_weight * F.cross_entropy(
+                    model.behavior_logits(out[mb], data.cross[rows[mb]]), yb[mb], weight=self.cw)
         return loss
 
+    def whole_log_epoch(self, data, log, batch_size):
+        """``epoch(rng)`` for :func:`_fit_loop`: every segment of ``log`` once, shuffled, ``batch_size`` a step."""
+        y_item, y_beh = self.targets(log)
+        s, e = self.segments(log, data.seq_len)
+        per_epoch = max(1, -(-len(s) // batch_size))
+
+        def epoch(rng):
+            order = rng.permutation(len(s))
+            return per_epoch, ((data, y_item, y_beh, s[j], e[j])
+                               for j in (order[k * batch_size:(k + 1) * batch_size] for k in range(per_epoch)))
+        return epoch
+
+    def groups_epoch(self, groups, make_data, prior, batch_size, steps):
+        """``epoch(rng)`` over ``groups(rng)`` (sorted sub-logs of whole users, made lazily): per
+        group, its data (``make_data(sub, prior)``), then its segments shuffled, ``batch_size`` a step."""
+        def epoch(rng):
+            def batches():
+                for sub in groups(rng):
+                    data = make_data(sub, prior)
+                    y_item, y_beh = self.targets(sub)
+                    s, e = self.segments(sub, data.seq_len)
+                    order = rng.permutation(len(s))
+                    for k in range(0, len(s), batch_size):
+                        j = order[k:k + batch_size]
+                        yield data, y_item, y_beh, s[j], e[j]
+            return steps, batches()
+        return epoch
+
+
+def _fit_sequence_model(prep, model, make_data, *, seq_len, graph_users, behavior_weight, new_items_only, epochs, patience,
+                        lr, weight_decay, batch_size, n_negatives, max_events_per_user, seed, progress):
+    """Train a (B, L, d) sequence model on next item (and next behaviour) over training segments.
+
+    ``make_data(log, prior)`` builds a log's :class:`_SegmentData`.  With
+    ``graph_users`` None it is built once for the training log and once for
+    the history; with an int, for ``graph_users`` users at a time, shuffled
+    each epoch (:func:`user_groups`), so no graph of the whole log is held.
+    """
+    torch = _torch()
+    tr, B = prep.train, prep.n_behaviors
+    trainer = _SequenceTrainer(model, n_items=prep.n_items, n_behaviors=B,
+                               behavior_counts=np.bincount(tr.behavior, minlength=B),
+                               behavior_weight=behavior_weight, new_items_only=new_items_only,
+                               n_negatives=n_negatives, max_events_per_user=max_events_per_user, seed=seed)
+    if graph_users is None:
+        data_tr = make_data(tr, None)
+        data_h = make_data(prep.history, None)
+        prior_tr = prior_h = None
+        epoch = trainer.whole_log_epoch(data_tr, tr, batch_size)
+    else:
+        graph_users = int(graph_users)
+        if graph_users < 1:
+            raise ValueError(f"graph_users must be at least 1, got {graph_users}")
+        data_tr = data_h = None
+        prior_tr, prior_h = behavior_shares(tr, B), behavior_shares(prep.history, B)
+        steps = len(trainer.segments(tr, seq_len)[0]) // batch_size + -(-tr.n_users // graph_users)
+        epoch = trainer.groups_epoch(lambda rng: (sub for _, sub in user_groups(tr, rng, graph_users)),
+                                     make_data, prior_tr, batch_size, steps)
+
+    def states(log, data, prior):
+        return user_states(model, make_data, log, prep.eval_user, prior=prior, graph_users=graph_users, data=data)
+
     def valid_score():
-        Hv = _last_states(model, data_train, tr, prep.eval_user)
+        Hv = states(tr, data_tr, prior_tr)[0]
         return M.ndcg(_torch_rank(Hv, model, KS[-1], prep.seen_valid), prep.valid_item, KS[-1])
 
     torch.manual_seed(seed)
     cnt = np.bincount(tr.item, minlength=prep.n_items) + 1.0
     model.sample_q = torch.tensor(cnt ** 0.75 / (cnt ** 0.75).sum(), dtype=torch.float32)
-    fit = _fit_minibatch(model, len(s), batch_size, loss_fn, valid_score, epochs=epochs, patience=patience,
-                         lr=lr, weight_decay=weight_decay, seed=seed, progress=progress)
+    fit = _fit_loop(model, epoch, trainer.loss, valid_score, epochs=epochs, patience=patience, lr=lr,
+                    weight_decay=weight_decay, seed=seed, progress=progress)
     fit["valid_" + VALID_METRIC] = fit.pop("valid_score")
+    if graph_users is not None:
+        fit["graph_users"] = graph_users
     with torch.no_grad():
-        Hv = _last_states(model, data_train, tr, prep.eval_user)
-        Ht = _last_states(model, data_hist, prep.history, prep.eval_user)
+        Hv, cv = states(tr, data_tr, prior_tr)
+        Ht, ct = states(prep.history, data_h, prior_h)
         beh = None
-        if with_behavior:
-            cv = data_train.cross[torch.from_numpy(last_rows(tr, prep.eval_user))]
-            ct = data_hist.cross[torch.from_numpy(last_rows(prep.history, prep.eval_user))]
+        if trainer.with_behavior:
             Sv = torch.log_softmax(model.behavior_logits(Hv, cv), 1).numpy().astype(np.float64)
             off = calibrate_offsets(Sv, prep.valid_behavior, behavior_prior(tr, prep.n_behaviors))
             St = torch.log_softmax(model.behavior_logits(Ht, ct), 1).numpy().astype(np.float64)
@@ -1731,7 +1996,7 @@ def fit_torch(prep, *, conv="stgconv", window=8, horizon=86400.0, category_windo
               seq_len=50, n_blocks=1, heads=1, epochs=20, lr=0.005, weight_decay=0.0, dropout=0.2,
               batch_size=32, behavior_weight=0.5, patience=3, n_negatives=1024,
               max_events_per_user=MAX_EVENTS_PER_USER, new_items_only=True, seed=0, conv_factory=None,
-              progress=None):
+              graph_users=None, progress=None):
     """Train the spatio-temporal GNN (:func:`build_stg_model`) on next-item / next-behaviour prediction.
 
     Mini-batch training over segments of at most ``seq_len`` consecutive
@@ -1746,7 +2011,12 @@ def fit_torch(prep, *, conv="stgconv", window=8, horizon=86400.0, category_windo
 
     The window graph of the training events is built once; the validation
     targets are predicted from it, the test targets from the graph of the
-    training and validation events (the test event is never a node).
+    training and validation events (the test event is never a node).  With
+    ``graph_users``, no graph of the whole log is built: each epoch takes
+    the users in a new random order, ``graph_users`` at a time, builds that
+    group's window graph and features, and trains on its segments (shuffled
+    within the group), so memory follows the group; predictions are made
+    group by group too.
 
     Returns ``(topk (m, 20), behaviour (m,), info)`` for the test targets.
     """
@@ -1755,9 +2025,10 @@ def fit_torch(prep, *, conv="stgconv", window=8, horizon=86400.0, category_windo
     model = build_stg_model(prep, dim=dim, conv=conv, tau=tau, dropout=dropout, seq_len=seq_len,
                             n_blocks=n_blocks, heads=heads, conv_factory=conv_factory)
     graph_args = dict(window=window, horizon=horizon, category_window=category_window)
-    data_tr = _SegmentData(prep.train, prep.n_behaviors, seq_len, **graph_args)
-    data_h = _SegmentData(prep.history, prep.n_behaviors, seq_len, **graph_args)
-    return _fit_sequence_model(prep, model, data_tr, data_h, behavior_weight=behavior_weight,
+
+    def make_data(log, prior):
+        return _SegmentData(log, prep.n_behaviors, seq_len, prior=prior, **graph_args)
+    return _fit_sequence_model(prep, model, make_data, seq_len=seq_len, graph_users=graph_users, behavior_weight=behavior_weight,
                                new_items_only=new_items_only, epochs=epochs, patience=patience, lr=lr,
                                weight_decay=weight_decay, batch_size=batch_size, n_negatives=n_negatives,
                                max_events_per_user=max_events_per_user, seed=seed, progress=progress)
@@ -1765,15 +2036,15 @@ def fit_torch(prep, *, conv="stgconv", window=8, horizon=86400.0, category_windo
 
 def fit_sasrec(prep, *, dim=64, seq_len=50, n_blocks=1, heads=1, epochs=20, lr=0.005, weight_decay=0.0,
                dropout=0.2, batch_size=32, patience=3, n_negatives=1024, max_events_per_user=MAX_EVENTS_PER_USER,
-               new_items_only=True, seed=0, progress=None):
+               new_items_only=True, seed=0, graph_users=None, progress=None):
     """SASRec-style baseline (:func:`build_sasrec`), trained exactly as :func:`fit_torch`
     (same segments, batches, loss, early stopping).  Returns ``(topk (m, 20), info)``."""
     torch = _torch()
     torch.manual_seed(seed)
     model = build_sasrec(prep, dim=dim, seq_len=seq_len, n_blocks=n_blocks, heads=heads, dropout=dropout)
     idx, _, fit = _fit_sequence_model(
-        prep, model, _SegmentData(prep.train, prep.n_behaviors, seq_len),
-        _SegmentData(prep.history, prep.n_behaviors, seq_len), behavior_weight=0.0,
+        prep, model, lambda log, prior: _SegmentData(log, prep.n_behaviors, seq_len, prior=prior),
+        seq_len=seq_len, graph_users=graph_users, behavior_weight=0.0,
         new_items_only=new_items_only, epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
         batch_size=batch_size, n_negatives=n_negatives, max_events_per_user=max_events_per_user, seed=seed,
         progress=progress)

@@ -37,14 +37,37 @@ def _sorted(df):
     return df.sort_values(["user_id", "rank"]).reset_index(drop=True)
 
 
+def _torch_recommender(path, tmp_path):
+    """A small PyTorch model trained out of core on the log's parts (None without torch)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    from stgkern import pipeline
+    parts = pipeline.partition(path, tmp_path / "parts", 2, progress=False)
+    rec, _ = pipeline.fit_torch_partitions(parts, epochs=1, dim=8, seq_len=10, graph_users=32, batch_size=16,
+                                           n_negatives=32, valid_users=20, progress=False)
+    return rec
+
+
 def test_dask_on_a_two_worker_cluster_equals_one_process(taobao_csv, tmp_path):
     prep = sm.prepare(stgkern.load_taobao(str(taobao_csv)))
     *_, model = sm.fit_closed_form(prep, return_model=True)
+    rec = _torch_recommender(taobao_csv, tmp_path)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        out = sdask.recommend(taobao_csv, model, tmp_path, k=10, npartitions=5, blocksize=40_000, client=client)
+        out = sdask.recommend(taobao_csv, model, tmp_path / "cf", k=10, npartitions=5, blocksize=40_000,
+                              client=client)
+        out_t = None if rec is None else sdask.recommend(taobao_csv, rec, tmp_path / "torch", k=10, npartitions=5,
+                                                         blocksize=40_000, client=client)
     got = pd.read_parquet(out)
     pd.testing.assert_frame_equal(_sorted(got), _sorted(_reference(taobao_csv, model, 10)), check_dtype=False)
+    if rec is not None:          # the PyTorch model too: the workers rebuild it from its pickle
+        users, items, scores = rec.recommend(stgkern.load_taobao(str(taobao_csv)), 10)
+        want = pd.DataFrame({"user_id": np.repeat(users, 10), "rank": np.tile(np.arange(1, 11), len(users)),
+                             "item_id": items.ravel(), "score": scores.ravel()})
+        pd.testing.assert_frame_equal(_sorted(pd.read_parquet(out_t)), _sorted(want[want.item_id >= 0]),
+                                      check_dtype=False, check_exact=False, rtol=1e-5)
 
 
 def test_dask_local_scheduler_and_bad_lines(taobao_csv, tmp_path):
@@ -62,3 +85,31 @@ def test_dask_local_scheduler_and_bad_lines(taobao_csv, tmp_path):
     bad.write_text("\n".join(lines) + "\n")
     with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match="line 1235"):
         sdask.recommend(bad, model, tmp_path / "b", k=5, blocksize=30_000)
+
+
+def test_a_failed_dask_run_leaves_no_output_and_a_rerun_finishes(taobao_csv, tmp_path):
+    """A task that dies mid-run (here: raises on one partition) fails the run with its error and
+    leaves no recommendations folder; a rerun into the same folder completes it."""
+    import dask
+    prep = sm.prepare(stgkern.load_taobao(str(taobao_csv)))
+    *_, model = sm.fit_closed_form(prep, return_model=True)
+
+    class Dies(type(model)):
+        calls = 0
+
+        def recommend(self, log, *a, **k):
+            Dies.calls += 1
+            if Dies.calls == 2:
+                raise MemoryError("worker lost")
+            return super().recommend(log, *a, **k)
+
+    bad = copy.copy(model)
+    bad.__class__ = Dies
+    with dask.config.set(scheduler="synchronous"), pytest.raises(MemoryError, match="worker lost"):
+        sdask.recommend(taobao_csv, bad, tmp_path, k=5, npartitions=3, blocksize=30_000)
+    assert Dies.calls == 2 and not (tmp_path / "recommendations").exists()
+    with dask.config.set(scheduler="synchronous"):
+        out = sdask.recommend(taobao_csv, model, tmp_path, k=5, npartitions=3, blocksize=30_000)
+    pd.testing.assert_frame_equal(_sorted(pd.read_parquet(out)), _sorted(_reference(taobao_csv, model, 5)),
+                                  check_dtype=False)
+    assert not (tmp_path / ".recommendations.partial").exists()

@@ -253,6 +253,69 @@ def test_torch_path_tiny_real_layers(small, conv):
     assert np.array_equal(idx, idx2) and np.array_equal(beh, beh2)     # fixed seed: same result
 
 
+def test_group_data_equals_the_whole_logs(small):
+    """A group of whole users cut from a log gives its segments the same inputs, bit for bit,
+    as the whole log's data (what training over groups of users relies on)."""
+    torch = pytest.importorskip("torch")
+    tr, B = small.train, small.n_behaviors
+    kw = dict(window=4, horizon=3600.0, category_window=2)
+    whole = sm._SegmentData(tr, B, 7, **kw)
+    users = np.array([3, 17, 18, 40])
+    sub = sm.sub_log(tr, users)
+    part = sm._SegmentData(sub, B, 7, prior=sm.behavior_shares(tr, B), **kw)
+    s, e = sm._segments(tr, 7)
+    keep = np.isin(tr.user[s], users)
+    s2, e2 = sm._segments(sub, 7)
+    assert len(s2) == keep.sum() > len(users)                       # several segments a user
+    a = whole.batch(s[keep], e[keep])
+    order = np.argsort(sub.user[s2], kind="stable")           # the same segments in the same (user) order
+    b = part.batch(s2[order], e2[order])
+    assert np.array_equal(tr.user[a["rows"]], sub.user[b["rows"]])
+    for key in ("pad", "valid", "item", "category", "behavior", "dt", "kind", "features"):
+        assert torch.equal(a[key], b[key]), key
+    assert np.array_equal(a["graph"].indptr, b["graph"].indptr)
+    assert np.array_equal(a["graph"].indices, b["graph"].indices)
+    assert torch.equal(whole.cross[torch.from_numpy(a["rows"])], part.cross[torch.from_numpy(b["rows"])])
+    # without the whole log's prior the behaviour context would differ: the prior is what keeps it
+    alone = sm._SegmentData(sub, B, 7, **kw)
+    assert not torch.equal(whole.cross[torch.from_numpy(a["rows"])], alone.cross[torch.from_numpy(b["rows"])])
+
+
+def test_user_groups_cover_every_user_once(small):
+    tr = small.train
+    groups = list(sm.user_groups(tr, np.random.default_rng(0), 7))
+    users = np.concatenate([u for u, _ in groups])
+    assert sorted(users.tolist()) == sorted(np.unique(tr.user).tolist())
+    assert all(len(u) <= 7 for u, _ in groups) and sum(len(g) for _, g in groups) == len(tr)
+    for u, g in groups:
+        assert set(np.unique(g.user).tolist()) == set(u.tolist())
+        assert np.all(np.diff(g.user) >= 0)                                 # still sorted by user
+
+
+def test_torch_path_over_user_groups(small):
+    """fit_torch with graph_users builds each group's graph when its turn comes: it trains,
+    predicts from per-group states equal to the whole log's, and is reproducible."""
+    torch = pytest.importorskip("torch")
+    idx, beh, info = sm.fit_torch(small, epochs=3, dim=16, graph_users=9, conv_factory=_standin_factory(), seed=2)
+    _check_predictions(small, idx, beh)
+    assert info["graph_users"] == 9 and info["steps"] > 3 * (small.train.n_users // 9)
+    idx2, beh2, _ = sm.fit_torch(small, epochs=3, dim=16, graph_users=9, conv_factory=_standin_factory(), seed=2)
+    assert np.array_equal(idx, idx2) and np.array_equal(beh, beh2)
+    # the states a user gets from its group equal those from the whole log's data
+    torch.manual_seed(0)
+    model = sm.build_stg_model(small, dim=8, seq_len=12, dropout=0.0, conv_factory=_standin_factory()).eval()
+    make = lambda log, prior: sm._SegmentData(log, small.n_behaviors, 12, prior=prior, window=4, horizon=None,
+                                             category_window=1)
+    tr, users = small.train, small.eval_user
+    with torch.no_grad():
+        H, C = sm.user_states(model, make, tr, users, data=make(tr, None))
+        Hg, Cg = sm.user_states(model, make, tr, users, prior=sm.behavior_shares(tr, small.n_behaviors),
+                                graph_users=5)
+    assert torch.equal(C, Cg) and torch.allclose(H, Hg, atol=1e-5)
+    with pytest.raises(ValueError, match="graph_users must be at least 1"):
+        sm.fit_torch(small, epochs=1, graph_users=0, conv_factory=_standin_factory())
+
+
 def test_srgnn_torch_tiny(small):
     pytest.importorskip("torch")
     idx, info = sm.fit_srgnn(small, epochs=3, dim=16, batch_size=256)

@@ -75,13 +75,13 @@ import pandas as pd
 from stgkern import pipeline as P
 stage = sys.argv[1]
 if stage == "partition":
-    real, calls = pd.DataFrame.to_parquet, [0]
-    def dying(self, *a, **k):
+    real, calls = P._write_rows, [0]
+    def dying(*a, **k):
         calls[0] += 1
         if calls[0] == 4:
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, *a, **k)
-    pd.DataFrame.to_parquet = dying
+        return real(*a, **k)
+    P._write_rows = dying
     P.partition({src!r}, {work!r}, 3, chunk_rows=500, progress=False)
 else:
     def fn(log, k):
@@ -113,6 +113,37 @@ def test_a_killed_run_resumes_and_never_mixes_partial_output(taobao_csv, tmp_pat
     pd.testing.assert_frame_equal(_outputs(outs), _outputs(fresh))
 
 
+@pytest.mark.parametrize("times", ["whole", "fractional"])
+def test_arrow_reader_partitions_like_the_checked_reader(taobao_csv, tmp_path, monkeypatch, times):
+    """A clean Taobao CSV goes through Arrow's typed reader; its parts are the checked
+    (pandas) reader's, value for value and type for type."""
+    src = taobao_csv
+    if times == "fractional":
+        df = pd.read_csv(taobao_csv, header=None, names=P._TAOBAO)
+        df["timestamp"] = df["timestamp"].astype(np.float64)
+        df.loc[5, "timestamp"] += 0.5
+        src = tmp_path / "frac.csv"
+        df.to_csv(src, header=False, index=False)
+    used = []
+    real = P._taobao_arrow_chunks
+    monkeypatch.setattr(P, "_taobao_arrow_chunks", lambda *a: used.append(1) or real(*a))
+    fast = P.partition(src, tmp_path / "fast", 4, chunk_rows=900, progress=False)
+
+    def refuse(*a):
+        raise P._NotClean
+        yield
+
+    monkeypatch.setattr(P, "_taobao_arrow_chunks", refuse)
+    slow = P.partition(src, tmp_path / "slow", 4, chunk_rows=900, progress=False)
+    assert used == [1] and P._read_manifest(fast)["events_per_part"] == P._read_manifest(slow)["events_per_part"]
+    for k in range(4):
+        a, b = P.read_part(fast, k), P.read_part(slow, k)
+        for col in ("user", "item", "category", "behavior", "time", "user_ids", "item_ids", "category_ids"):
+            x, y = getattr(a, col), getattr(b, col)
+            assert x.dtype == y.dtype and np.array_equal(x, y), (k, col)
+    assert (a.time.dtype.kind == "f") == (times == "fractional")
+
+
 def test_bad_lines_are_named_in_any_chunk(tmp_path):
     src = tmp_path / "bad.csv"
     lines = [f"{u},{u + 1},3,pv,{1511544000 + u}" for u in range(2500)]
@@ -131,6 +162,48 @@ def test_bad_lines_are_named_in_any_chunk(tmp_path):
         P.partition(tmp_path / "missing.csv", tmp_path / "w", 2, progress=False)
 
 
+def test_a_file_that_ends_mid_row_is_named(tmp_path):
+    src = tmp_path / "cut.csv"
+    lines = [f"{u},{u + 1},3,pv,{1511544000 + u}" for u in range(1500)]
+    src.write_text("\n".join(lines) + "\n1500,1501,3,p")                  # the copy stopped inside a line
+    with pytest.raises(ValueError, match="line 1501, column 'timestamp': missing value"):
+        P.partition(src, tmp_path / "w", 4, chunk_rows=1000, progress=False)
+    assert not (tmp_path / "w" / "parts").exists()
+
+
+def test_a_full_disk_leaves_nothing_passed_off_as_done(taobao_csv, tmp_path, monkeypatch):
+    """ENOSPC while writing: the pass fails with the OS's error, nothing half-written is left
+    under a final name, and the rerun (space freed) finishes the job."""
+    import errno
+    real, real_rows = pd.DataFrame.to_parquet, P._write_rows
+    calls = [0]
+
+    def filling(write):
+        def full(obj, path, *a, **k):
+            calls[0] += 1
+            if calls[0] == 3:
+                Path(path).write_bytes(b"PAR1 half")                    # what a full disk leaves behind
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return write(obj, path, *a, **k)
+        return full
+
+    monkeypatch.setattr(P, "_write_rows", filling(real_rows))          # the partition pass's part files
+    with pytest.raises(OSError, match="No space left"):
+        P.partition(taobao_csv, tmp_path, 3, chunk_rows=700, progress=False)
+    assert not (tmp_path / "parts").exists()
+    monkeypatch.setattr(P, "_write_rows", real_rows)
+    parts = P.partition(taobao_csv, tmp_path, 3, chunk_rows=700, progress=False)
+    calls[0] = 0
+    full = filling(real)                                                # map_partitions' outputs
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    with pytest.raises(OSError, match="No space left"):
+        P.map_partitions(parts, tmp_path / "out", P.window_summary, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", real)
+    outs = P.map_partitions(parts, tmp_path / "out", P.window_summary, progress=False)
+    pd.testing.assert_frame_equal(_outputs(outs), _by_user(P.window_summary(stgkern.load_taobao(str(taobao_csv)))))
+
+
 def test_parquet_input_partitions_like_the_csv(taobao_csv, tmp_path):
     df = pd.read_csv(taobao_csv, header=None, names=P._TAOBAO)
     src = tmp_path / "ub.parquet"
@@ -147,6 +220,86 @@ def test_parquet_input_partitions_like_the_csv(taobao_csv, tmp_path):
     df.drop(columns="category_id").to_parquet(src, index=False)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['category_id'\]"):
         P.partition(src, tmp_path / "pq3", 4, format="parquet", progress=False)
+
+
+def _by_user_frames(log):
+    """Each user's events as the loaders give them (time-sorted, original ids), keyed by user id."""
+    df = log.sort().to_dataframe()
+    return {u: g.drop(columns="user_id").reset_index(drop=True) for u, g in df.groupby("user_id")}
+
+
+def _movielens_files(tmp_path, n_users=60, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_users * 12
+    ratings = pd.DataFrame({"userId": rng.integers(1, n_users + 1, n), "movieId": rng.integers(1, 80, n),
+                            "rating": rng.integers(1, 11, n) / 2.0, "timestamp": rng.integers(9e8, 9.1e8, n)})
+    movies = pd.DataFrame({"movieId": np.arange(1, 70), "title": "t",
+                           "genres": [["Drama|Comedy", "Action", "Comedy|Drama"][i % 3] for i in range(69)]})
+    ratings.to_csv(tmp_path / "ratings.csv", index=False)
+    movies.to_csv(tmp_path / "movies.csv", index=False)          # movies 70..79 have no genre row
+    return tmp_path / "ratings.csv", tmp_path / "movies.csv"
+
+
+def test_movielens_input_partitions_like_the_loader(tmp_path):
+    """A MovieLens ratings.csv read in chunks: every user's events, ratings (the value) and
+    first-genre categories are the loader's, in whichever part the user lands."""
+    ratings, movies = _movielens_files(tmp_path)
+    for cats in (movies, None):
+        parts = P.partition(ratings, tmp_path / f"p{cats is None}", 3, format="movielens", categories=cats,
+                            chunk_rows=97, progress=False)
+        whole = stgkern.data.load_movielens(str(ratings), None if cats is None else str(movies))
+        got = P.read_part(parts, [0, 1, 2])
+        assert len(got) == len(whole) and got.behavior_names == whole.behavior_names == ("rate",)
+        a, b = _by_user_frames(got), _by_user_frames(whole)
+        assert a.keys() == b.keys()
+        for u in a:
+            pd.testing.assert_frame_equal(a[u], b[u], check_dtype=False)
+        if cats is not None:
+            assert set(got.category_ids) == {"Drama", "Action", "Comedy", "(no genres listed)"}
+    bad = ratings.read_text().splitlines()
+    bad[50] = bad[50].split(",")[0] + ",x,3.0,900000000"
+    (tmp_path / "bad.csv").write_text("\n".join(bad) + "\n")
+    with pytest.raises(ValueError, match="line 51, column 'movieId': not a number"):
+        P.partition(tmp_path / "bad.csv", tmp_path / "bad", 3, format="movielens", chunk_rows=20, progress=False)
+    with pytest.raises(ValueError, match="categories= applies to movielens"):
+        P.partition(ratings, tmp_path / "c", 3, categories=movies, progress=False)
+    with pytest.raises(ValueError, match="format='yoochoose'"):
+        P.partition(ratings, tmp_path / "y", 3, format="yoochoose", progress=False)
+
+
+def test_real_movielens_partitions_like_the_loader(tmp_path):
+    ml = ROOT.parent / "shared" / "data" / "ml-latest-small"
+    if not (ml / "ratings.csv").exists():
+        pytest.skip("../shared/data/ml-latest-small is absent")
+    parts = P.partition(ml / "ratings.csv", tmp_path, 4, format="movielens", categories=ml / "movies.csv",
+                        chunk_rows=30_000, progress=False)
+    whole = stgkern.data.load_movielens(str(ml / "ratings.csv"), str(ml / "movies.csv"))
+    got = P.read_part(parts, [0, 1, 2, 3])
+    assert len(got) == len(whole) == 100_836 and got.n_users == whole.n_users == 610
+    for col in ("user_id", "item_id", "category_id", "time", "value"):
+        pd.testing.assert_series_equal(got.sort().to_dataframe()[col].sort_values().reset_index(drop=True),
+                                       whole.sort().to_dataframe()[col].sort_values().reset_index(drop=True),
+                                       check_dtype=False)
+
+
+def test_write_synthetic_writes_the_generators_log(tmp_path):
+    """Chunks made in parallel worker processes and written in user order are the whole log."""
+    kw = dict(n_items=300, n_categories=12, events_per_user=20)
+    ref = stgkern.synthetic_log(n_users=150, seed=5, **kw).to_dataframe()
+    a = P.write_synthetic(tmp_path / "a.parquet", 150, chunk_users=40, workers=0, seed=5, progress=False, **kw)
+    b = P.write_synthetic(tmp_path / "b.csv", 150, format="taobao", chunk_users=40, workers=2, seed=5,
+                          progress=False, **kw)
+    assert a["events"] == b["events"] == len(ref) and a["users"] == 150
+    got = pd.read_parquet(tmp_path / "a.parquet")
+    assert list(got.columns) == P._TAOBAO
+    for col, want in (("user_id", "user_id"), ("item_id", "item_id"), ("category_id", "category_id"),
+                      ("behavior_type", "behavior"), ("timestamp", "time")):
+        assert np.array_equal(got[col].to_numpy(), ref[want].to_numpy()), col
+    csv = pd.read_csv(tmp_path / "b.csv", header=None, names=P._TAOBAO)
+    pd.testing.assert_frame_equal(csv, got, check_dtype=False)
+    assert not list(tmp_path.glob("*.partial"))
+    with pytest.raises(ValueError, match="writes 'parquet' or 'taobao'"):
+        P.write_synthetic(tmp_path / "c", 10, format="movielens")
 
 
 def test_recommend_partitions_equals_the_whole_log(taobao_csv, tmp_path):
@@ -217,6 +370,73 @@ def test_states_of_some_rows_equal_the_whole_logs(taobao_csv):
     assert len(g.indices) > 0
 
 
+def test_catalogue_is_the_whole_logs_counts(taobao_csv, tmp_path):
+    parts = P.partition(taobao_csv, tmp_path, 3, chunk_rows=700, progress=False)
+    cat = P.catalogue(parts, progress=False)
+    whole = stgkern.load_taobao(str(taobao_csv))
+    assert np.array_equal(cat["item_ids"], np.sort(whole.item_ids))
+    assert np.array_equal(cat["item_events"], np.bincount(whole.item, minlength=whole.n_items)[
+        np.argsort(whole.item_ids)])
+    assert np.array_equal(cat["behavior_events"], np.bincount(whole.behavior, minlength=4))
+    assert cat["events"] == len(whole) and cat["users"] == whole.n_users
+    # an item's category is the one of its first event in part order (the same item may carry two)
+    df = pd.concat([P.read_part(parts, k).to_dataframe() for k in range(3)], ignore_index=True)
+    first = df.drop_duplicates("item_id").set_index("item_id")["category_id"]
+    assert np.array_equal(cat["item_category_ids"], first.loc[cat["item_ids"]].to_numpy())
+
+
+@pytest.fixture(scope="module")
+def torch_fit(taobao_csv, tmp_path_factory):
+    pytest.importorskip("torch")
+    parts = P.partition(taobao_csv, tmp_path_factory.mktemp("tparts"), 3, chunk_rows=800, progress=False)
+    rec, info = P.fit_torch_partitions(parts, epochs=2, dim=8, seq_len=10, graph_users=16, batch_size=8,
+                                       n_negatives=32, valid_users=30, progress=False, seed=1)
+    return parts, rec, info
+
+
+def test_fit_torch_partitions_trains_part_by_part(torch_fit, taobao_csv):
+    parts, rec, info = torch_fit
+    whole = stgkern.load_taobao(str(taobao_csv))
+    counts = np.bincount(whole.item, minlength=whole.n_items)
+    assert np.array_equal(rec.item_ids, np.sort(whole.item_ids[counts >= 5]))          # min_item_events
+    assert info["epochs_run"] == len(info["train_curve"]) == 2 and info["steps"] > 2 * (120 // 16)
+    assert 0 < info["valid_users"] <= 30 and info["events"] == len(whole)
+    assert all(0.0 <= c["valid"] <= c["valid_HR@20"] <= 1.0 for c in info["train_curve"])
+    with pytest.raises(ValueError, match="graph_users must be at least 1"):
+        P.fit_torch_partitions(parts, graph_users=0, progress=False)
+    with pytest.raises(ValueError, match="no item has 100000 events"):
+        P.fit_torch_partitions(parts, min_item_events=100_000, progress=False)
+
+
+def test_torch_recommender_scores_parts_as_the_whole_log(torch_fit, taobao_csv, tmp_path):
+    """A user's top-k from the trained PyTorch model is the same in its part as in the whole
+    log, in groups of any size, and after a pickle round trip (what workers receive).  The
+    inputs are the same bits (test_model.py); torch's GEMMs may round a row differently when
+    the batch around it changes, so scores are compared to float32 rounding."""
+    import pickle
+    parts, rec, _ = torch_fit
+    outs = P.recommend_partitions(parts, tmp_path / "top", rec, k=7, progress=False)
+    got = _by_user(pd.concat([pd.read_parquet(o) for o in outs], ignore_index=True)).sort_values(
+        ["user_id", "rank"]).reset_index(drop=True)
+    whole = stgkern.load_taobao(str(taobao_csv))
+    users, items, scores = rec.recommend(whole, 7)
+    want = P.top_k_frame(users, items, scores, 7).sort_values(["user_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5)
+    assert got["user_id"].nunique() == whole.n_users
+    touched = set(zip(whole.user_ids[whole.user].tolist(), whole.item_ids[whole.item].tolist()))
+    assert not any((u, i) in touched for u, i in zip(got.user_id, got.item_id))
+    assert set(got.item_id) <= set(rec.item_ids.tolist())
+    again = pickle.loads(pickle.dumps(rec))
+    again.graph_users = 5
+    u2, i2, s2 = again.recommend(whole, 7)
+    assert np.array_equal(u2, users) and np.array_equal(i2, items)
+    np.testing.assert_allclose(s2, scores, rtol=1e-5)
+    _, i3, _ = rec.recommend(whole, 7, exclude_seen=False)
+    assert any((u, i) in touched for u, i in zip(np.repeat(users, 7), i3.ravel()))
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        rec.recommend(whole, 0)
+
+
 def test_recommend_command_out_of_core(taobao_csv, tmp_path, capsys):
     from stgkern import cli
     assert cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--parts", "3",
@@ -228,6 +448,21 @@ def test_recommend_command_out_of_core(taobao_csv, tmp_path, capsys):
         cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--parts", "2",
                   "--train-parts", "3"])
     assert e.value.code == 2 and "cannot exceed --parts" in capsys.readouterr().err
+
+
+def test_recommend_command_with_the_pytorch_model(taobao_csv, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from stgkern import cli
+    assert cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--parts", "2",
+                     "--model", "stgnn", "--epochs", "1", "--graph-users", "50", "--k", "4"]) == 0
+    got = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "recommendations").glob("*.parquet"))])
+    assert got["user_id"].nunique() == 120 and got.groupby("user_id").size().max() == 4
+    out = capsys.readouterr().out
+    assert "trained the STG-GNN on" in out and "top-4 for 120 users" in out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--model", "stgnn",
+                  "--graph-users", "0"])
+    assert e.value.code == 2 and "--graph-users must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mix", ["fitted", "all_on", "category_heavy"])
