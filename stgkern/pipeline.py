@@ -472,7 +472,8 @@ def recommend_partitions(parts_dir, out_dir, model, *, k=20, exclude_seen=True, 
     (``method``: :meth:`~stgkern.model.ClosedFormModel.recommend`'s), with memory bounded by
     the part and, for ``"dense"``, 1,024 users' full score rows; a killed run resumes at the
     first part without output (the counting pass runs again: pass ``counts`` to skip it).
-    A user's result is the same bits whichever part holds it (tests/test_pipeline.py).
+    A user's list is the same whichever part holds it, its scores to the last bits of float64
+    rounding (tests/test_pipeline.py; docs/scale.md says why).
     """
     import copy
 
@@ -669,6 +670,7 @@ def write_synthetic(path, n_users, *, format="parquet", chunk_users=20_000, work
     """
     pd = _deps()
     import pyarrow as pa
+    import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     from ._workers import usable_cores
@@ -686,14 +688,15 @@ def write_synthetic(path, n_users, *, format="parquet", chunk_users=20_000, work
     t0 = time.perf_counter()
     events = 0
     writer = None
-    fh = open(tmp, "w") if format == "taobao" else None
+    fh = open(tmp, "wb") if format == "taobao" else None
     try:
         def write(df):
             nonlocal writer, events
-            if format == "taobao":
-                df.to_csv(fh, header=False, index=False)
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if format == "taobao":        # Arrow's CSV writer: pandas' to_csv took most of the time
+                pcsv.write_csv(table, fh, write_options=pcsv.WriteOptions(include_header=False,
+                                                                          quoting_style="none"))
             else:
-                table = pa.Table.from_pandas(df, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
