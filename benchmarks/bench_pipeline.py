@@ -189,9 +189,9 @@ def main(argv=None):
     res = {"config": cfg, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
            "date": time.strftime("%Y-%m-%d %H:%M"), "note": args.note, "stages": stages, "summary": summary}
     out = Path(args.out)
-    runs = json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
-    runs[f"{events:,} events"] = res            # one entry per log size; a rerun replaces its size's entry
-    out.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    doc = json.loads(out.read_text()) if out.exists() else {}
+    doc.setdefault("runs", {})[f"{events:,} events"] = res   # one entry per log size; a rerun replaces it
+    out.write_text(json.dumps(doc, indent=1) + "\n")        # other keys (earlier runs kept by hand) stay
     print(f"wrote {args.out}")
 
 

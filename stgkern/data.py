@@ -761,7 +761,21 @@ class _Tables:
     csucc_p: np.ndarray       # their probabilities (rows sum to 1)
 
 
+#: The last global tables built, ``(key, _Tables)``: a log generated chunk by chunk (``users=``)
+#: builds them once instead of once a chunk (at the Taobao sample's 4.16M items, 9.4 s a chunk).
+_TABLES_CACHE = [None, None]
+
+
 def _stg_tables(n_items, n_categories, seed, prm):
+    key = (int(n_items), int(n_categories), int(seed), repr(prm))
+    if _TABLES_CACHE[0] == key:
+        return _TABLES_CACHE[1]
+    tab = _build_stg_tables(n_items, n_categories, seed, prm)
+    _TABLES_CACHE[:] = [key, tab]
+    return tab
+
+
+def _build_stg_tables(n_items, n_categories, seed, prm):
     rng = np.random.default_rng([int(seed), 17])
     cat_of = rng.choice(n_categories, n_items, p=_zipf_weights(rng, n_categories, prm.category_zipf))
     cat_of = cat_of.astype(np.int64)
@@ -829,6 +843,9 @@ def _synthetic_stg(n_users, n_items, n_categories, events_per_user, seed, prm, u
                    np.arange(n_categories, dtype=np.int64), TAOBAO_BEHAVIORS)
     if not return_truth:
         return log
+    # the truth exposes the tables as attributes: its own copies, so that nothing done to them
+    # reaches the cached ones
+    tab = _Tables(*(np.array(getattr(tab, f)) for f in tab.__dataclass_fields__))
     return log, SyntheticTruth(log, tab, prm, P, offsets, prof_cat, prof_w, lam)
 
 
