@@ -22,10 +22,10 @@ cluster (or Dask's local schedulers), following the contract of
 Within a partition, rows are put back in file order before an
 :class:`~stgkern.data.EventLog` is built, so events with equal times keep
 the order the single-process loaders give them: every user's
-recommendations are those of :func:`stgkern.pipeline.recommend_partitions`
-and of the model's ``recommend`` on the whole log, the same lists with scores
-to the last bits of float64 rounding (tests/test_dask.py checks this on a
-two-worker ``LocalCluster``).
+recommendations are the same bits as :func:`stgkern.pipeline.recommend_partitions`
+and as the model's ``recommend`` on the whole log run with the workers' BLAS
+thread count (tests/test_dask.py checks this on a two-worker ``LocalCluster``;
+another thread count can move the scores' last bit, not the lists).
 
 Needs ``pip install 'stgkern[dask]'`` (dask, distributed, pandas, pyarrow).
 """

@@ -942,7 +942,7 @@ class ClosedFormModel:
         from . import _dispatch
         from .readout import _exclude_csr
         r, tt, m = self.ridge, self._threshold_tables(), len(X)
-        Q = np.hstack([(np.asarray(X, np.float64) - r.mean) @ r.V, np.ones((m, 1))])
+        Q = np.hstack([fixed_shape_matmul(np.asarray(X, np.float64) - r.mean, r.V), np.ones((m, 1))])
         if not np.isfinite(Q).all():
             raise ValueError("the states hold NaN or infinite values; scores would be undefined")
         kk = min(k, self.n_items)
@@ -1008,6 +1008,30 @@ class ClosedFormModel:
     def __getstate__(self):
         """Pickles (Dask ships models to workers) leave out the caches; they are rebuilt on use."""
         return {k: v for k, v in self.__dict__.items() if k not in ("_rr", "_rr_lock", "_tt", "_tt_for")}
+
+
+def fixed_shape_matmul(A, B, rows=256):
+    """``A @ B`` as products of exactly ``rows`` rows of ``A`` (the last block zero-padded),
+    each computed as ``(B.T @ block.T).T``, the orientation of :func:`stgkern.topk`'s tiles.
+
+    BLAS rounds an element by the shape of the product it sits in (a short
+    or ragged block takes other kernels), so a fixed shape gives each row of
+    ``A`` the same result, bit for bit, whatever rows it is multiplied with:
+    a user's projection is the same in any batch, part or worker with the
+    same number of BLAS threads (tests/test_model.py).
+    """
+    m, d = A.shape
+    out = np.empty((m, B.shape[1]), np.result_type(A, B))
+    BT = np.ascontiguousarray(B.T)
+    block = np.zeros((rows, d), A.dtype)
+    tile = np.empty((B.shape[1], rows), out.dtype)
+    for a in range(0, m, rows):
+        b = min(m, a + rows)
+        block[:b - a] = A[a:b]
+        block[b - a:] = 0
+        np.matmul(BT, block.T, out=tile)
+        out[a:b] = tile[:, :b - a].T
+    return out
 
 
 def topk_f32_certified(Q, items, items32, vmax, k, exclude):

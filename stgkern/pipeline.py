@@ -88,7 +88,6 @@ FORMATS = {"taobao": _data.TAOBAO_BEHAVIORS, "parquet": _data.TAOBAO_BEHAVIORS, 
 def _chunks(path, fmt, chunk_rows, categories=None):
     """``(first_line, DataFrame)`` per chunk of ``path``, checked line by line (rows of a Parquet
     file are counted from 1 like lines); columns ``_TAOBAO`` (+ ``value`` where the format has one)."""
-    pd = _deps()
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: the pipeline reads {list(FORMATS)}")
     if categories is not None and fmt != "movielens":
@@ -100,20 +99,30 @@ def _chunks(path, fmt, chunk_rows, categories=None):
     if fmt == "movielens":
         yield from _movielens_chunks(path, chunk_rows, categories)
         return
+    def taobao(df, first):
+        df = _data._check_frame(df, path, _TAOBAO, ",", None, _NUMERIC, None, _INTEGER, first)
+        _data._labels(df, "behavior_type", _data.TAOBAO_BEHAVIORS, path, first)
+        return df
+    yield from _checked_csv(path, chunk_rows, None, _TAOBAO, taobao)
+
+
+def _checked_csv(path, chunk_rows, header, cols, convert):
+    """``(first_line, convert(df, first_line))`` per ``chunk_rows`` lines of a CSV read as strings
+    (``header``: None, or 0 for a header line); a file pandas cannot split into ``cols`` is
+    named as malformed or empty."""
+    pd = _deps()
+    what = ("a header and " if header is not None else "") + f"lines of {cols} separated by ','"
     try:
-        reader = pd.read_csv(path, header=None, names=_TAOBAO, dtype=str, keep_default_na=False,
-                             index_col=False, chunksize=chunk_rows)
-        first = 1
+        reader = pd.read_csv(path, header=header, names=cols if header is None else None, dtype=str,
+                             keep_default_na=False, index_col=False, chunksize=chunk_rows)
+        first = 1 if header is None else 2
         for df in reader:
-            df = _data._check_frame(df, path, _TAOBAO, ",", None, _NUMERIC, None, _INTEGER, first)
-            _data._labels(df, "behavior_type", _data.TAOBAO_BEHAVIORS, path, first)
-            yield first, df
+            yield first, convert(df, first)
             first += len(df)
     except pd.errors.ParserError as exc:
-        raise ValueError(f"{path}: malformed file ({exc}); expected the columns {_TAOBAO} "
-                         f"separated by ','") from None
+        raise ValueError(f"{path}: malformed file ({exc}); expected {what}") from None
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file; expected lines of {_TAOBAO} separated by ','") from None
+        raise ValueError(f"{path}: empty file; expected {what}") from None
 
 
 def _parquet_chunks(path, chunk_rows):
@@ -150,24 +159,14 @@ def _movielens_chunks(path, chunk_rows, movies=None):
             raise ValueError(f"{movies}: no 'genres' column (found {list(m.columns)}); the category is a "
                              f"movie's first genre: pass a MovieLens movies.csv, or no movies file")
         genre = dict(zip(m["movieId"], m["genres"].str.split("|").str[0]))
-    try:
-        reader = pd.read_csv(path, header=0, dtype=str, keep_default_na=False, index_col=False,
-                             chunksize=chunk_rows)
-        first = 2
-        for df in reader:
-            df = _data._check_frame(df, path, None, ",", 0, cols, cols, cols[:2], first)
-            out = pd.DataFrame({"user_id": df["userId"].astype(np.int64), "item_id": df["movieId"].astype(np.int64),
-                                "category_id": (df["movieId"].map(genre).fillna("(no genres listed)")
-                                                if genre is not None else np.zeros(len(df), np.int64)),
-                                "behavior_type": "rate", "timestamp": df["timestamp"],
-                                "value": df["rating"].astype(np.float64)})
-            yield first, out
-            first += len(df)
-    except pd.errors.ParserError as exc:
-        raise ValueError(f"{path}: malformed file ({exc}); expected a header and the columns {cols} "
-                         f"separated by ','") from None
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file; expected a header and lines of {cols} separated by ','") from None
+    def movielens(df, first):
+        df = _data._check_frame(df, path, None, ",", 0, cols, cols, cols[:2], first)
+        return pd.DataFrame({"user_id": df["userId"].astype(np.int64), "item_id": df["movieId"].astype(np.int64),
+                             "category_id": (df["movieId"].map(genre).fillna("(no genres listed)")
+                                             if genre is not None else np.zeros(len(df), np.int64)),
+                             "behavior_type": "rate", "timestamp": df["timestamp"],
+                             "value": df["rating"].astype(np.float64)})
+    yield from _checked_csv(path, chunk_rows, 0, cols, movielens)
 
 
 class _Progress:
@@ -472,8 +471,8 @@ def recommend_partitions(parts_dir, out_dir, model, *, k=20, exclude_seen=True, 
     (``method``: :meth:`~stgkern.model.ClosedFormModel.recommend`'s), with memory bounded by
     the part and, for ``"dense"``, 1,024 users' full score rows; a killed run resumes at the
     first part without output (the counting pass runs again: pass ``counts`` to skip it).
-    A user's list is the same whichever part holds it, its scores to the last bits of float64
-    rounding (tests/test_pipeline.py; docs/scale.md says why).
+    A user's result is the same bits whichever part holds it, given the same number of BLAS
+    threads (tests/test_pipeline.py; docs/scale.md says why).
     """
     import copy
 

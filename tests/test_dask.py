@@ -33,6 +33,27 @@ def _reference(path, model, k):
     return want[want.item_id >= 0]
 
 
+def _one_thread_reference(path, model, k, tmp_path):
+    """:func:`_reference` computed in a fresh process whose BLAS and Numba run one thread."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+    with open(tmp_path / "model.pkl", "wb") as fh:
+        pickle.dump(model, fh)
+    root = Path(__file__).resolve().parents[1]
+    script = (f"import sys, pickle; sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]\n"
+              f"import test_dask\n"
+              f"model = pickle.load(open({str(tmp_path / 'model.pkl')!r}, 'rb'))\n"
+              f"test_dask._reference({str(path)!r}, model, {k}).to_parquet({str(tmp_path / 'ref.parquet')!r})\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return pd.read_parquet(tmp_path / "ref.parquet")
+
+
 def _sorted(df):
     return df.sort_values(["user_id", "rank"]).reset_index(drop=True)
 
@@ -61,7 +82,11 @@ def test_dask_on_a_two_worker_cluster_equals_one_process(taobao_csv, tmp_path):
         out_t = None if rec is None else sdask.recommend(taobao_csv, rec, tmp_path / "torch", k=10, npartitions=5,
                                                          blocksize=40_000, client=client)
     got = pd.read_parquet(out)
-    # the same lists; scores to float64 rounding (a GEMM rounds a row by the rows scored with it)
+    # Bit for bit against one process with the workers' one BLAS thread: every product a user's
+    # scores come from has a fixed shape (model.fixed_shape_matmul), so partitions do not matter;
+    # BLAS's thread count can (it splits a product), so against this process's threads: to 1e-12.
+    pd.testing.assert_frame_equal(_sorted(got), _sorted(_one_thread_reference(taobao_csv, model, 10, tmp_path)),
+                                  check_dtype=False, check_exact=True)
     pd.testing.assert_frame_equal(_sorted(got), _sorted(_reference(taobao_csv, model, 10)), check_dtype=False,
                                   check_exact=False, rtol=1e-12, atol=0)
     if rec is not None:          # the PyTorch model too: the workers rebuild it from its pickle
@@ -79,7 +104,7 @@ def test_dask_local_scheduler_and_bad_lines(taobao_csv, tmp_path):
     with dask.config.set(scheduler="synchronous"):
         out = sdask.recommend(taobao_csv, model, tmp_path / "a", k=5, npartitions=3, blocksize=30_000)
     pd.testing.assert_frame_equal(_sorted(pd.read_parquet(out)), _sorted(_reference(taobao_csv, model, 5)),
-                                  check_dtype=False, check_exact=False, rtol=1e-12, atol=0)
+                                  check_dtype=False, check_exact=True)
     lines = taobao_csv.read_text().splitlines()
     lines[1234] = lines[1234].replace(",pv,", ",view,").replace(",cart,", ",view,").replace(",buy,", ",view,") \
         .replace(",fav,", ",view,")
@@ -113,5 +138,5 @@ def test_a_failed_dask_run_leaves_no_output_and_a_rerun_finishes(taobao_csv, tmp
     with dask.config.set(scheduler="synchronous"):
         out = sdask.recommend(taobao_csv, model, tmp_path, k=5, npartitions=3, blocksize=30_000)
     pd.testing.assert_frame_equal(_sorted(pd.read_parquet(out)), _sorted(_reference(taobao_csv, model, 5)),
-                                  check_dtype=False, check_exact=False, rtol=1e-12, atol=0)
+                                  check_dtype=False, check_exact=True)
     assert not (tmp_path / ".recommendations.partial").exists()

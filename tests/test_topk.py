@@ -148,3 +148,28 @@ def test_bad_inputs():
         topk(Q, items, 2, sp.coo_matrix((2, 5)))
     with pytest.raises(TypeError, match="must be a NumPy or CuPy array"):
         topk(Q.tolist(), items, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_rows_scores_do_not_depend_on_the_rows_ranked_with_it(dtype):
+    """Every score tile is one fixed-shape product (a partial block of queries is padded), so a
+    query's top-k is the same bits alone, in a ragged block or in a full one: a user ranked
+    in any part or worker gets the same scores (a single row once took BLAS's GEMV path)."""
+    rng = np.random.default_rng(7)
+    Q = rng.normal(size=(300, 19)).astype(dtype)
+    items = rng.normal(size=(700, 19)).astype(dtype)
+    idx, sc = topk(Q, items, 9)
+    for rows in (slice(5, 6), slice(0, 37), slice(250, 300), slice(3, 260)):
+        i, s = topk(np.ascontiguousarray(Q[rows]), items, 9)
+        assert np.array_equal(i, idx[rows]) and np.array_equal(s, sc[rows]), rows
+
+
+def test_fixed_shape_matmul_is_the_product_and_row_independent():
+    from stgkern.model import fixed_shape_matmul
+    rng = np.random.default_rng(8)
+    A, B = rng.normal(size=(600, 261)), rng.normal(size=(261, 262))
+    P = fixed_shape_matmul(A, B)
+    np.testing.assert_allclose(P, A @ B, rtol=1e-12, atol=1e-12)
+    for rows in (slice(5, 6), slice(0, 37), slice(3, 300), slice(256, 600)):
+        assert np.array_equal(fixed_shape_matmul(A[rows], B), P[rows]), rows
+    assert fixed_shape_matmul(A[:0], B).shape == (0, 262)

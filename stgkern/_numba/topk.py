@@ -183,15 +183,31 @@ def topk(Q, items, k, exclude):
     # score tile in cache between the matmul and the selection.  The tile is
     # item-major (items @ Q.T) so that one item's scores for all rows of the
     # block are contiguous for the vector rejection test.
+    #
+    # Every matmul has rows_b query columns: a last, partial block of queries is padded with zero
+    # rows (its extra columns are dropped before the selection).  BLAS rounds an element by the
+    # shape of the product it sits in (a single query goes down a GEMV path, an edge of the
+    # block down an edge kernel), so a fixed shape gives each query the same scores whichever
+    # queries are ranked with it: a user's top-k is the same bits in any batch, part or worker.
+    pad = np.zeros((rows_b, Q.shape[1]), dtype=Q.dtype) if m % rows_b else Q[:0]
+    pbuf = np.empty(rows_b * tile, dtype=Q.dtype) if m % rows_b else buf[:0]
     for c0 in range(0, n_items, items_b):
         c1 = min(n_items, c0 + items_b)
         for r0 in range(0, m, rows_b):
             r1 = min(m, r0 + rows_b)
-            QbT = Q[r0:r1].T
+            full = r1 - r0 == rows_b
+            if not full:
+                pad[: r1 - r0] = Q[r0:r1]
+            QbT = Q[r0:r1].T if full else pad.T
             for t0 in range(c0, c1, tile):
                 t1 = min(c1, t0 + tile)
                 ST = buf[: (t1 - t0) * (r1 - r0)].reshape(t1 - t0, r1 - r0)
-                np.matmul(items[t0:t1], QbT, out=ST)
+                if full:
+                    np.matmul(items[t0:t1], QbT, out=ST)
+                else:
+                    SP = pbuf[: (t1 - t0) * rows_b].reshape(t1 - t0, rows_b)
+                    np.matmul(items[t0:t1], QbT, out=SP)
+                    ST[:] = SP[:, : r1 - r0]
                 if exclude is not None:
                     _mark_excluded(ST, r0, t0, ex_ptr, ex_idx, ex_pos)
                 _select(ST, r0, t0, heap_s, heap_i, heap_n, thr)
