@@ -585,19 +585,26 @@ def recommend(args) -> dict:
 
     from stgkern import model as sm
     from stgkern import pipeline
-    for name, lo in (("k", 1), ("parts", 1), ("train_parts", 1), ("workers", 0), ("epochs", 1), ("graph_users", 1)):
+    for name, lo in (("k", 1), ("parts", 0), ("train_parts", 1), ("workers", 0), ("epochs", 1), ("graph_users", 1),
+                     ("memory_budget", 0)):
         if getattr(args, name) < lo:
             raise _DataError(f"--{name.replace('_', '-')} must be at least {lo}, got {getattr(args, name)}")
-    if args.train_parts > args.parts:
+    if args.parts and args.train_parts > args.parts:
         raise _DataError(f"--train-parts ({args.train_parts}) cannot exceed --parts ({args.parts})")
     out = Path(args.out)
     t = {}
     t0 = time.perf_counter()
-    if args.scheduler != "none" and args.format == "movielens":
-        raise _DataError("--scheduler runs the Taobao CSV and Parquet formats; partition a MovieLens log "
-                         "out of core (--scheduler none)")
-    parts = pipeline.partition(args.data, out / "work", args.parts, format=args.format, categories=args.categories)
+    if args.scheduler != "none" and args.format not in ("taobao", "parquet"):
+        raise _DataError(f"--scheduler runs the Taobao CSV and Parquet formats; score a {args.format} log "
+                         f"out of core (--scheduler none)")
+    budget = int(args.memory_budget * 2 ** 30) or None
+    parts = pipeline.partition(args.data, out / "work", args.parts or None, format=args.format,
+                               categories=args.categories, memory_budget=budget)
     t["partition"] = time.perf_counter() - t0
+    args.parts = pipeline._read_manifest(parts)["n_parts"]
+    if args.train_parts > args.parts:
+        raise _DataError(f"--train-parts ({args.train_parts}) exceeds the {args.parts} part(s) the log was split "
+                         f"into; lower it or pass --parts")
     t0 = time.perf_counter()
     if args.model == "stgnn":
         if not _torch_installed():
@@ -727,12 +734,18 @@ def main(argv=None) -> int:
                                    "of core, or on a Dask cluster (--scheduler).  Writes user_id, rank, item_id, "
                                    "score as Parquet.")
     r.add_argument("--data", required=True, help="the log: a Taobao UserBehavior CSV or a Parquet file")
-    r.add_argument("--format", choices=("taobao", "parquet", "movielens"), default="taobao",
-                   help="taobao: UserBehavior CSV; parquet: the same columns; movielens: ratings.csv")
-    r.add_argument("--categories", help="movielens: movies.csv (a movie's first genre is its category)")
+    r.add_argument("--format", choices=("taobao", "parquet", "movielens", "recbole", "yoochoose"), default="taobao",
+                   help="taobao: UserBehavior CSV; parquet: the same columns; movielens: ratings.csv; recbole: "
+                        "an .inter file; yoochoose: GRU4Rec's SessionId/ItemId/Time or clicks.dat")
+    r.add_argument("--categories", help="movielens: movies.csv (a movie's first genre is its category); "
+                                        "recbole: the .item file")
     r.add_argument("--out", required=True, help="working and output folder")
     r.add_argument("--k", type=int, default=20, help="items per user")
-    r.add_argument("--parts", type=int, default=16, help="partitions of the log (by user hash)")
+    r.add_argument("--parts", type=int, default=0,
+                   help="partitions of the log (by user hash); 0: as many as keep a part's work within "
+                        "--memory-budget")
+    r.add_argument("--memory-budget", type=float, default=0,
+                   help="GiB one part's work may take, the model aside (0: half the memory available now)")
     r.add_argument("--train-parts", type=int, default=1,
                    help="closed form: the model is fitted on the users of this many parts")
     r.add_argument("--model", choices=("closed-form", "stgnn"), default="closed-form",

@@ -82,7 +82,8 @@ def user_part(user_ids, n_parts):
 
 
 #: Input formats: the loader each mirrors (``stgkern.data``), and its behaviour names.
-FORMATS = {"taobao": _data.TAOBAO_BEHAVIORS, "parquet": _data.TAOBAO_BEHAVIORS, "movielens": ("rate",)}
+FORMATS = {"taobao": _data.TAOBAO_BEHAVIORS, "parquet": _data.TAOBAO_BEHAVIORS, "movielens": ("rate",),
+           "recbole": ("interact",), "yoochoose": ("click",)}
 
 
 def _chunks(path, fmt, chunk_rows, categories=None):
@@ -90,14 +91,20 @@ def _chunks(path, fmt, chunk_rows, categories=None):
     file are counted from 1 like lines); columns ``_TAOBAO`` (+ ``value`` where the format has one)."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: the pipeline reads {list(FORMATS)}")
-    if categories is not None and fmt != "movielens":
+    if categories is not None and fmt not in ("movielens", "recbole"):
         raise ValueError(f"format={fmt!r} carries categories in the log itself; categories= applies to "
-                         f"movielens (movies.csv) only")
+                         f"movielens (movies.csv) and recbole (.item) only")
     if fmt == "parquet":
         yield from _parquet_chunks(path, chunk_rows)
         return
     if fmt == "movielens":
         yield from _movielens_chunks(path, chunk_rows, categories)
+        return
+    if fmt == "recbole":
+        yield from _recbole_chunks(path, chunk_rows, categories)
+        return
+    if fmt == "yoochoose":
+        yield from _yoochoose_chunks(path, chunk_rows)
         return
     def taobao(df, first):
         df = _data._check_frame(df, path, _TAOBAO, ",", None, _NUMERIC, None, _INTEGER, first)
@@ -106,14 +113,14 @@ def _chunks(path, fmt, chunk_rows, categories=None):
     yield from _checked_csv(path, chunk_rows, None, _TAOBAO, taobao)
 
 
-def _checked_csv(path, chunk_rows, header, cols, convert):
+def _checked_csv(path, chunk_rows, header, cols, convert, sep=","):
     """``(first_line, convert(df, first_line))`` per ``chunk_rows`` lines of a CSV read as strings
     (``header``: None, or 0 for a header line); a file pandas cannot split into ``cols`` is
     named as malformed or empty."""
     pd = _deps()
-    what = ("a header and " if header is not None else "") + f"lines of {cols} separated by ','"
+    what = ("a header and " if header is not None else "") + f"lines of {cols} separated by {sep!r}"
     try:
-        reader = pd.read_csv(path, header=header, names=cols if header is None else None, dtype=str,
+        reader = pd.read_csv(path, sep=sep, header=header, names=cols if header is None else None, dtype=str,
                              keep_default_na=False, index_col=False, chunksize=chunk_rows)
         first = 1 if header is None else 2
         for df in reader:
@@ -169,6 +176,69 @@ def _movielens_chunks(path, chunk_rows, movies=None):
     yield from _checked_csv(path, chunk_rows, 0, cols, movielens)
 
 
+def _recbole_chunks(path, chunk_rows, item_path=None):
+    """RecBole atomic ``.inter`` (tab-separated, ``name:type`` headers) as
+    :func:`stgkern.data.load_recbole` reads it: ids as strings, behaviour ``interact``, the
+    rating (where present) as the value, the category the first token of ``item_path``'s first
+    token field."""
+    pd = _deps()
+    cat = None
+    if item_path is not None:
+        it = pd.read_csv(item_path, sep="\t", dtype=str, keep_default_na=False)
+        fields = [c for c in it.columns[1:] if c.endswith(":token") or c.endswith(":token_seq")]
+        if fields:
+            cat = dict(zip(it.iloc[:, 0], it[fields[0]].str.split(" ").str[0]))
+
+    def recbole(df, first):
+        df.columns = [c.split(":")[0] for c in df.columns]
+        for col in ("user_id", "item_id", "timestamp"):
+            if col not in df.columns:
+                raise ValueError(f"{path}: missing column {col!r}; found {list(df.columns)}")
+        num = ["timestamp"] + (["rating"] if "rating" in df.columns else [])
+        df = _data._check_frame(df, path, None, "\t", 0, num, ["user_id", "item_id", "timestamp"], (), first)
+        out = {"user_id": df["user_id"], "item_id": df["item_id"],
+               "category_id": df["item_id"].map(cat).fillna("") if cat is not None else np.zeros(len(df), np.int64),
+               "behavior_type": "interact", "timestamp": df["timestamp"]}
+        if "rating" in df.columns:
+            out["value"] = df["rating"].astype(np.float64)
+        return pd.DataFrame(out)
+    yield from _checked_csv(path, chunk_rows, 0, ["user_id", "item_id", "timestamp"], recbole, sep="\t")
+
+
+def _yoochoose_chunks(path, chunk_rows):
+    """YOOCHOOSE as :func:`stgkern.data.load_yoochoose` reads it: GRU4Rec's ``SessionId, ItemId,
+    Time`` (tab or comma, with that header) or the raw ``clicks.dat`` (session, ISO time, item,
+    category); sessions are the users, behaviour ``click``."""
+    pd = _deps()
+    with open(path) as fh:
+        head = fh.readline()
+    sep = "\t" if "\t" in head else ","
+    if head.startswith("SessionId"):
+        cols = ["SessionId", "ItemId", "Time"]
+
+        def gru4rec(df, first):
+            df = _data._check_frame(df, path, None, sep, 0, cols, cols, (), first)
+            return pd.DataFrame({"user_id": df["SessionId"], "item_id": df["ItemId"],
+                                 "category_id": np.zeros(len(df), np.int64), "behavior_type": "click",
+                                 "timestamp": df["Time"]})
+        yield from _checked_csv(path, chunk_rows, 0, cols, gru4rec, sep=sep)
+        return
+    cols = ["session", "timestamp", "item", "category"]
+
+    def clicks(df, first):
+        df = _data._check_frame(df, path, cols, sep, None, ("session", "item"), ("session", "timestamp", "item"), (),
+                                first)
+        t = pd.to_datetime(df["timestamp"], errors="coerce", utc=True)
+        bad = np.flatnonzero(t.isna().to_numpy())
+        if bad.size:
+            raise ValueError(f"{path}: line {bad[0] + first}, column 'timestamp': not a time: "
+                             f"{df['timestamp'].iloc[bad[0]]!r}")
+        return pd.DataFrame({"user_id": df["session"], "item_id": df["item"], "category_id": df["category"],
+                             "behavior_type": "click",
+                             "timestamp": (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()})
+    yield from _checked_csv(path, chunk_rows, None, cols, clicks, sep=sep)
+
+
 class _Progress:
     """One line on stderr every ``every`` seconds: what is done, the rate and the elapsed time."""
 
@@ -189,7 +259,54 @@ class _Progress:
         print(msg + (f", {el:.1f} s" if final else ""), file=self.stream, flush=True)
 
 
-def partition(source, out_dir, n_parts, *, format="taobao", categories=None, chunk_rows=1_000_000, progress=True):
+#: Planning figure for :func:`plan_parts`: resident bytes per event of a part while it is scored
+#: or trained on, besides the model.  Measured: a 1.56M-event part of the 100M benchmark peaked
+#: at 4.3 GiB scoring with a 1.7 GB model (~1.7 kB an event), one 10M-event training epoch at
+#: 874 MiB with groups of 1,024 users; rounded up.
+BYTES_PER_EVENT = 2048
+
+
+def available_memory():
+    """Bytes of memory available now (``MemAvailable`` on Linux; else half the physical memory)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def estimate_events(source, format="taobao"):
+    """The events in ``source``: a Parquet file's row count, or a CSV's size over the mean
+    line length of its first MiB."""
+    source = Path(source)
+    if format == "parquet":
+        import pyarrow.parquet as pq
+        return int(pq.ParquetFile(source).metadata.num_rows)
+    size = source.stat().st_size
+    with open(source, "rb") as fh:
+        head = fh.read(1 << 20)
+    lines = head.count(b"\n")
+    return int(size / (len(head) / lines)) if lines else 1
+
+
+def plan_parts(source, memory_budget=None, *, format="taobao", bytes_per_event=BYTES_PER_EVENT):
+    """Parts to split ``source`` into so that one part's work fits ``memory_budget`` bytes
+    (default: half the memory available now): ``ceil(events * bytes_per_event / budget)``,
+    at least 1.  The model's own size comes on top (the 100M benchmark's: 1.7 GB)."""
+    budget = available_memory() // 2 if memory_budget is None else int(memory_budget)
+    if budget < 1:
+        raise ValueError(f"memory_budget must be positive, got {memory_budget}")
+    return max(1, -(-estimate_events(source, format) * int(bytes_per_event) // budget))
+
+
+def partition(source, out_dir, n_parts=None, *, format="taobao", categories=None, chunk_rows=1_000_000,
+              memory_budget=None, progress=True):
     """Split the log ``source`` by user into ``n_parts`` parts under ``out_dir/parts``.
 
     Reads ``chunk_rows`` lines at a time (memory is bounded by the chunk,
@@ -204,27 +321,31 @@ def partition(source, out_dir, n_parts, *, format="taobao", categories=None, chu
         Parquet file with the same columns (user_id, item_id, category_id,
         behavior_type, timestamp); ``format="movielens"``, a ``ratings.csv``
         (``categories``: its ``movies.csv``, the first genre is the category),
-        read as :func:`stgkern.data.load_movielens` reads it.
+        read as :func:`stgkern.data.load_movielens` reads it; ``"recbole"``, an
+        ``.inter`` file (``categories``: its ``.item`` file); ``"yoochoose"``,
+        GRU4Rec's ``SessionId, ItemId, Time`` or the raw ``clicks.dat`` (each
+        as its loader in :mod:`stgkern.data` reads it).
     out_dir : str or Path
-    n_parts : int
+    n_parts : int, optional
         Parts to spread users over; each part should fit in memory with room
-        for the work done on it.
+        for the work done on it.  Default: :func:`plan_parts` for
+        ``memory_budget`` bytes (default: half the memory available now).
     chunk_rows : int
         Lines read (and held) at a time.
     """
     pd = _deps()
-    n_parts = int(n_parts)
-    if n_parts < 1:
-        raise ValueError(f"n_parts must be at least 1, got {n_parts}")
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     source = Path(source)
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such file")
-    out_dir = Path(out_dir)
-    final = out_dir / "parts"
     if format not in FORMATS:
         raise ValueError(f"format={format!r}: the pipeline reads {list(FORMATS)}")
+    if n_parts is not None and int(n_parts) < 1:
+        raise ValueError(f"n_parts must be at least 1, got {n_parts}")
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file")
+    n_parts = plan_parts(source, memory_budget, format=format) if n_parts is None else int(n_parts)
+    out_dir = Path(out_dir)
+    final = out_dir / "parts"
     stamp = {"source": str(source.resolve()), "size": source.stat().st_size,
              "mtime_ns": source.stat().st_mtime_ns, "format": format, "n_parts": n_parts,
              "categories": None if categories is None else str(Path(categories).resolve())}
@@ -239,15 +360,16 @@ def partition(source, out_dir, n_parts, *, format="taobao", categories=None, chu
     try:
         # the Taobao CSV: Arrow's typed reader, which takes only lines that pass every check
         chunks = _taobao_arrow_chunks(source, int(chunk_rows)) if format == "taobao" else None
-        counts, n_chunks, lines = _spread(chunks, tmp, n_parts, bar) if chunks is not None else (None,) * 3
+        counts, n_chunks, lines, columns = _spread(chunks, tmp, n_parts, bar) if chunks is not None else (None,) * 4
     except _NotClean:
         counts = None
     if counts is None:          # other formats, or a line Arrow did not take: the checked reader names it
-        counts, n_chunks, lines = _spread(_chunks(source, format, int(chunk_rows), categories), tmp, n_parts, bar)
+        counts, n_chunks, lines, columns = _spread(_chunks(source, format, int(chunk_rows), categories), tmp,
+                                                   n_parts, bar)
     bar(lines, final=True)
     with open(tmp / MANIFEST, "w") as fh:
         json.dump({**stamp, "events": int(counts.sum()), "events_per_part": counts.tolist(), "chunks": n_chunks,
-                   "columns": _TAOBAO + (["value"] if format == "movielens" else []),
+                   "columns": columns,
                    "behaviors": list(FORMATS[format])}, fh, indent=1)
     out_dir.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
@@ -307,9 +429,11 @@ def _spread(chunks, tmp, n_parts, bar):
         (tmp / f"part-{k:05d}").mkdir(parents=True)
     counts = np.zeros(n_parts, np.int64)
     n_chunks = lines = 0
+    columns = None
     for first, t in chunks:
         if not isinstance(t, pa.Table):
             t = pa.Table.from_pandas(t, preserve_index=False)
+        columns = columns or t.column_names
         part = user_part(t["user_id"].to_numpy(), n_parts)
         order = np.argsort(part, kind="stable")                # each part's rows in file order
         bounds = np.searchsorted(part[order], np.arange(n_parts + 1))
@@ -320,7 +444,7 @@ def _spread(chunks, tmp, n_parts, bar):
         n_chunks += 1
         lines = first + t.num_rows - 1
         bar(lines)
-    return counts, n_chunks, lines
+    return counts, n_chunks, lines, columns or list(_TAOBAO)
 
 
 def _write_rows(table, path):

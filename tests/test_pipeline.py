@@ -144,6 +144,23 @@ def test_arrow_reader_partitions_like_the_checked_reader(taobao_csv, tmp_path, m
     assert (a.time.dtype.kind == "f") == (times == "fractional")
 
 
+def test_parts_follow_the_memory_budget(taobao_csv, tmp_path):
+    n = len(taobao_csv.read_text().splitlines())
+    assert abs(P.estimate_events(taobao_csv) - n) < 0.01 * n          # the file is under 1 MiB: exact-ish
+    per = P.BYTES_PER_EVENT
+    assert P.plan_parts(taobao_csv, n * per) == 1
+    assert P.plan_parts(taobao_csv, n * per // 4) == 4 + (P.estimate_events(taobao_csv) > n)
+    assert P.plan_parts(taobao_csv, 10 ** 15) == 1 and P.available_memory() > 0
+    parts = P.partition(taobao_csv, tmp_path, memory_budget=n * per // 3, progress=False)
+    m = P._read_manifest(parts)
+    assert m["n_parts"] == P.plan_parts(taobao_csv, n * per // 3) >= 3 and m["events"] == n
+    df = pd.read_csv(taobao_csv, header=None, names=P._TAOBAO)
+    df.to_parquet(tmp_path / "ub.parquet", index=False)
+    assert P.estimate_events(tmp_path / "ub.parquet", "parquet") == n
+    with pytest.raises(ValueError, match="memory_budget must be positive"):
+        P.plan_parts(taobao_csv, 0)
+
+
 def test_bad_lines_are_named_in_any_chunk(tmp_path):
     src = tmp_path / "bad.csv"
     lines = [f"{u},{u + 1},3,pv,{1511544000 + u}" for u in range(2500)]
@@ -263,8 +280,65 @@ def test_movielens_input_partitions_like_the_loader(tmp_path):
         P.partition(tmp_path / "bad.csv", tmp_path / "bad", 3, format="movielens", chunk_rows=20, progress=False)
     with pytest.raises(ValueError, match="categories= applies to movielens"):
         P.partition(ratings, tmp_path / "c", 3, categories=movies, progress=False)
-    with pytest.raises(ValueError, match="format='yoochoose'"):
-        P.partition(ratings, tmp_path / "y", 3, format="yoochoose", progress=False)
+    with pytest.raises(ValueError, match="format='tsv'"):
+        P.partition(ratings, tmp_path / "y", 3, format="tsv", progress=False)
+
+
+def _recbole_files(tmp_path, with_rating):
+    rng = np.random.default_rng(3)
+    n = 500
+    inter = pd.DataFrame({"user_id:token": [f"u{u}" for u in rng.integers(0, 40, n)],
+                          "item_id:token": [f"i{i}" for i in rng.integers(0, 60, n)],
+                          "timestamp:float": rng.integers(1e9, 1.01e9, n)})
+    if with_rating:
+        inter.insert(2, "rating:float", rng.integers(1, 6, n).astype(float))
+    inter.to_csv(tmp_path / "x.inter", sep="\t", index=False)
+    items = pd.DataFrame({"item_id:token": [f"i{i}" for i in range(50)],
+                          "genre:token_seq": [["a b", "c", "b a"][i % 3] for i in range(50)]})
+    items.to_csv(tmp_path / "x.item", sep="\t", index=False)
+    return tmp_path / "x.inter", tmp_path / "x.item"
+
+
+@pytest.mark.parametrize("fmt", ["recbole", "recbole-no-rating", "yoochoose-gru4rec", "yoochoose-clicks"])
+def test_other_loader_formats_partition_like_the_loader(tmp_path, fmt):
+    """RecBole and YOOCHOOSE logs read in chunks: every user's (session's) events are the loader's."""
+    cats = None
+    if fmt.startswith("recbole"):
+        src, cats = _recbole_files(tmp_path, fmt == "recbole")
+        whole, kind = stgkern.data.load_recbole(str(src), str(cats)), "recbole"
+    else:
+        rng = np.random.default_rng(4)
+        n = 400
+        sess, item = rng.integers(1, 50, n), rng.integers(100, 160, n)
+        src, kind = tmp_path / "y.dat", "yoochoose"
+        if fmt == "yoochoose-gru4rec":
+            pd.DataFrame({"SessionId": sess, "ItemId": item, "Time": rng.integers(1.4e9, 1.41e9, n)}).to_csv(
+                src, sep="\t", index=False)
+        else:
+            t = pd.Timestamp("2014-04-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 10 ** 6, n), unit="s")
+            pd.DataFrame({"s": sess, "t": t.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "i": item,
+                          "c": rng.choice(["0", "S", "7"], n)}).to_csv(src, header=False, index=False)
+        whole = stgkern.data.load_yoochoose(str(src))
+    parts = P.partition(src, tmp_path / "p", 3, format=kind, categories=cats, chunk_rows=70, progress=False)
+    got = P.read_part(parts, [0, 1, 2])
+    assert len(got) == len(whole) and got.behavior_names == whole.behavior_names
+    assert (got.value is None) == (whole.value is None)
+    a, b = _by_user_frames(got), _by_user_frames(whole)
+    assert a.keys() == b.keys()
+    for u in a:
+        pd.testing.assert_frame_equal(a[u], b[u], check_dtype=False)
+
+
+def test_other_loader_formats_name_bad_lines(tmp_path):
+    src, _ = _recbole_files(tmp_path, True)
+    lines = src.read_text().splitlines()
+    lines[300] = lines[300].rsplit("\t", 1)[0] + "\tsoon"
+    (tmp_path / "bad.inter").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="line 301, column 'timestamp': not a number"):
+        P.partition(tmp_path / "bad.inter", tmp_path / "b", 2, format="recbole", chunk_rows=64, progress=False)
+    (tmp_path / "bad.dat").write_text("1,2014-04-01T10:00:00.000Z,5,0\n1,not a time,6,0\n")
+    with pytest.raises(ValueError, match="line 2, column 'timestamp': not a time"):
+        P.partition(tmp_path / "bad.dat", tmp_path / "c", 2, format="yoochoose", progress=False)
 
 
 def test_real_movielens_partitions_like_the_loader(tmp_path):
@@ -448,6 +522,14 @@ def test_recommend_command_out_of_core(taobao_csv, tmp_path, capsys):
         cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path), "--parts", "2",
                   "--train-parts", "3"])
     assert e.value.code == 2 and "cannot exceed --parts" in capsys.readouterr().err
+    # no --parts: as many as keep a part within --memory-budget (GiB)
+    assert cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path / "auto"), "--k", "3",
+                     "--memory-budget", "0.0045"]) == 0
+    assert P._read_manifest(tmp_path / "auto" / "work" / "parts")["n_parts"] == 3
+    with pytest.raises(SystemExit) as e:
+        cli.main(["recommend", "--data", str(taobao_csv), "--out", str(tmp_path / "a2"), "--train-parts", "9",
+                  "--memory-budget", "0.0045"])
+    assert e.value.code == 2 and "exceeds the 3 part(s)" in capsys.readouterr().err
 
 
 def test_recommend_command_with_the_pytorch_model(taobao_csv, tmp_path, capsys):
