@@ -266,21 +266,6 @@ class _Progress:
 BYTES_PER_EVENT = 2048
 
 
-def available_memory():
-    """Bytes of memory available now (``MemAvailable`` on Linux; else half the physical memory)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
 def estimate_events(source, format="taobao"):
     """The events in ``source``: a Parquet file's row count, or a CSV's size over the mean
     line length of its first MiB."""
@@ -299,6 +284,7 @@ def plan_parts(source, memory_budget=None, *, format="taobao", bytes_per_event=B
     """Parts to split ``source`` into so that one part's work fits ``memory_budget`` bytes
     (default: half the memory available now): ``ceil(events * bytes_per_event / budget)``,
     at least 1.  The model's own size comes on top (the 100M benchmark's: 1.7 GB)."""
+    from ._validate import available_memory
     budget = available_memory() // 2 if memory_budget is None else int(memory_budget)
     if budget < 1:
         raise ValueError(f"memory_budget must be positive, got {memory_budget}")
