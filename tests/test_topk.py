@@ -162,6 +162,9 @@ def test_a_rows_scores_do_not_depend_on_the_rows_ranked_with_it(dtype):
     for rows in (slice(5, 6), slice(0, 37), slice(250, 300), slice(3, 260)):
         i, s = topk(np.ascontiguousarray(Q[rows]), items, 9)
         assert np.array_equal(i, idx[rows]) and np.array_equal(s, sc[rows]), rows
+    with config.override(topk_fixed_shape=False):                   # the GEMV path: the same lists
+        i, s = topk(np.ascontiguousarray(Q[5:6]), items, 9)
+    assert np.array_equal(i, idx[5:6]) and np.allclose(s, sc[5:6], rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_fixed_shape_matmul_is_the_product_and_row_independent():

@@ -29,6 +29,10 @@ TILE_ITEMS = 8192
 #: Query rows one selection task handles; the per-item rejection test is a
 #: vector compare over this many rows.
 ROW_CHUNK = 64
+#: Query columns of every score product come in whole panels of this many (zero-padded): no
+#: GEMV path and no ragged edge kernel, so a query's scores do not depend on the others'.  At one
+#: query this costs ~16x the GEMV's flops but runs as a GEMM (1M items: ~60 ms either way).
+QUERY_PAD = 16
 
 
 @nb.njit(inline="always")
@@ -184,30 +188,33 @@ def topk(Q, items, k, exclude):
     # item-major (items @ Q.T) so that one item's scores for all rows of the
     # block are contiguous for the vector rejection test.
     #
-    # Every matmul has rows_b query columns: a last, partial block of queries is padded with zero
-    # rows (its extra columns are dropped before the selection).  BLAS rounds an element by the
-    # shape of the product it sits in (a single query goes down a GEMV path, an edge of the
-    # block down an edge kernel), so a fixed shape gives each query the same scores whichever
-    # queries are ranked with it: a user's top-k is the same bits in any batch, part or worker.
-    pad = np.zeros((rows_b, Q.shape[1]), dtype=Q.dtype) if m % rows_b else Q[:0]
-    pbuf = np.empty(rows_b * tile, dtype=Q.dtype) if m % rows_b else buf[:0]
+    # Every matmul has a multiple of QUERY_PAD query columns: a ragged block of queries is padded
+    # with zero rows (the extra columns are dropped before the selection).  BLAS rounds an element
+    # by the shape of the product it sits in (a single query goes down a GEMV path, ragged columns
+    # down edge kernels); with whole column panels a query gets the same scores whichever queries
+    # are ranked with it: a user's top-k is the same bits in any batch, part or worker.
+    fixed = bool(config.topk_fixed_shape)
+    pad = np.zeros((rows_b + QUERY_PAD, Q.shape[1]), dtype=Q.dtype)
+    pbuf = np.empty((rows_b + QUERY_PAD) * tile, dtype=Q.dtype)
     for c0 in range(0, n_items, items_b):
         c1 = min(n_items, c0 + items_b)
         for r0 in range(0, m, rows_b):
             r1 = min(m, r0 + rows_b)
-            full = r1 - r0 == rows_b
-            if not full:
-                pad[: r1 - r0] = Q[r0:r1]
-            QbT = Q[r0:r1].T if full else pad.T
+            nq = r1 - r0
+            wide = -(-nq // QUERY_PAD) * QUERY_PAD if fixed else nq
+            if wide != nq:
+                pad[:nq] = Q[r0:r1]
+                pad[nq:wide] = 0
+            QbT = Q[r0:r1].T if wide == nq else pad[:wide].T
             for t0 in range(c0, c1, tile):
                 t1 = min(c1, t0 + tile)
-                ST = buf[: (t1 - t0) * (r1 - r0)].reshape(t1 - t0, r1 - r0)
-                if full:
+                ST = buf[: (t1 - t0) * nq].reshape(t1 - t0, nq)
+                if wide == nq:
                     np.matmul(items[t0:t1], QbT, out=ST)
                 else:
-                    SP = pbuf[: (t1 - t0) * rows_b].reshape(t1 - t0, rows_b)
+                    SP = pbuf[: (t1 - t0) * wide].reshape(t1 - t0, wide)
                     np.matmul(items[t0:t1], QbT, out=SP)
-                    ST[:] = SP[:, : r1 - r0]
+                    ST[:] = SP[:, :nq]
                 if exclude is not None:
                     _mark_excluded(ST, r0, t0, ex_ptr, ex_idx, ex_pos)
                 _select(ST, r0, t0, heap_s, heap_i, heap_n, thr)
