@@ -55,13 +55,17 @@ def _deps():
     return dask, dd
 
 
+def _first_line(first_lines, partition_info):
+    return int(first_lines[partition_info["number"]]) if partition_info else 1
+
+
 def _checked(df, first_lines, path, partition_info=None):
     """One block of the raw log: checked, numbers parsed, ``_row`` = its line numbers."""
-    first = int(first_lines[partition_info["number"]]) if partition_info else 1
+    first = _first_line(first_lines, partition_info)
     df = _data._check_frame(df.copy(), path, _TAOBAO, ",", None, _NUMERIC, None, _INTEGER, first)
     _data._labels(df, "behavior_type", _data.TAOBAO_BEHAVIORS, path, first)
-    df["_row"] = np.arange(first, first + len(df), dtype=np.int64)
-    return df.astype({"user_id": np.int64, "item_id": np.int64, "category_id": np.int64})
+    return _numbered(df, first_lines, partition_info).astype(
+        {"user_id": np.int64, "item_id": np.int64, "category_id": np.int64})
 
 
 _TYPES = {"user_id": np.int64, "item_id": np.int64, "category_id": np.int64, "behavior_type": str,
@@ -78,7 +82,8 @@ def _clean(df):
 
 
 def _numbered(df, first_lines, partition_info=None):
-    first = int(first_lines[partition_info["number"]]) if partition_info else 1
+    """``df`` with ``_row``: its lines' numbers in the file."""
+    first = _first_line(first_lines, partition_info)
     return df.assign(_row=np.arange(first, first + len(df), dtype=np.int64))
 
 

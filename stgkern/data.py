@@ -351,14 +351,23 @@ def load_movielens(ratings_path, movies_path=None):
     df = _read(ratings_path, None, header=0, numeric=cols, required=cols, integer=cols[:2])
     cat = None
     if movies_path is not None:
-        m = _read(movies_path, None, header=0, required=["movieId"], numeric=["movieId"], integer=["movieId"])
-        if "genres" not in m.columns:
-            raise ValueError(f"{movies_path}: no 'genres' column (found {list(m.columns)}); the category is "
-                             f"a movie's first genre: pass a MovieLens movies.csv, or no movies file")
-        g = dict(zip(m["movieId"], m["genres"].str.split("|").str[0]))
-        df["genre"] = df["movieId"].map(g).fillna("(no genres listed)")
+        df["genre"] = _movie_genres(df["movieId"], _movielens_genres(movies_path))
         cat = "genre"
     return from_dataframe(df, "userId", "movieId", "timestamp", cat, None, "rating", behavior_names=("rate",))
+
+
+def _movielens_genres(movies_path):
+    """movieId -> first genre, from a MovieLens ``movies.csv``."""
+    m = _read(movies_path, None, header=0, required=["movieId"], numeric=["movieId"], integer=["movieId"])
+    if "genres" not in m.columns:
+        raise ValueError(f"{movies_path}: no 'genres' column (found {list(m.columns)}); the category is "
+                         f"a movie's first genre: pass a MovieLens movies.csv, or no movies file")
+    return dict(zip(m["movieId"], m["genres"].str.split("|").str[0]))
+
+
+def _movie_genres(movie_ids, genres):
+    """Each movie's category from :func:`_movielens_genres`' map (a movie it lacks: ``(no genres listed)``)."""
+    return movie_ids.map(genres).fillna("(no genres listed)")
 
 
 def _report(before, after):
@@ -1189,21 +1198,36 @@ def load_recbole(inter_path, item_path=None):
         if col in df.columns:
             _numeric(df, col, inter_path, 2)
     cat = None
-    if item_path is not None:
-        it = pd.read_csv(item_path, sep="\t", dtype=str, keep_default_na=False)
-        fields = [c for c in it.columns[1:] if c.endswith(":token") or c.endswith(":token_seq")]
-        if fields:
-            g = dict(zip(it.iloc[:, 0], it[fields[0]].str.split(" ").str[0]))
-            df["category"] = df["item_id"].map(g).fillna("")
-            cat = "category"
+    g = None if item_path is None else _recbole_categories(item_path)
+    if g is not None:
+        df["category"] = df["item_id"].map(g).fillna("")
+        cat = "category"
     return from_dataframe(df, "user_id", "item_id", "timestamp", cat, None,
                           "rating" if "rating" in df.columns else None, behavior_names=("interact",))
+
+
+def _recbole_categories(item_path):
+    """item id -> the first token of a RecBole ``.item`` file's first token field (None without one)."""
+    it = _pandas().read_csv(item_path, sep="\t", dtype=str, keep_default_na=False)
+    fields = [c for c in it.columns[1:] if c.endswith(":token") or c.endswith(":token_seq")]
+    return dict(zip(it.iloc[:, 0], it[fields[0]].str.split(" ").str[0])) if fields else None
+
+
+def _iso_seconds(times, path, first_line):
+    """ISO-8601 strings as float seconds since the epoch (UTC); the first that is not a time is
+    named by its line."""
+    pd = _pandas()
+    t = pd.to_datetime(times, errors="coerce", utc=True)
+    bad = np.flatnonzero(t.isna().to_numpy())
+    if bad.size:
+        raise ValueError(f"{path}: line {bad[0] + first_line}, column 'timestamp': not a time: "
+                         f"{times.iloc[bad[0]]!r}")
+    return (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
 
 
 def load_yoochoose(path):
     """YooChoose: GRU4Rec-style ``SessionId,ItemId,Time`` (tab or comma) or raw clicks.dat
     (session, ISO timestamp, item, category).  Sessions become users."""
-    pd = _pandas()
     with open(path) as fh:
         head = fh.readline()
     sep = "\t" if "\t" in head else ","
@@ -1213,11 +1237,7 @@ def load_yoochoose(path):
         return from_dataframe(df, "SessionId", "ItemId", "Time", behavior_names=("click",))
     df = _read(path, ["session", "timestamp", "item", "category"], numeric=("session", "item"),
                required=("session", "timestamp", "item"))
-    t = pd.to_datetime(df["timestamp"], errors="coerce", utc=True)
-    bad = np.flatnonzero(t.isna().to_numpy())
-    if bad.size:
-        raise ValueError(f"{path}: line {bad[0] + 1}, column 'timestamp': not a time: {df['timestamp'].iloc[bad[0]]!r}")
-    df["t"] = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    df["t"] = _iso_seconds(df["timestamp"], path, 1)
     return from_dataframe(df, "session", "item", "t", "category", behavior_names=("click",))
 
 

@@ -382,13 +382,12 @@ def _propagate(graph, X, tau):
 
 def _subgraph(graph, rows, cols):
     """The rows ``rows`` of ``graph`` with each neighbour renumbered to its position in ``cols``
-    (sorted, holding every neighbour of ``rows``), and the positions of those edges in ``graph``."""
+    (sorted, holding every neighbour of ``rows``)."""
     from .graph import Graph
     lo, hi = graph.indptr[rows], graph.indptr[rows + 1]
-    eids = _ranges(lo, hi)
     indptr = np.concatenate([[0], np.cumsum(hi - lo)]).astype(np.int64)
-    return Graph(indptr, np.searchsorted(cols, graph.indices[eids]), len(cols), check=False,
-                 rows_sorted=graph.rows_sorted), eids
+    return Graph(indptr, np.searchsorted(cols, graph.indices[_ranges(lo, hi)]), len(cols), check=False,
+                 rows_sorted=graph.rows_sorted)
 
 
 def _propagate_at(graph, inputs, tau, rows):
@@ -405,9 +404,9 @@ def _propagate_at(graph, inputs, tau, rows):
     hop2 = np.unique(np.concatenate([hop1, ix[_ranges(ip[hop1], ip[hop1 + 1])]]))
     X2 = inputs(hop2)
     w = _decay_weights(graph, tau, X2.dtype, nodes=hop1)
-    g1, e1 = _subgraph(graph, hop1, hop2)
+    g1 = _subgraph(graph, hop1, hop2)
     H1 = spmm(g1, X2, w)                                    # at hop1
-    g0, e0 = _subgraph(graph, rows, hop1)
+    g0 = _subgraph(graph, rows, hop1)
     pos = np.searchsorted(hop1, rows)
     w0 = w[_ranges(np.asarray(g1.indptr)[pos], np.asarray(g1.indptr)[pos + 1])]
     H2 = spmm(g0, H1, w0)
@@ -459,9 +458,10 @@ def _behavior_context(log, n_behaviors, smoothing=5.0, prior=None):
     return out
 
 
-def behavior_shares(log, n_behaviors):
-    """The behaviours' add-one shares in ``log``: :func:`_behavior_context`'s prior."""
-    return (np.bincount(log.behavior, minlength=n_behaviors) + 1.0) / (len(log) + n_behaviors)
+def behavior_shares(log, n_behaviors=None, counts=None):
+    """The behaviours' add-one shares in ``log`` (or from their ``counts``): :func:`_behavior_context`'s prior."""
+    c = np.bincount(log.behavior, minlength=n_behaviors) if counts is None else np.asarray(counts)
+    return (c + 1.0) / (c.sum() + len(c))
 
 
 def behavior_context_width(n_behaviors):
@@ -737,6 +737,17 @@ def model_positions(ids, model_ids):
     return np.where(model_ids[hit] == ids, hit, len(model_ids)).astype(np.int64)
 
 
+def in_model_ids(log, item_ids, category_ids):
+    """``log`` with its items and categories renumbered to positions in a model's ``item_ids`` and
+    ``category_ids`` (original ids); one it lacks becomes ``len(item_ids)`` / ``len(category_ids)``,
+    whose id reads -1."""
+    import dataclasses
+    item = model_positions(log.item_ids, item_ids)[log.item]
+    cat = model_positions(log.category_ids, category_ids)[log.category]
+    return dataclasses.replace(log, item=item, category=cat, item_ids=np.append(item_ids, -1),
+                               category_ids=np.append(category_ids, -1))
+
+
 def rms_divisor(H):
     """The closed form's state normalisation: each row of ``H`` is divided by this (m, 1) column."""
     return np.sqrt((H * H).sum(axis=1, keepdims=True) / H.shape[1]) + 1e-6
@@ -802,16 +813,9 @@ class ClosedFormModel:
     # ---- ids
     def to_model_ids(self, log):
         """``log`` with items and categories in this model's ids (unknown ones: ``n_items``, ``n_categories``)."""
-        import dataclasses
         same = (len(log.item_ids) == self.n_items and np.array_equal(log.item_ids, self.item_ids)
                 and len(log.category_ids) == self.n_categories and np.array_equal(log.category_ids, self.category_ids))
-        if same:
-            return log
-
-        item = model_positions(log.item_ids, self.item_ids)[log.item]
-        cat = model_positions(log.category_ids, self.category_ids)[log.category]
-        return dataclasses.replace(log, item=item, category=cat, item_ids=np.append(self.item_ids, -1),
-                                   category_ids=np.append(self.category_ids, -1))
+        return log if same else in_model_ids(log, self.item_ids, self.category_ids)
 
     # ---- scoring
     def states(self, log, rows=None):
@@ -1512,14 +1516,10 @@ class TorchRecommender:
     def to_model_ids(self, log):
         """``log`` with items and categories in this model's ids (unknown ones: ``n_items``,
         ``n_categories``), sorted by (user, time)."""
-        import dataclasses
         if log.n_behaviors > self.n_behaviors:
             raise ValueError(f"the log has {log.n_behaviors} behaviours; the model was trained on "
                              f"{self.n_behaviors}")
-        item = model_positions(log.item_ids, self.item_ids)[log.item]
-        cat = model_positions(log.category_ids, self.category_ids)[log.category]
-        return dataclasses.replace(log, item=item, category=cat, item_ids=np.append(self.item_ids, -1),
-                                   category_ids=np.append(self.category_ids, -1)).sort()
+        return in_model_ids(log, self.item_ids, self.category_ids).sort()
 
     def states(self, log, users):
         """Output states of ``users``' last events in a sorted log in model ids (float32 tensor)."""
@@ -1531,14 +1531,7 @@ class TorchRecommender:
     def rank(self, states, k, exclude=None):
         """Top-``k`` model item ids and scores of each state over the catalogue (never the
         extra item), ``exclude`` (CSR over the catalogue) barred."""
-        torch = _torch()
-        from .readout import topk
-        with torch.no_grad():
-            V = self.model.item_vectors()[:self.n_items]
-            b = self.model.item_bias[:self.n_items]
-            Q = torch.cat([states, torch.ones(len(states), 1)], 1).numpy().astype(np.float32)
-            items = torch.cat([V, b[:, None]], 1).numpy().astype(np.float32)
-        return topk(np.ascontiguousarray(Q), np.ascontiguousarray(items), k, exclude)
+        return _torch_topk(states, self.model, k, exclude, self.n_items)
 
     def recommend(self, log, k=KS[-1], exclude_seen=True):
         """Top-``k`` items after each user's last event in ``log``: ``(users, items, scores)`` as
@@ -1609,18 +1602,23 @@ def build_sasrec(prep, *, dim=64, seq_len=50, n_blocks=1, heads=1, dropout=0.2):
     return SASRec()
 
 
-def _torch_rank(states, model, k, exclude):
-    """Top-k items for each state through :func:`stgkern.topk` (bias folded in as a column)."""
+def _torch_topk(states, model, k, exclude, n_items=None):
+    """``(items, scores)``: the top-k of each state over the model's first ``n_items`` item
+    vectors (all by default) through :func:`stgkern.topk`, the item bias folded in as a column."""
     torch = _torch()
     from .readout import topk
     with torch.no_grad():
-        V = model.item_vectors()
+        V = model.item_vectors()[:n_items]
         bias = getattr(model, "item_bias", None)
-        bias = torch.zeros(len(V)) if bias is None else bias
+        bias = torch.zeros(len(V)) if bias is None else bias[:n_items]
         Q = torch.cat([states, torch.ones(len(states), 1)], 1).numpy().astype(np.float32)
         items = torch.cat([V, bias[:, None]], 1).numpy().astype(np.float32)
-    idx, _ = topk(np.ascontiguousarray(Q), np.ascontiguousarray(items), k, exclude)
-    return idx
+    return topk(np.ascontiguousarray(Q), np.ascontiguousarray(items), k, exclude)
+
+
+def _torch_rank(states, model, k, exclude):
+    """Top-k item ids for each state (:func:`_torch_topk` over the whole catalogue)."""
+    return _torch_topk(states, model, k, exclude)[0]
 
 
 def _new_item_mask(log, src, dst):
@@ -1760,13 +1758,19 @@ def _fit_minibatch(model, n_units, batch_size, loss_fn, valid_score, *, epochs, 
     ``ceil(n_units / batch_size)`` optimiser steps; ``loss_fn(indices)``
     gives a step's loss.  See :func:`_fit_loop` for the rest.
     """
+    return _fit_loop(model, _shuffled(n_units, batch_size), loss_fn, valid_score, epochs=epochs,
+                     patience=patience, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress)
+
+
+def _shuffled(n_units, batch_size):
+    """``epoch(rng)`` for :func:`_fit_loop`: ``ceil(n_units / batch_size)`` batches of indices
+    of ``range(n_units)`` in a new random order each epoch."""
     per_epoch = max(1, -(-n_units // batch_size))
 
     def epoch(rng):
         order = rng.permutation(n_units)
         return per_epoch, (order[k * batch_size:(k + 1) * batch_size] for k in range(per_epoch))
-    return _fit_loop(model, epoch, loss_fn, valid_score, epochs=epochs, patience=patience, lr=lr,
-                     weight_decay=weight_decay, seed=seed, progress=progress)
+    return epoch
 
 
 def _fit_loop(model, epoch, loss_fn, valid_score, *, epochs, patience, lr, weight_decay, seed, progress=None):
@@ -1931,12 +1935,11 @@ class _SequenceTrainer:
         """``epoch(rng)`` for :func:`_fit_loop`: every segment of ``log`` once, shuffled, ``batch_size`` a step."""
         y_item, y_beh = self.targets(log)
         s, e = self.segments(log, data.seq_len)
-        per_epoch = max(1, -(-len(s) // batch_size))
+        units = _shuffled(len(s), batch_size)
 
         def epoch(rng):
-            order = rng.permutation(len(s))
-            return per_epoch, ((data, y_item, y_beh, s[j], e[j])
-                               for j in (order[k * batch_size:(k + 1) * batch_size] for k in range(per_epoch)))
+            steps, batches = units(rng)
+            return steps, ((data, y_item, y_beh, s[j], e[j]) for j in batches)
         return epoch
 
     def groups_epoch(self, groups, make_data, prior, batch_size, steps):

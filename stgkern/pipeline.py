@@ -89,11 +89,6 @@ FORMATS = {"taobao": _data.TAOBAO_BEHAVIORS, "parquet": _data.TAOBAO_BEHAVIORS, 
 def _chunks(path, fmt, chunk_rows, categories=None):
     """``(first_line, DataFrame)`` per chunk of ``path``, checked line by line (rows of a Parquet
     file are counted from 1 like lines); columns ``_TAOBAO`` (+ ``value`` where the format has one)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}: the pipeline reads {list(FORMATS)}")
-    if categories is not None and fmt not in ("movielens", "recbole"):
-        raise ValueError(f"format={fmt!r} carries categories in the log itself; categories= applies to "
-                         f"movielens (movies.csv) and recbole (.item) only")
     if fmt == "parquet":
         yield from _parquet_chunks(path, chunk_rows)
         return
@@ -159,17 +154,11 @@ def _movielens_chunks(path, chunk_rows, movies=None):
     category a movie's first genre from ``movies`` (``movies.csv``; without it, one category)."""
     pd = _deps()
     cols = ["userId", "movieId", "rating", "timestamp"]
-    genre = None
-    if movies is not None:
-        m = _data._read(movies, None, header=0, required=["movieId"], numeric=["movieId"], integer=["movieId"])
-        if "genres" not in m.columns:
-            raise ValueError(f"{movies}: no 'genres' column (found {list(m.columns)}); the category is a "
-                             f"movie's first genre: pass a MovieLens movies.csv, or no movies file")
-        genre = dict(zip(m["movieId"], m["genres"].str.split("|").str[0]))
+    genre = None if movies is None else _data._movielens_genres(movies)
     def movielens(df, first):
         df = _data._check_frame(df, path, None, ",", 0, cols, cols, cols[:2], first)
         return pd.DataFrame({"user_id": df["userId"].astype(np.int64), "item_id": df["movieId"].astype(np.int64),
-                             "category_id": (df["movieId"].map(genre).fillna("(no genres listed)")
+                             "category_id": (_data._movie_genres(df["movieId"], genre)
                                              if genre is not None else np.zeros(len(df), np.int64)),
                              "behavior_type": "rate", "timestamp": df["timestamp"],
                              "value": df["rating"].astype(np.float64)})
@@ -182,12 +171,7 @@ def _recbole_chunks(path, chunk_rows, item_path=None):
     rating (where present) as the value, the category the first token of ``item_path``'s first
     token field."""
     pd = _deps()
-    cat = None
-    if item_path is not None:
-        it = pd.read_csv(item_path, sep="\t", dtype=str, keep_default_na=False)
-        fields = [c for c in it.columns[1:] if c.endswith(":token") or c.endswith(":token_seq")]
-        if fields:
-            cat = dict(zip(it.iloc[:, 0], it[fields[0]].str.split(" ").str[0]))
+    cat = None if item_path is None else _data._recbole_categories(item_path)
 
     def recbole(df, first):
         df.columns = [c.split(":")[0] for c in df.columns]
@@ -228,14 +212,8 @@ def _yoochoose_chunks(path, chunk_rows):
     def clicks(df, first):
         df = _data._check_frame(df, path, cols, sep, None, ("session", "item"), ("session", "timestamp", "item"), (),
                                 first)
-        t = pd.to_datetime(df["timestamp"], errors="coerce", utc=True)
-        bad = np.flatnonzero(t.isna().to_numpy())
-        if bad.size:
-            raise ValueError(f"{path}: line {bad[0] + first}, column 'timestamp': not a time: "
-                             f"{df['timestamp'].iloc[bad[0]]!r}")
         return pd.DataFrame({"user_id": df["session"], "item_id": df["item"], "category_id": df["category"],
-                             "behavior_type": "click",
-                             "timestamp": (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()})
+                             "behavior_type": "click", "timestamp": _data._iso_seconds(df["timestamp"], path, first)})
     yield from _checked_csv(path, chunk_rows, None, cols, clicks, sep=sep)
 
 
@@ -325,6 +303,10 @@ def partition(source, out_dir, n_parts=None, *, format="taobao", categories=None
     source = Path(source)
     if format not in FORMATS:
         raise ValueError(f"format={format!r}: the pipeline reads {list(FORMATS)}")
+    # checked before any reading: the fast Taobao reader never looks at categories
+    if categories is not None and format not in ("movielens", "recbole"):
+        raise ValueError(f"format={format!r} carries categories in the log itself; categories= applies "
+                         f"to movielens (movies.csv) and recbole (.item) only")
     if n_parts is not None and int(n_parts) < 1:
         raise ValueError(f"n_parts must be at least 1, got {n_parts}")
     if not source.is_file():
@@ -408,7 +390,7 @@ def _taobao_arrow_chunks(path, chunk_rows):
 
 def _spread(chunks, tmp, n_parts, bar):
     """Write each chunk's rows to the staging folder ``tmp``, part by part (file order kept
-    within a part); returns ``(events per part, chunks, last line)``."""
+    within a part); returns ``(events per part, chunks, last line, the chunks' columns)``."""
     import pyarrow as pa
     shutil.rmtree(tmp, ignore_errors=True)          # a pass that died, or a fast pass given up: start again
     for k in range(n_parts):
@@ -678,7 +660,7 @@ def fit_torch_partitions(parts_dir, *, min_item_events=5, valid_users=2000, grap
     item_ids, category_ids = cat["item_ids"][keep], cat["category_ids"]
     item_category = np.searchsorted(category_ids, cat["item_category_ids"][keep])
     n_items, n_behaviors = len(item_ids), len(cat["behavior_events"])
-    prior = (cat["behavior_events"] + 1.0) / (cat["events"] + n_behaviors)    # model.behavior_shares
+    prior = sm.behavior_shares(None, counts=cat["behavior_events"])
     settings = dict(dim=dim, conv=conv, tau=tau, dropout=dropout, seq_len=seq_len, n_blocks=n_blocks, heads=heads,
                     window=window, horizon=horizon, category_window=category_window)
     torch.manual_seed(seed)

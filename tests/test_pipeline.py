@@ -280,6 +280,11 @@ def test_movielens_input_partitions_like_the_loader(tmp_path):
         P.partition(tmp_path / "bad.csv", tmp_path / "bad", 3, format="movielens", chunk_rows=20, progress=False)
     with pytest.raises(ValueError, match="categories= applies to movielens"):
         P.partition(ratings, tmp_path / "c", 3, categories=movies, progress=False)
+    clean = tmp_path / "clean.csv"                      # a clean Taobao CSV takes the fast reader: still refused
+    clean.write_text("1,2,3,pv,1511544000\n1,3,3,buy,1511544060\n")
+    with pytest.raises(ValueError, match="categories= applies to movielens"):
+        P.partition(clean, tmp_path / "c2", 2, categories=movies, progress=False)
+    assert not (tmp_path / "c2").exists()
     with pytest.raises(ValueError, match="format='tsv'"):
         P.partition(ratings, tmp_path / "y", 3, format="tsv", progress=False)
 
