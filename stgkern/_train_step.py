@@ -64,13 +64,14 @@ class Dropout(torch.nn.Dropout):
 class _SampledCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, states, v_pos, b_pos, v_neg, b_neg, y, neg):
-        L = torch.addmm(b_neg, states, v_neg.t())
+        L = torch.mm(states, v_neg.t())
         pos = (states * v_pos).sum(1) + b_pos
         B, K = L.shape
         loss = np.empty(B, np.float32)
         dpos = np.empty(B, np.float32)
         colsum = np.empty(K, np.float32)
-        _k.sampled_ce_forward(L.numpy(), pos.contiguous().numpy(), neg.numpy(), y.numpy(), loss, dpos, colsum)
+        _k.sampled_ce_forward(L.numpy(), b_neg.contiguous().numpy(), pos.contiguous().numpy(), neg.numpy(), y.numpy(),
+                              loss, dpos, colsum)
         ctx.save_for_backward(states, v_pos, v_neg, L)
         ctx.dpos, ctx.colsum = torch.from_numpy(dpos), torch.from_numpy(colsum)
         return torch.from_numpy(loss).mean()
@@ -105,34 +106,87 @@ def sampled_softmax_loss(states, v_pos, b_pos, v_neg, b_neg, y, neg):
 
 class _GRUGates(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gi, gh, h):
+    def forward(ctx, gi, gh, h, bi, bh):
         gi, gh, h = gi.contiguous(), gh.contiguous(), h.contiguous()
         out = torch.empty_like(h)
         gates = torch.empty_like(gi)
-        _k.gru_forward(gi.numpy(), gh.numpy(), h.numpy(), out.numpy(), gates.numpy())
-        ctx.save_for_backward(gates, gh, h)
+        ghn = torch.empty_like(h)
+        _k.gru_forward(gi.numpy(), gh.numpy(), bi.detach().contiguous().numpy(), bh.detach().contiguous().numpy(),
+                       h.numpy(), out.numpy(), gates.numpy(), ghn.numpy())
+        ctx.save_for_backward(gates, ghn, h)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        gates, gh, h = ctx.saved_tensors
+        gates, ghn, h = ctx.saved_tensors
         dgi, dgh, dh = torch.empty_like(gates), torch.empty_like(gates), torch.empty_like(h)
-        _k.gru_backward(g.contiguous().numpy(), gates.numpy(), gh.numpy(), h.numpy(), dgi.numpy(), dgh.numpy(),
-                        dh.numpy())
-        return dgi, dgh, dh
+        dbi, dbh = gates.new_empty(gates.shape[1]), gates.new_empty(gates.shape[1])
+        _k.gru_backward(g.contiguous().numpy(), gates.numpy(), ghn.numpy(), h.numpy(), dgi.numpy(), dgh.numpy(),
+                        dh.numpy(), dbi.numpy(), dbh.numpy())
+        return dgi, dgh, dh, dbi, dbh
 
 
-def gru_gates(gi, gh, h):
+def gru_gates(gi, gh, h, b_ih=None, b_hh=None):
     """``torch.nn.GRUCell``'s update from its two pre-activations.
 
     ``gi = x W_ih^T + b_ih`` and ``gh = h W_hh^T + b_hh`` (N, 3d, gates in
     r, z, n order): ``r, z = σ(gi + gh)``, ``n = tanh(gi_n + r ⊙ gh_n)``,
-    returns ``(1 - z) ⊙ n + z ⊙ h``.
+    returns ``(1 - z) ⊙ n + z ⊙ h``.  With ``b_ih``/``b_hh`` given, ``gi``
+    and ``gh`` come without them and the biases are added here (and their
+    gradients are column sums of the backward's pass), so the GEMMs before
+    need no bias pass (``torch.addmm`` broadcasts the bias into its whole
+    (N, 3d) output before multiplying).
     """
-    if not _fast(gi, gh, h):
-        return gru_update(gi, gh, h)
-    return _GRUGates.apply(gi, gh, h)
+    if b_ih is None:
+        b_ih = gi.new_zeros(gi.shape[1])
+    if b_hh is None:
+        b_hh = gh.new_zeros(gh.shape[1])
+    if not _fast(gi, gh, h, b_ih, b_hh):
+        return gru_update(gi + b_ih, gh + b_hh, h)
+    return _GRUGates.apply(gi, gh, h, b_ih, b_hh)
+
+
+class _DualPull(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, fwd, bwd, y, b_a, b_b):
+        y = y.contiguous()
+        N = fwd[0].shape[0] - 1
+        P = y.new_empty((N, y.shape[1]))
+        s_a, s_b = np.empty(N, np.float32), np.empty(N, np.float32)
+        _k.dual_pull_forward(*fwd, y.numpy(), b_a.detach().contiguous().numpy(), b_b.detach().contiguous().numpy(),
+                             P.numpy(), s_a, s_b)
+        ctx.bwd, ctx.s, ctx.n_y = bwd, (s_a, s_b), y.shape[0]
+        return P
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        g = g.contiguous()
+        dY = g.new_empty((ctx.n_y, g.shape[1]))
+        d = g.shape[1] // 2
+        db_a, db_b = g.new_empty(d), g.new_empty(d)
+        _k.dual_pull_backward(*ctx.bwd, g.numpy(), *ctx.s, dY.numpy(), db_a.numpy(), db_b.numpy())
+        return None, None, dY, db_a, db_b
+
+
+def dual_pull(a, b, y, bias_a, bias_b):
+    """``cat([A (y[:, :d] + bias_a), B (y[:, d:] + bias_b)], 1)`` for two sparse matrices in one pass.
+
+    ``a`` and ``b`` are ``(graph, weights, graph_t, weights_t)``: a CSR by
+    destination with its edge weights, and its transpose with the same
+    weights in the transpose's edge order (the backward pulls over it).
+    SR-GNN's ``[A_in (H W_in^T + b_in), A_out (H W_out^T + b_out)]`` from
+    ``y = H [W_in; W_out]^T``: the two products, their bias and the
+    concatenation in one pass forward and one backward.
+    """
+    d = y.shape[1] // 2
+    if not _fast(y, bias_a, bias_b, a[1], b[1]) or y.shape[1] != 2 * d:
+        from .torch import spmm
+        return torch.cat([spmm(a[0], y[:, :d] + bias_a, a[1]), spmm(b[0], y[:, d:] + bias_b, b[1])], 1)
+    csr = lambda g, w: (np.ascontiguousarray(g.indptr, np.int64), np.ascontiguousarray(g.indices, np.int64),
+                        w.detach().contiguous().numpy())
+    return _DualPull.apply(csr(a[0], a[1]) + csr(b[0], b[1]), csr(a[2], a[3]) + csr(b[2], b[3]), y, bias_a, bias_b)
 
 
 def gru_update(gi, gh, h):
@@ -144,3 +198,47 @@ def gru_update(gi, gh, h):
     z = torch.sigmoid(i_z + h_z)
     n = torch.tanh(i_n + r * h_n)
     return n + z * (h - n)
+
+
+class _AttentionReadout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, Z, u, q, alias, ptr):
+        h, Z, u = h.contiguous(), Z.contiguous(), u.contiguous()
+        qn = q.detach().reshape(-1).contiguous()
+        P, d = alias.shape[0], h.shape[1]
+        glob = h.new_empty((u.shape[0], d))
+        sig, a = h.new_empty((P, d)), h.new_empty(P)
+        _k.attention_readout_forward(h.numpy(), Z.numpy(), u.numpy(), qn.numpy(), alias, ptr, glob.numpy(),
+                                     sig.numpy(), a.numpy())
+        ctx.save_for_backward(h, sig, a, qn)
+        ctx.alias, ctx.ptr, ctx.q_shape = alias, ptr, q.shape
+        return glob
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        h, sig, a, qn = ctx.saved_tensors
+        dh, dZ = torch.empty_like(h), torch.empty_like(h)
+        du, dq = g.new_empty(g.shape), torch.empty_like(qn)
+        _k.attention_readout_backward(g.contiguous().numpy(), h.numpy(), sig.numpy(), a.numpy(), qn.numpy(),
+                                      ctx.alias, ctx.ptr, dh.numpy(), dZ.numpy(), du.numpy(), dq.numpy())
+        return dh, dZ, du, dq.reshape(ctx.q_shape), None, None
+
+
+def attention_readout(h, Z, u, q, alias, seq, ptr):
+    """SR-GNN's soft-attention readout, one pass forward and one backward.
+
+    ``glob[s] = Σ_{p in s} a_p h[alias[p]]``, ``a_p = q · σ(u[s] + Z[alias[p]])``:
+    with ``Z = h W_pos^T`` (per node: a position's projection is its node's),
+    ``u = W_last h_last + b`` per sequence and ``q`` the attention vector
+    (``att_q``'s (1, d) weight), the composite ``index_add(seq, att_q(σ(u[seq] +
+    W_pos(h[alias]))) * h[alias])``.  ``alias``/``seq`` (P,) int64 tensors,
+    ``ptr`` (B + 1,) the positions of each sequence (int array).
+    """
+    if not _fast(h, Z, u, q):
+        hp = h[alias]
+        a = (torch.sigmoid(u[seq] + Z[alias]) * q.reshape(1, -1)).sum(1, keepdim=True)
+        return torch.zeros_like(u).index_add_(0, seq, a * hp)
+    return _AttentionReadout.apply(h, Z, u, q, np.ascontiguousarray(alias.numpy(), np.int64),
+                                   np.ascontiguousarray(ptr, np.int64))
+

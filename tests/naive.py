@@ -1076,3 +1076,25 @@ def naive_gru_gates(gi, gh, h):
     z = sig(gi[:, d:2 * d] + gh[:, d:2 * d])
     n = np.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
     return (1 - z) * n + z * h
+
+
+def naive_dual_pull(A, B, y, bias_a, bias_b):
+    """``[A (y[:, :d] + bias_a), B (y[:, d:] + bias_b)]`` with dense (N, N) matrices, in float64."""
+    A, B, y = (np.asarray(a, np.float64) for a in (A, B, y))
+    d = y.shape[1] // 2
+    return np.hstack([A @ (y[:, :d] + np.asarray(bias_a, np.float64)),
+                      B @ (y[:, d:] + np.asarray(bias_b, np.float64))])
+
+
+def naive_attention_readout(h, Z, u, q, alias, ptr):
+    """SR-GNN's soft-attention readout, one position at a time, in float64:
+    ``glob[s] = Σ_{p in s} (q · σ(u[s] + Z[alias[p]])) h[alias[p]]``."""
+    h, Z, u, q = (np.asarray(a, np.float64) for a in (h, Z, u, q))
+    q = q.reshape(-1)
+    glob = np.zeros_like(u)
+    for s in range(len(ptr) - 1):
+        for p in range(ptr[s], ptr[s + 1]):
+            n = alias[p]
+            a = q @ (1.0 / (1.0 + np.exp(-(u[s] + Z[n]))))
+            glob[s] += a * h[n]
+    return glob

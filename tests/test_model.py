@@ -335,6 +335,55 @@ def test_minibatch_training_is_deterministic_with_several_steps(small):
     assert c["train_curve"] != a["train_curve"]                 # the seed drives init and batch order
 
 
+@pytest.mark.parametrize("heads", [1, 2])
+def test_causal_blocks_attention_is_multihead_attentions(heads):
+    """The blocks call their nn.MultiheadAttention's weights directly (no transposes, the fused
+    dropout): the same values and gradients as its own forward, the mask as documented."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(heads)
+    blocks = sm._blocks_class()(16, 7, 2, heads, 0.2).eval()
+    x = torch.randn(5, 7, 16, requires_grad=True)
+    valid = torch.rand(5, 7) > 0.3
+    valid[:, -1] = True
+    q = torch.arange(7)
+    allowed = (q[None, :, None] >= q[None, None, :]) & (valid[:, None, :] | (q[:, None] == q[None, :]))
+    for attn in blocks.attn:
+        h = torch.randn(5, 7, 16, requires_grad=True)
+        ours = blocks.attention(attn, h, ~allowed)
+        ref = attn(h, h, h, attn_mask=(~allowed).repeat_interleave(heads, 0), need_weights=False)[0]
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+        g = torch.randn_like(ours)
+        torch.testing.assert_close(torch.autograd.grad(ours, [h, attn.in_proj_weight], g),
+                                   torch.autograd.grad(ref, [h, attn.in_proj_weight], g), rtol=1e-4, atol=1e-5)
+    out = blocks(x, valid)
+    assert out.shape == (5, 7, 16) and torch.isfinite(out).all()
+    blocks.train()                                   # attention dropout on: another, finite output
+    assert torch.isfinite(blocks(x, valid)).all() and not torch.allclose(blocks(x, valid), out)
+
+
+def test_one_behaviour_skips_a_term_that_is_exactly_zero(monkeypatch):
+    """With one behaviour (MovieLens' ratings) the behaviour cross-entropy is 0 with a zero gradient;
+    skipping it trains the same weights, bit for bit, as computing it."""
+    torch = pytest.importorskip("torch")
+    seqs = [list(np.random.default_rng(u).integers(0, 25, 12)) for u in range(30)]
+    log = _log(seqs)
+    log = sd.EventLog.from_arrays(log.user, log.item, log.time, category=log.category, behavior=log.behavior,
+                                  behavior_names=("rate",))
+    prep = sm.prepare(log, k_core_k=2)
+    assert prep.n_behaviors == 1
+    kw = dict(epochs=2, dim=8, seq_len=6, batch_size=8, seed=1, conv_factory=_standin_factory())
+    idx, beh, info = sm.fit_torch(prep, **kw)
+    init = sm._SequenceTrainer.__init__
+
+    def computed(self, *a, **k):
+        init(self, *a, **k)
+        self.train_behavior = self.with_behavior
+    monkeypatch.setattr(sm._SequenceTrainer, "__init__", computed)
+    idx2, beh2, info2 = sm.fit_torch(prep, **kw)
+    assert np.array_equal(idx, idx2) and np.array_equal(beh, beh2)
+    assert info["train_curve"] == info2["train_curve"]
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 def test_adam_is_torch_adam_bit_for_bit(weight_decay):
     torch = pytest.importorskip("torch")

@@ -1,5 +1,6 @@
-"""stgkern._train_step: the demo models' fused dropout, sampled softmax and GRU gates against
-float64 references (tests/naive.py) and torch's own composites, gradients included."""
+"""stgkern._train_step: the demo models' fused dropout, sampled softmax, GRU gates, SR-GNN's dual
+pull and attention readout against float64 references (tests/naive.py) and torch's own composites,
+gradients included."""
 import numpy as np
 import pytest
 
@@ -7,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from stgkern import _train_step as ts  # noqa: E402
 
-from naive import naive_gru_gates, naive_sampled_softmax  # noqa: E402
+from naive import naive_attention_readout, naive_dual_pull, naive_gru_gates, naive_sampled_softmax  # noqa: E402
 
 
 def _ce_inputs(rng, B, K, d, n_items, hits_row=None):
@@ -82,6 +83,23 @@ def test_gru_gates_match_reference_and_torch_gru_cell(N, d):
         np.testing.assert_allclose(fused.numpy(), cell(x, hx).numpy(), rtol=1e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("N,d", [(1, 1), (19, 6), (200, 64)], ids=str)
+def test_gru_gates_add_the_biases_and_return_their_gradients(N, d):
+    rng = np.random.default_rng(7 * N + d)
+    f = lambda *s: torch.from_numpy(rng.standard_normal(s).astype(np.float32) * 2).requires_grad_()
+    gi, gh, h, bi, bh = f(N, 3 * d), f(N, 3 * d), f(N, d), f(3 * d), f(3 * d)
+    out = ts.gru_gates(gi, gh, h, bi, bh)
+    want = naive_gru_gates((gi + bi).detach(), (gh + bh).detach(), h.detach())
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-5, atol=2e-6)
+    go = torch.from_numpy(rng.standard_normal((N, d)).astype(np.float32))
+    grads = torch.autograd.grad(out, (gi, gh, h, bi, bh), go)
+    d64 = [t.detach().double().requires_grad_() for t in (gi, gh, h, bi, bh)]
+    ref = torch.autograd.grad(ts.gru_update(d64[0] + d64[3], d64[1] + d64[4], d64[2]), d64, go.double())
+    for name, g, w in zip(("gi", "gh", "h", "b_ih", "b_hh"), grads, ref):
+        scale = max(1.0, float(w.abs().max()))            # bias gradients are sums over N rows
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=2e-6 * scale, err_msg=name)
+
+
 def test_gru_gates_saturate_without_overflow():
     gi = torch.tensor([[200.0, -200.0, 100.0], [-200.0, 200.0, -100.0]])
     gh = torch.zeros(2, 3)
@@ -125,3 +143,79 @@ def test_dropout_edge_cases():
     assert torch.equal(m(x), x)
     m.train()
     assert (m(torch.ones(1000)) == 0).any()
+
+
+def _session_batch(rng, n_seq=40, max_len=9, n_items=12):
+    from stgkern.models.batch import make_batch
+    lens = rng.integers(1, max_len + 1, n_seq)
+    ptr = np.concatenate([[0], np.cumsum(lens)])
+    return make_batch(ptr, rng.integers(0, n_items, ptr[-1]))      # repeats: self-loops, shared nodes
+
+
+def _dense(g, w):
+    A = np.zeros((g.n_nodes, g.n_src))
+    np.add.at(A, (np.repeat(np.arange(g.n_nodes), np.diff(g.indptr)), g.indices), w.numpy())
+    return A
+
+
+def _args(b):
+    return (b.graph, b.w_in, b.graph_t, b.w_in_t), (b.graph_t, b.w_out_t, b.graph, b.w_out)
+
+
+@pytest.mark.parametrize("d", [1, 8, 64])
+def test_dual_pull_is_both_sr_gnn_products_with_their_biases(d):
+    rng = np.random.default_rng(d)
+    b = _session_batch(rng)
+    N = len(b.node_item)
+    f = lambda *s: torch.from_numpy(rng.standard_normal(s).astype(np.float32)).requires_grad_()
+    y, ba, bb = f(N, 2 * d), f(d), f(d)
+    out = ts.dual_pull(*_args(b), y, ba, bb)
+    A_in, A_out = _dense(b.graph, b.w_in), _dense(b.graph_t, b.w_out_t)
+    want = naive_dual_pull(A_in, A_out, y.detach(), ba.detach(), bb.detach())
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-5, atol=1e-6)
+    # SR-GNN's matrices: every node with an in-edge pulls a convex combination
+    assert np.allclose(A_in.sum(1)[np.diff(b.graph.indptr) > 0], 1.0)
+    G = torch.from_numpy(rng.standard_normal((N, 2 * d)).astype(np.float32))
+    grads = torch.autograd.grad(out, (y, ba, bb), G)
+    Gd = G.double().numpy()
+    np.testing.assert_allclose(grads[0].numpy(), np.hstack([A_in.T @ Gd[:, :d], A_out.T @ Gd[:, d:]]),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[1].numpy(), A_in.sum(1) @ Gd[:, :d], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[2].numpy(), A_out.sum(1) @ Gd[:, d:], rtol=1e-5, atol=1e-5)
+    # float64 takes the composite path (stgkern.torch.spmm): the same values
+    y64 = y.detach().double()
+    comp = ts.dual_pull(*((g, w.double(), gt, wt.double()) for g, w, gt, wt in _args(b)), y64,
+                        ba.detach().double(), bb.detach().double())
+    np.testing.assert_allclose(comp.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_dual_pull_of_a_graph_without_edges_is_zero():
+    b = _session_batch(np.random.default_rng(3), n_seq=5, max_len=1)      # one item each: no edges
+    assert b.graph.nnz == 0
+    y = torch.randn(len(b.node_item), 6, requires_grad=True)
+    out = ts.dual_pull(*_args(b), y, torch.ones(3), torch.ones(3))
+    assert torch.equal(out, torch.zeros_like(out))                      # no in-edge: no bias either
+    (g,) = torch.autograd.grad(out.sum(), (y,))
+    assert torch.equal(g, torch.zeros_like(g))
+
+
+@pytest.mark.parametrize("d", [1, 5, 64])
+def test_attention_readout_matches_reference_and_composite(d):
+    rng = np.random.default_rng(100 + d)
+    b = _session_batch(rng)
+    N, B = len(b.node_item), len(b)
+    assert len(b.alias) > N                   # repeated items: positions share nodes
+    f = lambda *s: torch.from_numpy(rng.standard_normal(s).astype(np.float32)).requires_grad_()
+    h, Z, u, q = f(N, d), f(N, d), f(B, d), f(1, d)
+    out = ts.attention_readout(h, Z, u, q, b.alias, b.seq, b.pos_ptr)
+    want = naive_attention_readout(h.detach(), Z.detach(), u.detach(), q.detach(), b.alias.numpy(), b.pos_ptr)
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-5, atol=1e-5)
+    G = torch.from_numpy(rng.standard_normal((B, d)).astype(np.float32))
+    grads = torch.autograd.grad(out, (h, Z, u, q), G)
+    d64 = [t.detach().double().requires_grad_() for t in (h, Z, u, q)]
+    comp = ts.attention_readout(*d64, b.alias, b.seq, b.pos_ptr)          # float64: the torch composite
+    np.testing.assert_allclose(comp.detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    ref = torch.autograd.grad(comp, d64, G.double())
+    for name, g, w in zip(("h", "Z", "u", "q"), grads, ref):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+

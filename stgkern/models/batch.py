@@ -21,7 +21,9 @@ class SessionBatch:
     ``A_out @ H``.  ``alias[p]`` is the node of position ``p``,
     ``pos_ptr`` the CSR of positions per sequence, ``seq[p]`` the sequence
     of position ``p`` and ``last[s]`` the node of sequence ``s``'s last
-    position.
+    position.  ``w_out`` (graph's edge order) and ``w_in_t`` (the
+    transpose's) are the same weights in the other order, what the
+    backward of a fused pull over both directions walks.
     """
     graph: Graph
     graph_t: Graph
@@ -33,6 +35,8 @@ class SessionBatch:
     seq: torch.Tensor
     last: torch.Tensor
     target: torch.Tensor | None = None
+    w_out: torch.Tensor | None = None
+    w_in_t: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.pos_ptr) - 1
@@ -78,8 +82,10 @@ def make_batch(ptr, items, rows=None, target=None, dtype=np.float32):
     g, node_item, alias = session_graph(ptr, items, dtype=dtype)
     gt = g.transpose()
     T = torch.from_numpy
+    eid = gt.edata["eid"]
     return SessionBatch(
         graph=g, graph_t=gt, node_item=T(node_item),
-        w_in=T(g.edata["w_in"]), w_out_t=T(np.ascontiguousarray(g.edata["w_out"][gt.edata["eid"]])),
+        w_in=T(g.edata["w_in"]), w_out_t=T(np.ascontiguousarray(g.edata["w_out"][eid])),
         alias=T(alias), pos_ptr=ptr, seq=T(np.repeat(np.arange(len(lens), dtype=np.int64), lens)),
-        last=T(alias[ptr[1:] - 1]), target=target)
+        last=T(alias[ptr[1:] - 1]), target=target,
+        w_out=T(np.ascontiguousarray(g.edata["w_out"])), w_in_t=T(np.ascontiguousarray(g.edata["w_in"][eid])))
