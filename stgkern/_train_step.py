@@ -61,30 +61,44 @@ class Dropout(torch.nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
+#: Rows of the sampled softmax's (rows, K) logit block formed at a time: 256 x 1,024 float32 is 1 MiB,
+#: which stays in a core's L2 cache from its GEMM through the softmax to the two GEMMs of its gradient.
+CE_BLOCK_ROWS = 256
+
+
 class _SampledCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, states, v_pos, b_pos, v_neg, b_neg, y, neg):
-        L = torch.mm(states, v_neg.t())
-        pos = (states * v_pos).sum(1) + b_pos
-        B, K = L.shape
-        loss = np.empty(B, np.float32)
-        dpos = np.empty(B, np.float32)
-        colsum = np.empty(K, np.float32)
-        _k.sampled_ce_forward(L.numpy(), b_neg.contiguous().numpy(), pos.contiguous().numpy(), neg.numpy(), y.numpy(),
-                              loss, dpos, colsum)
-        ctx.save_for_backward(states, v_pos, v_neg, L)
+        states, v_neg = states.contiguous(), v_neg.contiguous()
+        pos = ((states * v_pos).sum(1) + b_pos).contiguous()
+        (B, d), K = states.shape, v_neg.shape[0]
+        loss, dpos, colsum = np.empty(B, np.float32), np.empty(B, np.float32), np.zeros(K, np.float32)
+        grads = any(ctx.needs_input_grad[:5])
+        # the gradient's two GEMMs need P (B, K) only block by block: P @ v_neg and P^T @ states are
+        # formed here, so no (B, K) array is written out, read back or kept for the backward
+        PV = states.new_empty((B, d)) if grads else None
+        PS = v_neg.new_zeros((K, d)) if grads else None
+        L = states.new_empty((min(B, CE_BLOCK_ROWS), K))
+        vt, bn, posn, negn, yn = v_neg.t(), b_neg.detach().contiguous().numpy(), pos.numpy(), neg.numpy(), y.numpy()
+        for r0 in range(0, B, CE_BLOCK_ROWS):
+            r1 = min(B, r0 + CE_BLOCK_ROWS)
+            Lb, Sb = L[:r1 - r0], states[r0:r1]
+            torch.mm(Sb, vt, out=Lb)
+            _k.sampled_ce_forward(Lb.numpy(), bn, posn[r0:r1], negn, yn[r0:r1], loss[r0:r1], dpos[r0:r1], colsum)
+            if grads:
+                torch.mm(Lb, v_neg, out=PV[r0:r1])
+                PS.addmm_(Lb.t(), Sb)
+        ctx.save_for_backward(states, v_pos, PV, PS)
         ctx.dpos, ctx.colsum = torch.from_numpy(dpos), torch.from_numpy(colsum)
         return torch.from_numpy(loss).mean()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        states, v_pos, v_neg, P = ctx.saved_tensors
-        c = g / P.shape[0]
+        states, v_pos, PV, PS = ctx.saved_tensors
+        c = g / states.shape[0]
         dpos = ctx.dpos * c
-        d_states = torch.addmm(dpos[:, None] * v_pos, P, v_neg, alpha=float(c))
-        d_vneg = torch.mm(P.t(), states).mul_(c)
-        return (d_states, dpos[:, None] * states, dpos, d_vneg, ctx.colsum * c, None, None)
+        return (dpos[:, None] * v_pos + PV * c, dpos[:, None] * states, dpos, PS * c, ctx.colsum * c, None, None)
 
 
 def sampled_softmax_loss(states, v_pos, b_pos, v_neg, b_neg, y, neg):
@@ -147,48 +161,6 @@ def gru_gates(gi, gh, h, b_ih=None, b_hh=None):
     return _GRUGates.apply(gi, gh, h, b_ih, b_hh)
 
 
-class _DualPull(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, fwd, bwd, y, b_a, b_b):
-        y = y.contiguous()
-        N = fwd[0].shape[0] - 1
-        P = y.new_empty((N, y.shape[1]))
-        s_a, s_b = np.empty(N, np.float32), np.empty(N, np.float32)
-        _k.dual_pull_forward(*fwd, y.numpy(), b_a.detach().contiguous().numpy(), b_b.detach().contiguous().numpy(),
-                             P.numpy(), s_a, s_b)
-        ctx.bwd, ctx.s, ctx.n_y = bwd, (s_a, s_b), y.shape[0]
-        return P
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        g = g.contiguous()
-        dY = g.new_empty((ctx.n_y, g.shape[1]))
-        d = g.shape[1] // 2
-        db_a, db_b = g.new_empty(d), g.new_empty(d)
-        _k.dual_pull_backward(*ctx.bwd, g.numpy(), *ctx.s, dY.numpy(), db_a.numpy(), db_b.numpy())
-        return None, None, dY, db_a, db_b
-
-
-def dual_pull(a, b, y, bias_a, bias_b):
-    """``cat([A (y[:, :d] + bias_a), B (y[:, d:] + bias_b)], 1)`` for two sparse matrices in one pass.
-
-    ``a`` and ``b`` are ``(graph, weights, graph_t, weights_t)``: a CSR by
-    destination with its edge weights, and its transpose with the same
-    weights in the transpose's edge order (the backward pulls over it).
-    SR-GNN's ``[A_in (H W_in^T + b_in), A_out (H W_out^T + b_out)]`` from
-    ``y = H [W_in; W_out]^T``: the two products, their bias and the
-    concatenation in one pass forward and one backward.
-    """
-    d = y.shape[1] // 2
-    if not _fast(y, bias_a, bias_b, a[1], b[1]) or y.shape[1] != 2 * d:
-        from .torch import spmm
-        return torch.cat([spmm(a[0], y[:, :d] + bias_a, a[1]), spmm(b[0], y[:, d:] + bias_b, b[1])], 1)
-    csr = lambda g, w: (np.ascontiguousarray(g.indptr, np.int64), np.ascontiguousarray(g.indices, np.int64),
-                        w.detach().contiguous().numpy())
-    return _DualPull.apply(csr(a[0], a[1]) + csr(b[0], b[1]), csr(a[2], a[3]) + csr(b[2], b[3]), y, bias_a, bias_b)
-
-
 def gru_update(gi, gh, h):
     """:func:`gru_gates` as plain torch ops (any dtype or device): the reference the fused kernel
     is held to, and the update of models whose results must keep torch's own arithmetic."""
@@ -198,6 +170,43 @@ def gru_update(gi, gh, h):
     z = torch.sigmoid(i_z + h_z)
     n = torch.tanh(i_n + r * h_n)
     return n + z * (h - n)
+
+
+class _SessionPull(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, fwd, bwd, x):
+        x = x.contiguous()
+        P = x.new_empty((x.shape[0], 2 * x.shape[1] + 2))
+        _k.session_pull_forward(*fwd, x.numpy(), P.numpy())
+        ctx.bwd = bwd
+        return P
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        dX = g.new_empty((g.shape[0], (g.shape[1] - 2) // 2))
+        _k.session_pull_backward(*ctx.bwd, g.contiguous().numpy(), dX.numpy())
+        return None, None, dX
+
+
+def session_pull(a, b, x):
+    """``[A x, B x, A 1, B 1]`` (N, 2d + 2) for two sparse matrices over the same nodes, in one pass.
+
+    ``a`` and ``b`` are ``(graph, weights, graph_t, weights_t)``: a CSR by
+    destination with its edge weights, and its transpose with the same
+    weights in the transpose's edge order (the backward pulls over it).
+    SR-GNN's gate input ``[A_in (x W_in^T + b_in), A_out (x W_out^T + b_out)] W_ih^T``
+    is this times ``[W_ih1 W_in, W_ih2 W_out, W_ih1 b_in, W_ih2 b_out]^T``:
+    one GEMM of the pulled states instead of one before the pull and one after.
+    """
+    if not _fast(x, a[1], b[1]):
+        from .torch import spmm
+        ones = x.new_ones((x.shape[0], 1))
+        return torch.cat([spmm(a[0], x, a[1]), spmm(b[0], x, b[1]), spmm(a[0], ones, a[1]),
+                          spmm(b[0], ones, b[1])], 1)
+    csr = lambda g, w: (np.ascontiguousarray(g.indptr, np.int64), np.ascontiguousarray(g.indices, np.int64),
+                        w.detach().contiguous().numpy())
+    return _SessionPull.apply(csr(a[0], a[1]) + csr(b[0], b[1]), csr(a[2], a[3]) + csr(b[2], b[3]), x)
 
 
 class _AttentionReadout(torch.autograd.Function):

@@ -1387,8 +1387,10 @@ def _blocks_class():
             F = torch.nn.functional
             B, L, d = h.shape
             H = self.heads
-            qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(B, L, 3, H, d // H)
-            q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))          # (B, H, L, d / H) views
+            # (B, H, L, d / H) views; unbind's backward stacks the three gradients into one array
+            # (indexing qkv[:, :, i] would zero-fill a whole (B, L, 3d) gradient for each of them)
+            q, k, v = (t.transpose(1, 2) for t in
+                       F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(B, L, 3, H, d // H).unbind(2))
             s = torch.matmul(q, k.transpose(-1, -2)).mul_((d // H) ** -0.5)
             w = torch.softmax(s.masked_fill_(blocked[:, None], float("-inf")), -1)
             o = torch.matmul(dropout(w, attn.dropout, self.training), v)
@@ -2131,7 +2133,7 @@ def fit_srgnn(prep, *, dim=64, epochs=20, lr=0.005, weight_decay=0.0, dropout=0.
     """
     torch = _torch()
     nn = torch.nn
-    from ._train_step import Dropout, attention_readout, dual_pull, gru_gates
+    from ._train_step import Dropout, attention_readout, gru_gates, session_pull
     from .models.batch import make_batch
     torch.manual_seed(seed)
     tr = prep.train
@@ -2154,12 +2156,14 @@ def fit_srgnn(prep, *, dim=64, epochs=20, lr=0.005, weight_decay=0.0, dropout=0.
 
         def forward(self, b):
             h = self.drop(self.emb(b.node_item))
-            # [A_in (h W_in^T + b_in), A_out (h W_out^T + b_out)]: one GEMM, one pull (biases pulled in)
-            y = torch.mm(h, torch.cat([self.w_in.weight, self.w_out.weight]).T)
-            a = dual_pull((b.graph, b.w_in, b.graph_t, b.w_in_t), (b.graph_t, b.w_out_t, b.graph, b.w_out), y,
-                          self.w_in.bias, self.w_out.bias)       # A_out: along reversed edges
             g = self.gru
-            h = gru_gates(torch.mm(a, g.weight_ih.T), torch.mm(h, g.weight_hh.T), h, g.bias_ih, g.bias_hh)
+            # GRU input [A_in (h W_in^T + b_in), A_out (h W_out^T + b_out)] W_ih^T as one GEMM of the
+            # pulled states [A_in h, A_out h, A_in 1, A_out 1] (A_out: along reversed edges)
+            w1, w2 = g.weight_ih[:, :dim], g.weight_ih[:, dim:]
+            M = torch.cat([w1 @ self.w_in.weight, w2 @ self.w_out.weight, (w1 @ self.w_in.bias)[:, None],
+                           (w2 @ self.w_out.bias)[:, None]], 1)
+            q = session_pull((b.graph, b.w_in, b.graph_t, b.w_in_t), (b.graph_t, b.w_out_t, b.graph, b.w_out), h)
+            h = gru_gates(torch.mm(q, M.T), torch.mm(h, g.weight_hh.T), h, g.bias_ih, g.bias_hh)
             last = h[b.last]
             # Σ_p att_q(σ(att_last(last) + att_pos(h_p))) h_p per sequence, att_pos per node, not per position
             glob = attention_readout(h, torch.mm(h, self.att_pos.weight.T), self.att_last(last), self.att_q.weight,

@@ -1078,12 +1078,10 @@ def naive_gru_gates(gi, gh, h):
     return (1 - z) * n + z * h
 
 
-def naive_dual_pull(A, B, y, bias_a, bias_b):
-    """``[A (y[:, :d] + bias_a), B (y[:, d:] + bias_b)]`` with dense (N, N) matrices, in float64."""
-    A, B, y = (np.asarray(a, np.float64) for a in (A, B, y))
-    d = y.shape[1] // 2
-    return np.hstack([A @ (y[:, :d] + np.asarray(bias_a, np.float64)),
-                      B @ (y[:, d:] + np.asarray(bias_b, np.float64))])
+def naive_session_pull(A, B, x):
+    """``[A x, B x, A 1, B 1]`` with dense (N, N) matrices, in float64."""
+    A, B, x = (np.asarray(a, np.float64) for a in (A, B, x))
+    return np.hstack([A @ x, B @ x, A.sum(1, keepdims=True), B.sum(1, keepdims=True)])
 
 
 def naive_attention_readout(h, Z, u, q, alias, ptr):

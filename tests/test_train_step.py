@@ -1,4 +1,4 @@
-"""stgkern._train_step: the demo models' fused dropout, sampled softmax, GRU gates, SR-GNN's dual
+"""stgkern._train_step: the demo models' fused dropout, sampled softmax, GRU gates, SR-GNN's session
 pull and attention readout against float64 references (tests/naive.py) and torch's own composites,
 gradients included."""
 import numpy as np
@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from stgkern import _train_step as ts  # noqa: E402
 
-from naive import naive_attention_readout, naive_dual_pull, naive_gru_gates, naive_sampled_softmax  # noqa: E402
+from naive import naive_attention_readout, naive_session_pull, naive_gru_gates, naive_sampled_softmax  # noqa: E402
 
 
 def _ce_inputs(rng, B, K, d, n_items, hits_row=None):
@@ -22,7 +22,7 @@ def _ce_inputs(rng, B, K, d, n_items, hits_row=None):
     return f(B, d), f(B, d) * 0.5, f(B), f(K, d) * 0.5, f(K), y, neg
 
 
-@pytest.mark.parametrize("B,K,d", [(1, 1, 1), (7, 5, 3), (33, 257, 17), (64, 1025, 64)], ids=str)
+@pytest.mark.parametrize("B,K,d", [(1, 1, 1), (7, 5, 3), (33, 257, 17), (64, 1025, 64), (600, 130, 9)], ids=str)
 def test_sampled_softmax_matches_reference(B, K, d):
     rng = np.random.default_rng(B * 1000 + K)
     args = [a.requires_grad_() if a.is_floating_point() else a for a in _ce_inputs(rng, B, K, d, 50)]
@@ -33,6 +33,20 @@ def test_sampled_softmax_matches_reference(B, K, d):
     np.testing.assert_allclose(float(loss.detach()), want, rtol=2e-6, atol=1e-6)
     for g, w in zip(grads, wgrads):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=2e-6)
+
+
+def test_sampled_softmax_row_blocks_add_up(monkeypatch):
+    """The (B, K) block is formed CE_BLOCK_ROWS rows at a time; any block size gives the same loss and
+    gradients (to float32 rounding: the GEMMs see other shapes)."""
+    rng = np.random.default_rng(9)
+    args = [a.requires_grad_() if a.is_floating_point() else a for a in _ce_inputs(rng, 37, 70, 6, 40)]
+    whole = ts.sampled_softmax_loss(*args)
+    g_whole = torch.autograd.grad(whole, args[:5])
+    monkeypatch.setattr(ts, "CE_BLOCK_ROWS", 5)                 # 8 blocks, the last one of 2 rows
+    blocked = ts.sampled_softmax_loss(*args)
+    np.testing.assert_allclose(float(blocked.detach()), float(whole.detach()), rtol=1e-6)
+    for g, w in zip(torch.autograd.grad(blocked, args[:5]), g_whole):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_sampled_softmax_equals_torch_composite_and_handles_a_row_of_hits():
@@ -163,39 +177,55 @@ def _args(b):
 
 
 @pytest.mark.parametrize("d", [1, 8, 64])
-def test_dual_pull_is_both_sr_gnn_products_with_their_biases(d):
+def test_session_pull_is_both_sr_gnn_products_and_their_row_sums(d):
     rng = np.random.default_rng(d)
     b = _session_batch(rng)
     N = len(b.node_item)
-    f = lambda *s: torch.from_numpy(rng.standard_normal(s).astype(np.float32)).requires_grad_()
-    y, ba, bb = f(N, 2 * d), f(d), f(d)
-    out = ts.dual_pull(*_args(b), y, ba, bb)
+    x = torch.from_numpy(rng.standard_normal((N, d)).astype(np.float32)).requires_grad_()
+    out = ts.session_pull(*_args(b), x)
     A_in, A_out = _dense(b.graph, b.w_in), _dense(b.graph_t, b.w_out_t)
-    want = naive_dual_pull(A_in, A_out, y.detach(), ba.detach(), bb.detach())
+    want = naive_session_pull(A_in, A_out, x.detach())
+    assert out.shape == (N, 2 * d + 2)
     np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-5, atol=1e-6)
     # SR-GNN's matrices: every node with an in-edge pulls a convex combination
     assert np.allclose(A_in.sum(1)[np.diff(b.graph.indptr) > 0], 1.0)
-    G = torch.from_numpy(rng.standard_normal((N, 2 * d)).astype(np.float32))
-    grads = torch.autograd.grad(out, (y, ba, bb), G)
+    G = torch.from_numpy(rng.standard_normal((N, 2 * d + 2)).astype(np.float32))
+    (gx,) = torch.autograd.grad(out, (x,), G)
     Gd = G.double().numpy()
-    np.testing.assert_allclose(grads[0].numpy(), np.hstack([A_in.T @ Gd[:, :d], A_out.T @ Gd[:, d:]]),
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grads[1].numpy(), A_in.sum(1) @ Gd[:, :d], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grads[2].numpy(), A_out.sum(1) @ Gd[:, d:], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx.numpy(), A_in.T @ Gd[:, :d] + A_out.T @ Gd[:, d:2 * d], rtol=1e-5, atol=1e-5)
     # float64 takes the composite path (stgkern.torch.spmm): the same values
-    y64 = y.detach().double()
-    comp = ts.dual_pull(*((g, w.double(), gt, wt.double()) for g, w, gt, wt in _args(b)), y64,
-                        ba.detach().double(), bb.detach().double())
+    comp = ts.session_pull(*((g, w.double(), gt, wt.double()) for g, w, gt, wt in _args(b)), x.detach().double())
     np.testing.assert_allclose(comp.numpy(), want, rtol=1e-12, atol=1e-12)
 
 
-def test_dual_pull_of_a_graph_without_edges_is_zero():
+def test_session_pull_gives_sr_gnn_gate_input():
+    """``[A_in (h W_in^T + b_in), A_out (h W_out^T + b_out)] W_ih^T`` (SR-GNN's GRU input, as
+    spmm and addmm compute it) equals the pull of h times the folded weights, gradients included."""
+    from stgkern.torch import spmm
+    rng = np.random.default_rng(4)
+    b = _session_batch(rng)
+    N, d = len(b.node_item), 6
+    f = lambda *s: torch.from_numpy(rng.standard_normal(s).astype(np.float32)).requires_grad_()
+    h, W_in, W_out, b_in, b_out, W_ih = f(N, d), f(d, d), f(d, d), f(d), f(d), f(3 * d, 2 * d)
+    params = (h, W_in, W_out, b_in, b_out, W_ih)
+    old = torch.cat([spmm(b.graph, h @ W_in.T + b_in, b.w_in), spmm(b.graph_t, h @ W_out.T + b_out, b.w_out_t)],
+                    1) @ W_ih.T
+    w1, w2 = W_ih[:, :d], W_ih[:, d:]
+    M = torch.cat([w1 @ W_in, w2 @ W_out, (w1 @ b_in)[:, None], (w2 @ b_out)[:, None]], 1)
+    new = ts.session_pull(*_args(b), h) @ M.T
+    torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-4)
+    G = torch.randn_like(old)
+    torch.testing.assert_close(torch.autograd.grad(new, params, G), torch.autograd.grad(old, params, G),
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_session_pull_of_a_graph_without_edges_is_zero():
     b = _session_batch(np.random.default_rng(3), n_seq=5, max_len=1)      # one item each: no edges
     assert b.graph.nnz == 0
-    y = torch.randn(len(b.node_item), 6, requires_grad=True)
-    out = ts.dual_pull(*_args(b), y, torch.ones(3), torch.ones(3))
+    x = torch.randn(len(b.node_item), 3, requires_grad=True)
+    out = ts.session_pull(*_args(b), x)
     assert torch.equal(out, torch.zeros_like(out))                      # no in-edge: no bias either
-    (g,) = torch.autograd.grad(out.sum(), (y,))
+    (g,) = torch.autograd.grad(out.sum(), (x,))
     assert torch.equal(g, torch.zeros_like(g))
 
 

@@ -105,12 +105,11 @@ def sampled_ce_forward(L, bias, pos, neg, y, loss, dpos, colsum):
     softmax probabilities, 0 where ``neg[j] == y[r]`` (an accidental hit is
     not a negative).  ``pos`` (B,): the positives' logits.  Writes
     ``loss[r] = lse_r - pos[r]``, ``dpos[r] = p(pos) - 1`` and ``colsum[j] =
-    Σ_r L[r, j]`` after the update.
+    Σ_r L[r, j]`` after the update added to what ``colsum`` holds (row blocks of one batch add up).
     """
     B, K = L.shape
     v = np.empty(K, np.float32)
     scale = np.empty(K, np.float32)
-    colsum[:] = 0
     for r in range(B):
         row = L[r]
         yr = y[r]
@@ -199,69 +198,51 @@ def gru_backward(go, gates, ghn, h, dgi, dgh, dh, dbi, dbh):
 
 
 @numba.njit(cache=True, inline="always")
-def _pull_row(ptr, src, w, Y, i, lo, d, acc):
-    """``acc[:d] = Σ_{k in row i} w[k] Y[src[k], lo:lo + d]``; returns the row's weight sum."""
-    for c in range(d):
-        acc[c] = _F(0.0)
+def _pull_row(ptr, src, w, X, i, out, lo, d):
+    """``out[i, lo:lo + d] (+)= Σ_{k in row i} w[k] X[src[k], :d]``; returns the row's weight sum."""
     s = _F(0.0)
     for k in range(ptr[i], ptr[i + 1]):
         u, wk = src[k], w[k]
         s += wk
         for c in range(d):
-            acc[c] += wk * Y[u, lo + c]
+            out[i, lo + c] += wk * X[u, c]
     return s
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
-def dual_pull_forward(ptr_a, src_a, w_a, ptr_b, src_b, w_b, Y, bias_a, bias_b, P, s_a, s_b):
-    """Two weighted sparse pulls side by side, each over its own half of the columns.
+def session_pull_forward(ptr_a, src_a, w_a, ptr_b, src_b, w_b, X, P):
+    """``P = [A X, B X, A 1, B 1]`` for two weighted CSRs over the same nodes: (N, 2d + 2).
 
-    ``P[i, :d] = Σ_{k in row i of a} w_a[k] Y[src_a[k], :d] + s_a[i] bias_a`` and
-    ``P[i, d:] = Σ_{k in row i of b} w_b[k] Y[src_b[k], d:] + s_b[i] bias_b``,
-    ``s_a[i] = Σ_k w_a[k]`` over row i (written: the backward needs it), so a
-    bias added before the pull is pulled with the row's weights without a
-    pass of its own.  SR-GNN's ``[A_in (H W_in^T + b_in), A_out (H W_out^T +
-    b_out)]`` in one pass over ``Y = H [W_in; W_out]^T``.
+    SR-GNN's two session products of the node states ``X`` (N, d), side by
+    side, and each row's weight sums (what a bias added before a pull
+    becomes after it: ``A (X W^T + 1 b^T) = (A X) W^T + (A 1) b^T``).
     """
-    N = P.shape[0]
-    d = P.shape[1] // 2
-    acc = np.empty(d, np.float32)
+    N, d = X.shape
+    P[:] = 0
     for i in range(N):
-        sa = _pull_row(ptr_a, src_a, w_a, Y, i, 0, d, acc)
-        for c in range(d):
-            P[i, c] = acc[c] + sa * bias_a[c]
-        sb = _pull_row(ptr_b, src_b, w_b, Y, i, d, d, acc)
-        for c in range(d):
-            P[i, d + c] = acc[c] + sb * bias_b[c]
-        s_a[i] = sa
-        s_b[i] = sb
+        P[i, 2 * d] = _pull_row(ptr_a, src_a, w_a, X, i, P, 0, d)
+        P[i, 2 * d + 1] = _pull_row(ptr_b, src_b, w_b, X, i, P, d, d)
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
-def dual_pull_backward(ptr_at, src_at, w_at, ptr_bt, src_bt, w_bt, G, s_a, s_b, dY, dbias_a, dbias_b):
-    """Gradients of :func:`dual_pull_forward` for ``G = d P``: ``dY`` through the
-    transposed CSRs (``*_t``: each pull's edges by source, weights in that
-    order) and the biases' (``Σ_i s_a[i] G[i, :d]``, likewise b; float64 sums)."""
-    N = dY.shape[0]
-    d = dY.shape[1] // 2
-    acc = np.empty(d, np.float32)
-    ga = np.zeros(d, np.float64)
-    gb = np.zeros(d, np.float64)
+def session_pull_backward(ptr_at, src_at, w_at, ptr_bt, src_bt, w_bt, G, dX):
+    """``dX = A^T G[:, :d] + B^T G[:, d:2d]`` through the transposed CSRs (``*_t``: each
+    matrix's edges by source, weights in that order); the row-sum columns take no gradient."""
+    N, d = dX.shape
+    acc = np.empty((1, d), np.float32)
     for i in range(N):
-        _pull_row(ptr_at, src_at, w_at, G, i, 0, d, acc)
         for c in range(d):
-            dY[i, c] = acc[c]
-        _pull_row(ptr_bt, src_bt, w_bt, G, i, d, d, acc)
+            acc[0, c] = _F(0.0)
+        for k in range(ptr_at[i], ptr_at[i + 1]):
+            v, wk = src_at[k], w_at[k]
+            for c in range(d):
+                acc[0, c] += wk * G[v, c]
+        for k in range(ptr_bt[i], ptr_bt[i + 1]):
+            v, wk = src_bt[k], w_bt[k]
+            for c in range(d):
+                acc[0, c] += wk * G[v, d + c]
         for c in range(d):
-            dY[i, d + c] = acc[c]
-    for i in range(G.shape[0]):
-        sa, sb = s_a[i], s_b[i]
-        for c in range(d):
-            ga[c] += sa * G[i, c]
-            gb[c] += sb * G[i, d + c]
-    for c in range(d):
-        dbias_a[c] = ga[c]
-        dbias_b[c] = gb[c]
+            dX[i, c] = acc[0, c]
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
