@@ -26,13 +26,12 @@ def _fast(*ts):
 class _DropoutFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p):
-        s0, s1 = (int(v) for v in torch.randint(0, 1 << 32, (2,), dtype=torch.int64))
+        s0, s1, t = _seeds(p)
         xc = x.contiguous()
         out = torch.empty_like(xc)
         mask = np.empty(xc.numel(), np.bool_)
         scale = np.float32(1.0 / (1.0 - p))
-        _k.dropout_forward(xc.numpy().reshape(-1), out.numpy().reshape(-1), mask, s0, s1,
-                           min(int(round(p * 2.0 ** 32)), (1 << 32) - 1), scale)
+        _k.dropout_forward(xc.numpy().reshape(-1), out.numpy().reshape(-1), mask, s0, s1, t, scale)
         ctx.mask, ctx.scale = mask, scale
         return out
 
@@ -52,6 +51,83 @@ def dropout(x, p, training):
     if p >= 1:
         return x * 0
     return _DropoutFn.apply(x, float(p))
+
+
+def _seeds(p):
+    """The call's two hash seed words (from torch's generator) and the keep threshold of rate ``p``."""
+    s0, s1 = (int(v) for v in torch.randint(0, 1 << 32, (2,), dtype=torch.int64))
+    return s0, s1, min(int(round(p * 2.0 ** 32)), (1 << 32) - 1)
+
+
+class _DropoutAddFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y, p):
+        s0, s1, t = _seeds(p)
+        xc, yc = x.contiguous(), y.contiguous()
+        out = torch.empty_like(yc)
+        mask = np.empty(yc.numel(), np.bool_)
+        scale = np.float32(1.0 / (1.0 - p))
+        _k.dropout_add_forward(xc.numpy().reshape(-1), yc.numpy().reshape(-1), out.numpy().reshape(-1), mask,
+                               s0, s1, t, scale)
+        ctx.mask, ctx.scale = mask, scale
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        g = g.contiguous()
+        dy = torch.empty_like(g)
+        _k.dropout_backward(g.numpy().reshape(-1), ctx.mask, ctx.scale, dy.numpy().reshape(-1))
+        return g, dy, None
+
+
+def dropout_add(x, y, p, training):
+    """``x + dropout(y, p, training)`` in one pass (a residual connection around a dropout), the mask
+    drawn as :func:`dropout` draws it."""
+    if not training or p == 0 or not _fast(x, y) or y.numel() == 0 or x.shape != y.shape or p >= 1:
+        return x + dropout(y, p, training)
+    return _DropoutAddFn.apply(x, y, float(p))
+
+
+class _AttentionSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, S, blocked, heads, scale, p):
+        S = S.contiguous()
+        L = S.shape[-1]
+        S2 = S.view(-1, L)
+        s0, s1, t = _seeds(p) if p > 0 else (0, 0, 0)
+        dscale = np.float32(1.0 / (1.0 - p))
+        P, out = torch.empty_like(S2), torch.empty_like(S2)
+        mask = np.empty(S2.numel(), np.bool_)
+        _k.attention_softmax_forward(S2.numpy(), np.ascontiguousarray(blocked.numpy()), int(heads), np.float32(scale),
+                                     s0, s1, t, dscale, P.numpy(), out.numpy(), mask)
+        ctx.save_for_backward(P)
+        ctx.mask, ctx.scale, ctx.dscale, ctx.shape = mask, np.float32(scale), dscale, S.shape
+        return out.view(S.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        (P,) = ctx.saved_tensors
+        dS = torch.empty_like(P)
+        _k.attention_softmax_backward(g.contiguous().view(P.shape).numpy(), P.numpy(), ctx.mask, ctx.scale,
+                                      ctx.dscale, dS.numpy())
+        return dS.view(ctx.shape), None, None, None, None
+
+
+def attention_softmax(S, blocked, scale, p, training):
+    """``dropout(softmax((scale * S).masked_fill(blocked, -inf)), p, training)`` in one pass.
+
+    ``S`` (B, H, L, L) attention scores; ``blocked`` (B, L, L) bool, the keys
+    each query may not see (shared by the heads; every row must keep one).
+    Blocked entries are exactly 0; the dropout mask is drawn as
+    :func:`dropout` draws it.
+    """
+    p = float(p) if training else 0.0
+    if not _fast(S) or S.dim() != 4 or S.numel() == 0 or p >= 1:
+        w = torch.softmax((S * scale).masked_fill(blocked[:, None], float("-inf")), -1)
+        return dropout(w, p, training)
+    return _AttentionSoftmax.apply(S, blocked, S.shape[1], scale, p)
 
 
 class Dropout(torch.nn.Dropout):

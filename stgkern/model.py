@@ -1354,7 +1354,7 @@ class _SegmentData:
 def _blocks_class():
     torch = _torch()
     nn = torch.nn
-    from ._train_step import Dropout, dropout
+    from ._train_step import Dropout, attention_softmax, dropout_add
 
     class CausalBlocks(nn.Module):
         """Pre-norm causal self-attention blocks over right-aligned (B, L, d) sequences.
@@ -1391,9 +1391,9 @@ def _blocks_class():
             # (indexing qkv[:, :, i] would zero-fill a whole (B, L, 3d) gradient for each of them)
             q, k, v = (t.transpose(1, 2) for t in
                        F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(B, L, 3, H, d // H).unbind(2))
-            s = torch.matmul(q, k.transpose(-1, -2)).mul_((d // H) ** -0.5)
-            w = torch.softmax(s.masked_fill_(blocked[:, None], float("-inf")), -1)
-            o = torch.matmul(dropout(w, attn.dropout, self.training), v)
+            w = attention_softmax(torch.matmul(q, k.transpose(-1, -2)), blocked, (d // H) ** -0.5, attn.dropout,
+                                  self.training)
+            o = torch.matmul(w, v)
             return F.linear(o.transpose(1, 2).reshape(B, L, d), attn.out_proj.weight, attn.out_proj.bias)
 
         def forward(self, x, valid):
@@ -1401,9 +1401,10 @@ def _blocks_class():
             x = self.drop(x + self.pos.weight[:L])
             q = torch.arange(L)
             allowed = (q[None, :, None] >= q[None, None, :]) & (valid[:, None, :] | (q[:, None] == q[None, :]))
+            p, on = self.drop.p, self.training
             for attn, ffn, ln1, ln2 in zip(self.attn, self.ffn, self.ln1, self.ln2):
-                x = x + self.drop(self.attention(attn, ln1(x), ~allowed))
-                x = x + self.drop(ffn(ln2(x)))
+                x = dropout_add(x, self.attention(attn, ln1(x), ~allowed), p, on)
+                x = dropout_add(x, ffn(ln2(x)), p, on)
             return self.final(x)
 
     return CausalBlocks
@@ -1426,7 +1427,7 @@ def build_stg_model(prep, *, dim=64, conv="stgconv", tau=3600.0, dropout=0.2, se
     torch = _torch()
     nn = torch.nn
     factory = conv_factory or default_conv
-    from ._train_step import Dropout
+    from ._train_step import Dropout, dropout_add
     item_category = torch.from_numpy(prep.item_category)
     n_feat = 2 * prep.n_behaviors + 1 + 1 + N_GAP_BUCKETS     # node_features + gap (log1p, bucket one-hot)
     Blocks = _blocks_class()
@@ -1459,8 +1460,8 @@ def build_stg_model(prep, *, dim=64, conv="stgconv", tau=3600.0, dropout=0.2, se
             h = (self.item(b["item"]) + self.category(b["category"]) + self.behavior(b["behavior"])
                  + self.features(b["features"]))
             h = self.drop(h)
-            h = h + self.drop(torch.relu(self._conv(self.convs[0], h, b)))
-            h = h + self.drop(self._conv(self.convs[1], h, b))
+            h = dropout_add(h, torch.relu(self._conv(self.convs[0], h, b)), self.drop.p, self.training)
+            h = dropout_add(h, self._conv(self.convs[1], h, b), self.drop.p, self.training)
             h = self.norm(h)
             x = torch.cat([h, h.new_zeros(1, h.shape[1])])[b["pad"]]
             return self.blocks(x, b["valid"])

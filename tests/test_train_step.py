@@ -249,3 +249,45 @@ def test_attention_readout_matches_reference_and_composite(d):
     for name, g, w in zip(("h", "Z", "u", "q"), grads, ref):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
 
+
+
+def test_dropout_add_is_the_residual_around_dropout():
+    x, y = torch.randn(40, 9, requires_grad=True), torch.randn(40, 9, requires_grad=True)
+    torch.manual_seed(3)
+    out = ts.dropout_add(x, y, 0.3, True)
+    torch.manual_seed(3)
+    ref = x + ts.dropout(y, 0.3, True)                 # the same generator state: the same mask
+    assert torch.equal(out, ref)
+    g = torch.randn(40, 9)
+    for a, b in zip(torch.autograd.grad(out, (x, y), g), torch.autograd.grad(ref, (x, y), g)):
+        assert torch.equal(a, b)
+    assert torch.equal(ts.dropout_add(x, y, 0.3, False), x + y)
+    assert torch.equal(ts.dropout_add(x, y, 1.0, True), x + y * 0)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_attention_softmax_matches_composite(heads):
+    rng = np.random.default_rng(heads)
+    B, L = 4, 7
+    S = torch.from_numpy(rng.standard_normal((B, heads, L, L)).astype(np.float32) * 3).requires_grad_()
+    q = torch.arange(L)
+    blocked = ~((q[:, None] >= q[None, :]) & (torch.from_numpy(rng.random((B, 1, L)) > 0.3)
+                                              | (q[:, None] == q[None, :])))
+    out = ts.attention_softmax(S, blocked, 0.5, 0.2, False)             # eval: no dropout
+    ref = torch.softmax((S.double() * 0.5).masked_fill(blocked[:, None], float("-inf")), -1)
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-7)
+    assert torch.all(out[blocked[:, None].expand_as(out)] == 0)            # blocked keys: exactly 0
+    G = torch.from_numpy(rng.standard_normal(S.shape).astype(np.float32))
+    (g,) = torch.autograd.grad(out, (S,), G)
+    np.testing.assert_allclose(g.numpy(), torch.autograd.grad(ref, (S,), G.double(), retain_graph=True)[0].numpy(), rtol=1e-4,
+                               atol=1e-6)
+    # training: the probabilities dropped out as dropout draws its mask, gradient routed through it
+    torch.manual_seed(8)
+    drop = ts.attention_softmax(S, blocked, 0.5, 0.2, True)
+    torch.manual_seed(8)
+    want = ts.dropout(out.detach(), 0.2, True)
+    np.testing.assert_allclose(drop.detach().numpy(), want.numpy(), rtol=1e-6, atol=1e-7)
+    (gd,) = torch.autograd.grad(drop, (S,), G)
+    kept = (want != 0) | (out.detach() == 0)
+    (gref,) = torch.autograd.grad(ref, (S,), (G * kept / 0.8).double())
+    np.testing.assert_allclose(gd.numpy(), gref.numpy(), rtol=1e-4, atol=1e-6)

@@ -32,6 +32,7 @@ from .score_cross_entropy import _exp_poly, _row_max
 
 _F = np.float32
 _ONE, _TWO = _F(1.0), _F(2.0)
+_NEG_INF = _F(-np.inf)
 _HI = _F(87.0)                 # exp(87) ~ 6e37: larger arguments would overflow the exponent bits
 _M32 = np.uint64(0xFFFFFFFF)
 _K1, _K2 = np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
@@ -67,6 +68,73 @@ def dropout_forward(x, out, mask, s0, s1, threshold, scale):
 def dropout_backward(g, mask, scale, out):
     for i in range(g.shape[0]):
         out[i] = g[i] * scale if mask[i] else _F(0.0)
+
+
+@numba.njit(cache=True)
+def dropout_add_forward(x, y, out, mask, s0, s1, threshold, scale):
+    """``out = x + y * mask * scale``, the mask as :func:`dropout_forward` draws it (flat arrays):
+    a residual connection around a dropout in one pass."""
+    t = np.uint64(threshold)
+    a, b = np.uint64(s0), np.uint64(s1)
+    for i in range(x.shape[0]):
+        k = _hash(i, a, b) >= t
+        mask[i] = k
+        out[i] = x[i] + (y[i] * scale if k else _F(0.0))
+
+
+@numba.njit(cache=True, fastmath={"nsz", "contract"})
+def attention_softmax_forward(S, blocked, heads, scale, s0, s1, threshold, dscale, P, out, mask):
+    """Softmax over keys of ``scale * S`` with ``blocked`` keys left out, then dropout.
+
+    ``S`` (R, L): attention scores of rows ``r = (b * heads + h) * L + i``;
+    ``blocked`` (B, L, L): keys query ``i`` of sequence ``b`` may not see
+    (every row keeps at least one).  Writes the probabilities ``P`` (blocked
+    entries exactly 0), the dropped-out ``out = P * mask * dscale`` and the
+    mask (``mask[r * L + j] = hash(r * L + j) >= threshold``; ``threshold``
+    0 keeps all).
+    """
+    R, L = S.shape
+    e = np.empty(L, np.float32)
+    sc = np.empty(L, np.float32)
+    bits = sc.view(np.int32)
+    t = np.uint64(threshold)
+    a, bb = np.uint64(s0), np.uint64(s1)
+    for r in range(R):
+        blk = blocked[r // (heads * L), r % L]
+        m = _NEG_INF
+        for j in range(L):
+            v = S[r, j] * scale
+            e[j] = v
+            if not blk[j] and v > m:
+                m = v
+        for j in range(L):
+            e[j], bits[j] = _exp_poly(min(e[j] - m, _HI))
+        tot = _F(0.0)
+        for j in range(L):
+            e[j] = _F(0.0) if blk[j] else e[j] * sc[j]
+            tot += e[j]
+        inv = _ONE / tot
+        for j in range(L):
+            pj = e[j] * inv
+            P[r, j] = pj
+            k = _hash(r * L + j, a, bb) >= t
+            mask[r * L + j] = k
+            out[r, j] = pj * dscale if k else _F(0.0)
+
+
+@numba.njit(cache=True, fastmath={"nsz", "contract"})
+def attention_softmax_backward(G, P, mask, scale, dscale, dS):
+    """Gradient of :func:`attention_softmax_forward` for ``G = d out``: ``dS = scale * P * (dp - P·dp)``
+    with ``dp = G * mask * dscale``."""
+    R, L = G.shape
+    dp = np.empty(L, np.float32)
+    for r in range(R):
+        dot = _F(0.0)
+        for j in range(L):
+            dp[j] = G[r, j] * dscale if mask[r * L + j] else _F(0.0)
+            dot += P[r, j] * dp[j]
+        for j in range(L):
+            dS[r, j] = scale * P[r, j] * (dp[j] - dot)
 
 
 @numba.njit(cache=True, inline="always")
