@@ -23,25 +23,42 @@ def _fast(*ts):
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
 
 
+def _seeds(p):
+    """The call's two hash seed words (from torch's generator) and the keep threshold of rate ``p``."""
+    s0, s1 = (int(v) for v in torch.randint(0, 1 << 32, (2,), dtype=torch.int64))
+    return s0, s1, min(int(round(p * 2.0 ** 32)), (1 << 32) - 1)
+
+
+def _drop_forward(ctx, kernel, p, *arrays):
+    """Run a dropout kernel (``kernel(*arrays, out, mask, s0, s1, threshold, scale)``, flat views;
+    ``out`` shaped as the last array) and keep its mask and scale on ``ctx`` for :func:`_drop_backward`."""
+    s0, s1, t = _seeds(p)
+    arrays = [a.contiguous() for a in arrays]
+    out = torch.empty_like(arrays[-1])
+    mask = np.empty(out.numel(), np.bool_)
+    scale = np.float32(1.0 / (1.0 - p))
+    kernel(*(a.numpy().reshape(-1) for a in arrays), out.numpy().reshape(-1), mask, s0, s1, t, scale)
+    ctx.mask, ctx.scale = mask, scale
+    return out
+
+
+def _drop_backward(ctx, g):
+    """The gradient through the kept mask: ``g * mask * scale``."""
+    g = g.contiguous()
+    out = torch.empty_like(g)
+    _k.dropout_backward(g.numpy().reshape(-1), ctx.mask, ctx.scale, out.numpy().reshape(-1))
+    return out
+
+
 class _DropoutFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p):
-        s0, s1, t = _seeds(p)
-        xc = x.contiguous()
-        out = torch.empty_like(xc)
-        mask = np.empty(xc.numel(), np.bool_)
-        scale = np.float32(1.0 / (1.0 - p))
-        _k.dropout_forward(xc.numpy().reshape(-1), out.numpy().reshape(-1), mask, s0, s1, t, scale)
-        ctx.mask, ctx.scale = mask, scale
-        return out
+        return _drop_forward(ctx, _k.dropout_forward, p, x)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        g = g.contiguous()
-        out = torch.empty_like(g)
-        _k.dropout_backward(g.numpy().reshape(-1), ctx.mask, ctx.scale, out.numpy().reshape(-1))
-        return out, None
+        return _drop_backward(ctx, g), None
 
 
 def dropout(x, p, training):
@@ -53,32 +70,15 @@ def dropout(x, p, training):
     return _DropoutFn.apply(x, float(p))
 
 
-def _seeds(p):
-    """The call's two hash seed words (from torch's generator) and the keep threshold of rate ``p``."""
-    s0, s1 = (int(v) for v in torch.randint(0, 1 << 32, (2,), dtype=torch.int64))
-    return s0, s1, min(int(round(p * 2.0 ** 32)), (1 << 32) - 1)
-
-
 class _DropoutAddFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, p):
-        s0, s1, t = _seeds(p)
-        xc, yc = x.contiguous(), y.contiguous()
-        out = torch.empty_like(yc)
-        mask = np.empty(yc.numel(), np.bool_)
-        scale = np.float32(1.0 / (1.0 - p))
-        _k.dropout_add_forward(xc.numpy().reshape(-1), yc.numpy().reshape(-1), out.numpy().reshape(-1), mask,
-                               s0, s1, t, scale)
-        ctx.mask, ctx.scale = mask, scale
-        return out
+        return _drop_forward(ctx, _k.dropout_add_forward, p, x, y)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        g = g.contiguous()
-        dy = torch.empty_like(g)
-        _k.dropout_backward(g.numpy().reshape(-1), ctx.mask, ctx.scale, dy.numpy().reshape(-1))
-        return g, dy, None
+        return g, _drop_backward(ctx, g), None
 
 
 def dropout_add(x, y, p, training):

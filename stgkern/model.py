@@ -2127,10 +2127,15 @@ def fit_srgnn(prep, *, dim=64, epochs=20, lr=0.005, weight_decay=0.0, dropout=0.
     embeddings plus an item bias.  Items only: no time, behaviour or
     category.  Returns ``(topk (m, 20), info)`` for the test targets.
 
-    The step runs on stgkern's kernels: ``A_in``/``A_out`` products through
-    :func:`stgkern.torch.spmm`, the GRU's gates fused
-    (:func:`stgkern._train_step.gru_gates`, ``nn.GRUCell``'s parameters and
-    arithmetic), so a MovieLens step is GEMMs and one pass per gate tensor.
+    The step runs on stgkern's fused kernels (:mod:`stgkern._train_step`,
+    ``nn.GRUCell``'s and the ``nn.Linear`` layers' parameters, their
+    arithmetic up to float32 rounding): one pull gives ``[A_in h, A_out h]``
+    and the rows' weight sums, so the GRU's input is one GEMM by weights
+    folded per step (``W_ih1 W_in``, ``W_ih2 W_out`` and the two biases
+    through ``W_ih``) instead of a GEMM before the pull and one after; the
+    gates take their biases in the same pass; the attention readout is one
+    pass over the positions.  A MovieLens step is GEMMs and a pass per
+    tensor.
     """
     torch = _torch()
     nn = torch.nn
