@@ -1382,8 +1382,9 @@ def _blocks_class():
 
         def attention(self, attn, h, blocked):
             """``attn(h, h, h, attn_mask=blocked)`` of a batch-first ``nn.MultiheadAttention``, from its
-            own weights: no transposes to (L, B, d) and back, and the attention weights' dropout
-            through :func:`stgkern._train_step.dropout` instead of ``bernoulli_``."""
+            own weights: no transposes to (L, B, d) and back, and the scale, key mask, softmax and the
+            weights' dropout in one pass (:func:`stgkern._train_step.attention_softmax`, the masks
+            drawn as ``dropout`` draws them, not by ``bernoulli_``)."""
             F = torch.nn.functional
             B, L, d = h.shape
             H = self.heads
