@@ -52,9 +52,9 @@ topk_block_items: int = 65536
 topk_block_rows: int = 256
 #: CPU ``topk``: score queries in whole panels of 16 (zero-padded), so that a query's scores are
 #: the same bits whichever queries are ranked with it (a part, a batch, one served user).  Off, a
-#: single query takes BLAS's GEMV path: 1M items x 65 dims, 56 ms instead of 73 (same run); the
-#: online benchmark's update + recommend (193 dims), 48 ms median instead of 120; with scores that can
-#: differ from a batch's in the last bit.
+#: single query takes BLAS's GEMV path: 1M items x 65 dims, 56 ms instead of 73 (same run), with
+#: scores that can differ from a batch's in the last bit.  (The closed form's float32 scan of a large
+#: catalogue does not use the panels: its fixed-shape rescoring gives the same bits.)
 topk_fixed_shape: bool = True
 #: Items per block of ``score_cross_entropy`` on the CPU: one BLAS call forms
 #: a (rows, block) logit tile that stays in L2 while it is reduced (forward)

@@ -1047,12 +1047,17 @@ def topk_f32_certified(Q, items, items32, vmax, k, exclude):
     and the float64 one closer still.  So with ``L`` the float32 k-th best
     score, every item of the float64 top-k scores at least ``L - 2ε`` in
     float32 (``k`` items score ``≥ L`` there, so the float64 k-th best is
-    ``≥ L - ε``).  The scan keeps ``k + max(k, config.lowrank_f32_extra)``
+    ``≥ L - ε``).  The scan keeps ``k2 = k + max(k, config.lowrank_f32_extra)``
     items a row; where its last one is already below ``L - 2ε``, the kept
-    ones from ``L - 2ε`` up are all the candidates and are rescored in
-    float64 (ties to the lower id, as the kernel breaks them); other rows are
-    scanned again in float64.  The lists are the float64 scan's, the scores
-    its up to the rounding of the dot products.
+    ones from ``L - 2ε`` up are all the candidates; other rows take the
+    float64 scan's top ``k2`` as theirs.  Every row's candidates are then
+    scored by one product of a fixed shape, ``(k2, d) @ q`` in float64, and
+    the top ``k`` of those scores (ties to the lower id) are the result.
+
+    So a row's scores are the same bits whichever rows it is ranked with and
+    whichever way its candidates were found, and neither scan needs
+    ``topk``'s fixed-shape panels (they only choose candidates): one served
+    query scans at BLAS's GEMV speed.  The lists are the float64 scan's.
     """
     from . import _dispatch
     from .readout import _exclude_csr
@@ -1061,28 +1066,24 @@ def topk_f32_certified(Q, items, items32, vmax, k, exclude):
     qn = np.linalg.norm(Q, axis=1)
     safe = qn * vmax < 1e30                                 # no float32 overflow in the products
     k2 = min(n, k + max(k, int(config.lowrank_f32_extra)))
-    i32, s32 = kernel(np.ascontiguousarray(Q, np.float32), items32, k2, _exclude_csr(exclude, m, n, np))
+    i32, s32 = kernel(np.ascontiguousarray(Q, np.float32), items32, k2, _exclude_csr(exclude, m, n, np),
+                      fixed_shape=False)
     s = s32.astype(np.float64)
     # relative rounding, plus an absolute term for float32's subnormal range
     eps = (d + 3) * 2.0 ** -24 * 1.01 * qn * vmax + (d + 3) * 2.0 ** -126
     thr = s[:, k - 1] - 2 * eps
     complete = safe & ((k2 == n) | (i32[:, k2 - 1] < 0) | (s[:, k2 - 1] < thr))
-    out_idx = np.full((m, k), -1, np.int64)
-    out_sc = np.full((m, k), -np.inf)
-    rows = np.flatnonzero(complete)
-    if len(rows):
-        C = np.where((i32[rows] >= 0) & (s[rows] >= thr[rows, None]), i32[rows], -1)
-        S = np.matmul(items[np.maximum(C, 0)], Q[rows][:, :, None])[:, :, 0]
-        S[C < 0] = -np.inf
-        order = np.lexsort((np.where(C < 0, n, C), -S), axis=-1)[:, :k]
-        S = np.take_along_axis(S, order, 1)
-        out_idx[rows] = np.where(np.isfinite(S), np.take_along_axis(C, order, 1), -1)
-        out_sc[rows] = S
+    C = np.where((i32 >= 0) & (s >= thr[:, None]), i32, -1)
     rest = np.flatnonzero(~complete)
     if len(rest):
         ex = None if exclude is None else sp.csr_matrix(exclude)[rest]
-        out_idx[rest], out_sc[rest] = kernel(Q[rest], items, k, _exclude_csr(ex, len(rest), n, np))
-    return out_idx, out_sc
+        C[rest] = kernel(Q[rest], items, k2, _exclude_csr(ex, len(rest), n, np), fixed_shape=False)[0]
+    S = np.matmul(items[np.maximum(C, 0)], Q[:, :, None])[:, :, 0]
+    S[C < 0] = -np.inf
+    order = np.lexsort((np.where(C < 0, n, C), -S), axis=-1)[:, :k]
+    S = np.take_along_axis(S, order, 1)
+    out_idx = np.where(np.isfinite(S), np.take_along_axis(C, order, 1), -1)
+    return out_idx, np.where(np.isfinite(S), S, -np.inf)
 
 
 def fit_closed_form(prep, *, window=8, horizon=86400.0, category_window=2, tau=3600.0, dim=CLOSED_FORM_DIM,

@@ -230,3 +230,37 @@ def test_float32_scan_keeps_the_items_its_rounding_inverts():
             got = sm.topk_f32_certified(Q, items, items32, float(np.linalg.norm(items, axis=1).max()), 1, None)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_allclose(got[1], want[1], rtol=1e-15)
+
+
+@pytest.mark.parametrize("extra", [0, 20])
+def test_float32_scan_rows_are_the_same_bits_alone_and_in_any_batch(extra):
+    """Every row's scores come from one fixed-shape rescoring of its candidates, whether the float32
+    bound certified them or the row fell back to the float64 scan, and neither scan is padded: a
+    row ranked alone (one served user, BLAS's GEMV path) gets the bits it gets in any batch."""
+    import scipy.sparse as sp
+    from stgkern import config
+    from stgkern._numba import topk as topk_kernels
+    rng = np.random.default_rng(11)
+    n, d = 3000, 33
+    items = rng.normal(size=(n, d))
+    items[100:140] = items[99] * (1 + rng.uniform(-1e-9, 1e-9, (40, 1)))     # a band of near-ties
+    Q = rng.normal(size=(70, d))
+    Q[::7] = items[99] * 3.0                                   # these rows have the band at the top
+    ex = sp.random(70, n, density=0.2, random_state=2, format="csr")
+    ex.data[:] = 1
+    items32 = items.astype(np.float32)
+    vmax = float(np.linalg.norm(items, axis=1).max())
+    scans = []
+    real = topk_kernels.topk
+    with config.override(lowrank_f32_extra=extra), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(topk_kernels, "topk", lambda Qs, *a, **kw: (scans.append(Qs.dtype), real(Qs, *a, **kw))[1])
+        idx, sc = sm.topk_f32_certified(Q, items, items32, vmax, 10, ex)
+        assert scans == [np.float32, np.float64]                # the band's rows fell back to float64
+        for rows in ([5], [0], [14], list(range(3, 40)), list(range(69, -1, -3))):
+            i, s = sm.topk_f32_certified(Q[rows], items, items32, vmax, 10, ex[rows])
+            assert np.array_equal(i, idx[rows]) and np.array_equal(s, sc[rows]), rows
+    want = np.argsort(-np.where(ex.toarray() > 0, -np.inf, Q @ items.T), axis=1, kind="stable")[:, :10]
+    exact = np.take_along_axis(Q @ items.T, want, 1)
+    np.testing.assert_allclose(sc, exact, rtol=1e-12)
+    band = idx[::7]                                             # near-ties: the float64 order, lower ids first
+    assert np.all(np.isin(band, np.arange(99, 140)))

@@ -165,10 +165,12 @@ def _finish(heap_s, heap_i, heap_n):
             hi[n] = i
 
 
-def topk(Q, items, k, exclude):
+def topk(Q, items, k, exclude, fixed_shape=None):
     """Validated input: ``Q`` (m, d), ``items`` (n_items, d) C-contiguous,
     same float dtype; ``exclude`` None or ``(indptr int64, indices int64)``
-    with every row sorted ascending.  Returns ``(indices, scores)``."""
+    with every row sorted ascending.  ``fixed_shape`` (default
+    ``config.topk_fixed_shape``): pad query blocks to whole panels (below).
+    Returns ``(indices, scores)``."""
     m = Q.shape[0]
     n_items = items.shape[0]
     heap_s = np.empty((m, k), dtype=Q.dtype)
@@ -193,7 +195,7 @@ def topk(Q, items, k, exclude):
     # by the shape of the product it sits in (a single query goes down a GEMV path, ragged columns
     # down edge kernels); with whole column panels a query gets the same scores whichever queries
     # are ranked with it: a user's top-k is the same bits in any batch, part or worker.
-    fixed = bool(config.topk_fixed_shape)
+    fixed = bool(config.topk_fixed_shape if fixed_shape is None else fixed_shape)
     pad = np.zeros((rows_b + QUERY_PAD, Q.shape[1]), dtype=Q.dtype)
     pbuf = np.empty((rows_b + QUERY_PAD) * tile, dtype=Q.dtype)
     for c0 in range(0, n_items, items_b):
