@@ -276,6 +276,9 @@ def test_attention_softmax_matches_composite(heads):
     out = ts.attention_softmax(S, blocked, 0.5, 0.2, False)             # eval: no dropout
     ref = torch.softmax((S.double() * 0.5).masked_fill(blocked[:, None], float("-inf")), -1)
     np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-7)
+    # float64 takes the composite path: the reference itself
+    np.testing.assert_allclose(ts.attention_softmax(S.detach().double(), blocked, 0.5, 0.2, False).numpy(),
+                               ref.detach().numpy(), rtol=1e-12, atol=0)
     assert torch.all(out[blocked[:, None].expand_as(out)] == 0)            # blocked keys: exactly 0
     G = torch.from_numpy(rng.standard_normal(S.shape).astype(np.float32))
     (g,) = torch.autograd.grad(out, (S,), G)
