@@ -1402,10 +1402,10 @@ def _blocks_class():
             B, L, _ = x.shape
             x = self.drop(x + self.pos.weight[:L])
             q = torch.arange(L)
-            allowed = (q[None, :, None] >= q[None, None, :]) & (valid[:, None, :] | (q[:, None] == q[None, :]))
+            blocked = ~((q[None, :, None] >= q[None, None, :]) & (valid[:, None, :] | (q[:, None] == q[None, :])))
             p, on = self.drop.p, self.training
             for attn, ffn, ln1, ln2 in zip(self.attn, self.ffn, self.ln1, self.ln2):
-                x = dropout_add(x, self.attention(attn, ln1(x), ~allowed), p, on)
+                x = dropout_add(x, self.attention(attn, ln1(x), blocked), p, on)
                 x = dropout_add(x, ffn(ln2(x)), p, on)
             return self.final(x)
 

@@ -266,14 +266,15 @@ def gru_backward(go, gates, ghn, h, dgi, dgh, dh, dbi, dbh):
 
 
 @numba.njit(cache=True, inline="always")
-def _pull_row(ptr, src, w, X, i, out, lo, d):
-    """``out[i, lo:lo + d] (+)= Σ_{k in row i} w[k] X[src[k], :d]``; returns the row's weight sum."""
+def _pull_row(ptr, src, w, X, x_lo, i, out, lo, d):
+    """``out[i, lo:lo + d] += Σ_{k in row i} w[k] X[src[k], x_lo:x_lo + d]``; returns the row's
+    weight sum."""
     s = _F(0.0)
     for k in range(ptr[i], ptr[i + 1]):
         u, wk = src[k], w[k]
         s += wk
         for c in range(d):
-            out[i, lo + c] += wk * X[u, c]
+            out[i, lo + c] += wk * X[u, x_lo + c]
     return s
 
 
@@ -288,8 +289,8 @@ def session_pull_forward(ptr_a, src_a, w_a, ptr_b, src_b, w_b, X, P):
     N, d = X.shape
     P[:] = 0
     for i in range(N):
-        P[i, 2 * d] = _pull_row(ptr_a, src_a, w_a, X, i, P, 0, d)
-        P[i, 2 * d + 1] = _pull_row(ptr_b, src_b, w_b, X, i, P, d, d)
+        P[i, 2 * d] = _pull_row(ptr_a, src_a, w_a, X, 0, i, P, 0, d)
+        P[i, 2 * d + 1] = _pull_row(ptr_b, src_b, w_b, X, 0, i, P, d, d)
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
@@ -297,20 +298,10 @@ def session_pull_backward(ptr_at, src_at, w_at, ptr_bt, src_bt, w_bt, G, dX):
     """``dX = A^T G[:, :d] + B^T G[:, d:2d]`` through the transposed CSRs (``*_t``: each
     matrix's edges by source, weights in that order); the row-sum columns take no gradient."""
     N, d = dX.shape
-    acc = np.empty((1, d), np.float32)
+    dX[:] = 0
     for i in range(N):
-        for c in range(d):
-            acc[0, c] = _F(0.0)
-        for k in range(ptr_at[i], ptr_at[i + 1]):
-            v, wk = src_at[k], w_at[k]
-            for c in range(d):
-                acc[0, c] += wk * G[v, c]
-        for k in range(ptr_bt[i], ptr_bt[i + 1]):
-            v, wk = src_bt[k], w_bt[k]
-            for c in range(d):
-                acc[0, c] += wk * G[v, d + c]
-        for c in range(d):
-            dX[i, c] = acc[0, c]
+        _pull_row(ptr_at, src_at, w_at, G, 0, i, dX, 0, d)
+        _pull_row(ptr_bt, src_bt, w_bt, G, d, i, dX, 0, d)
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
