@@ -73,6 +73,45 @@ def test_sampled_softmax_is_stable_for_large_logits():
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
 
 
+def test_item_loss_counts_repeated_draws_as_one_column_each():
+    """model._item_loss folds an item drawn c times into one column (log c in its correction): the
+    loss and gradients equal the reference's over every draw, repeats and accidental hits included."""
+    from stgkern.model import _item_loss
+    rng = np.random.default_rng(5)
+    n_items, K, d, B = 40, 16, 6, 12
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Parameter(torch.from_numpy(rng.standard_normal((n_items, d)).astype(np.float32)))
+            self.item_bias = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(n_items).astype(np.float32)))
+            w = np.arange(n_items, 0, -1.0) ** 2            # skewed: the popular items come up repeatedly
+            self.sample_q = torch.tensor(w / w.sum(), dtype=torch.float32)
+
+        def item_vectors(self):
+            return self.emb
+
+    model = Tiny()
+    states = torch.from_numpy(rng.standard_normal((B, d)).astype(np.float32)).requires_grad_()
+    y = torch.from_numpy(rng.integers(0, 4, B))             # popular targets: some rows have hits
+    loss = _item_loss(model, states, y, K, torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad(loss, [states, model.emb, model.item_bias])
+    neg = torch.multinomial(model.sample_q, K, replacement=True, generator=torch.Generator().manual_seed(3)).numpy()
+    assert len(np.unique(neg)) < K and np.isin(y.numpy(), neg).any()
+    V, b = model.emb.detach().numpy().astype(np.float64), model.item_bias.detach().numpy().astype(np.float64)
+    logq = np.log(model.sample_q.numpy().astype(np.float64) * K)
+    yy = y.numpy()
+    want, (gS, gVp, gbp, gVn, gbn) = naive_sampled_softmax(states.detach().numpy(), V[yy], b[yy] - logq[yy], V[neg],
+                                                           b[neg] - logq[neg], yy, neg)
+    gV, gb = np.zeros_like(V), np.zeros_like(b)
+    for rows, gv, gbias in ((yy, gVp, gbp), (neg, gVn, gbn)):
+        np.add.at(gV, rows, gv)
+        np.add.at(gb, rows, gbias)
+    np.testing.assert_allclose(float(loss.detach()), want, rtol=2e-6)
+    for g, w in zip(grads, (gS, gV, gb)):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=2e-6)
+
+
 @pytest.mark.parametrize("N,d", [(1, 1), (13, 5), (300, 64), (77, 65)], ids=str)
 def test_gru_gates_match_reference_and_torch_gru_cell(N, d):
     rng = np.random.default_rng(N + d)
