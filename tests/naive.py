@@ -834,6 +834,24 @@ def _f64(a):
     return None if a is None else np.asarray(a, dtype=np.float64)
 
 
+def naive_stgconv(indptr, indices, X, W_self, W_neigh, bias, log_tau, dt, kind, normalize, eps=1e-6):
+    """STGConv's output row by row in float64: ``X W_selfᵀ + Σ_{k into i} w_k (X W_neighᵀ)[src_k] / Z_i + b``
+    with ``w_k = exp(-dt_k / τ[min(kind_k - 1, n_kinds - 1)])`` and ``Z_i = Σ w_k + eps`` (1 without
+    ``normalize``)."""
+    X, W_self, W_neigh, log_tau, dt = map(_f64, (X, W_self, W_neigh, log_tau, dt))
+    tau = np.exp(log_tau)
+    Yn = X @ W_neigh.T
+    out = X @ W_self.T + (0.0 if bias is None else _f64(bias))
+    for i in range(len(indptr) - 1):
+        acc, z = np.zeros(Yn.shape[1]), 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            w = np.exp(-dt[k] / tau[min(int(kind[k]) - 1, len(tau) - 1)])
+            acc += w * Yn[indices[k]]
+            z += w
+        out[i] += acc / (z + eps) if normalize else acc
+    return out
+
+
 def naive_graph_conv(indptr, indices, X, W_self, W_neigh=None, bias=None, w=None, reduce="sum",
                      activation=None, return_pre=False):
     X, W_self, W_neigh, bias, w = map(_f64, (X, W_self, W_neigh, bias, w))

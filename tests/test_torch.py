@@ -434,6 +434,64 @@ def test_stgconv_edge_index_float32_and_kind_clipping(rng):
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("normalize", [False, True], ids=["sum", "normalized"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_stgconv_float32_fused_pass_matches_references(rng, normalize, bias):
+    """float32 on the CPU takes the fused aggregation (stgkern._numba.stgconv): its output against the
+    row-by-row float64 reference (naive_stgconv), its gradients (x, dt and every parameter) against
+    autograd through the dense float64 formula; rows without in-edges, isolated nodes and kinds past
+    n_kinds included."""
+    from naive import naive_stgconv
+    torch.manual_seed(3)
+    g = random_graph(rng, 40, p=0.15, empty_rows=(2, 7), isolated=(11,), loops=True)
+    kind = torch.from_numpy(rng.choice([1, 2, 3, 4, 7], g.nnz))
+    layer = st.STGConv(6, 5, n_kinds=3, tau_init=40.0, normalize=normalize, bias=bias)
+    with torch.no_grad():
+        layer.log_tau.copy_(torch.log(torch.tensor([20.0, 60.0, 150.0])))
+        if bias:
+            layer.bias.normal_()
+    x = torch.randn(40, 6, requires_grad=True)
+    dt = torch.from_numpy(rng.uniform(0, 200, g.nnz).astype(np.float32)).requires_grad_()
+    out = layer(x, g, dt=dt, kind=kind)
+    assert type(out.grad_fn).__name__ == "_STGAggregateBackward"
+    p = {k: v.detach().numpy() for k, v in layer.named_parameters()}
+    want = naive_stgconv(g.indptr, g.indices, x.detach().numpy(), p["lin_self.weight"], p["lin_neigh.weight"],
+                         p.get("bias"), p["log_tau"], dt.detach().numpy(), kind.numpy(), normalize, layer.eps)
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-5, atol=1e-5)
+    go = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, dt, *layer.parameters()], go)
+    ref_layer = st.STGConv(6, 5, n_kinds=3, normalize=normalize, bias=bias).double()
+    ref_layer.load_state_dict(layer.state_dict())
+    x2, dt2 = x.detach().double().requires_grad_(), dt.detach().double().requires_grad_()
+    ref = stg_dense(ref_layer, x2, g, dt2, kind, False)
+    want_grads = torch.autograd.grad(ref, [x2, dt2, *ref_layer.parameters()], go.double())
+    names = ["x", "dt"] + [n for n, _ in layer.named_parameters()]
+    for name, a, b in zip(names, grads, want_grads):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_stgconv_fused_pass_equals_composite(rng, monkeypatch):
+    """Above STGCONV_FUSED_MAX_NNZ edges (or with common-neighbour fusion, float64 or CUDA) the layer
+    runs its composite (spmm + segment sum); both give the same values and gradients to float32 rounding,
+    for an edge_index graph too (dt and kind then in its column order)."""
+    torch.manual_seed(4)
+    g = window_graph_small()
+    ei, perm = shuffled_edge_index(g, rng)
+    dt = torch.from_numpy(g.edata["dt"][perm].astype(np.float32))
+    kind = torch.from_numpy(g.edata["kind"][perm].astype(np.int64))
+    layer = st.STGConv(5, 4, n_kinds=3, tau_init=30.0, normalize=True)
+    x = torch.randn(g.n_nodes, 5)
+    runs = []
+    for limit in (st.STGCONV_FUSED_MAX_NNZ, -1):
+        monkeypatch.setattr(st, "STGCONV_FUSED_MAX_NNZ", limit)
+        xs, dts = x.clone().requires_grad_(), dt.clone().requires_grad_()
+        out = layer(xs, ei, dt=dts, kind=kind)
+        assert (type(out.grad_fn).__name__ == "_STGAggregateBackward") == (limit >= 0)
+        runs.append((out, *torch.autograd.grad(out.square().sum(), [xs, dts, *layer.parameters()])))
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
+
+
 def test_stgconv_gradcheck_float64(rng):
     g = random_graph(rng, 6, p=0.5, empty_rows=(0,), isolated=(3,))
     layer = st.STGConv(2, 2, tau_init=3.0, fuse_common_neighbors=True, normalize=True).double()
