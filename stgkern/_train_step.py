@@ -99,7 +99,7 @@ class _AttentionSoftmax(torch.autograd.Function):
         dscale = np.float32(1.0 / (1.0 - p))
         P, out = torch.empty_like(S2), torch.empty_like(S2)
         mask = np.empty(S2.numel(), np.bool_)
-        _k.attention_softmax_forward(S2.numpy(), np.ascontiguousarray(blocked.numpy()), int(heads), np.float32(scale),
+        _k.attention_softmax_forward(S2.numpy(), np.ascontiguousarray(blocked.numpy()).reshape(-1, L), int(heads), np.float32(scale),
                                      s0, s1, t, dscale, P.numpy(), out.numpy(), mask)
         ctx.save_for_backward(P)
         ctx.mask, ctx.scale, ctx.dscale, ctx.shape = mask, np.float32(scale), dscale, S.shape

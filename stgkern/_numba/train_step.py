@@ -82,43 +82,75 @@ def dropout_add_forward(x, y, out, mask, s0, s1, threshold, scale):
         out[i] = x[i] + (y[i] * scale if k else _F(0.0))
 
 
+# Reassociation lets LLVM keep vector partial sums; the order is fixed at compile time.
+@numba.njit(cache=True, fastmath={"reassoc", "nsz", "nnan", "ninf", "contract"})
+def _sum(v):
+    s = _F(0.0)
+    for c in range(v.shape[0]):
+        s += v[c]
+    return s
+
+
+_LOWEST = _F(np.finfo(np.float32).min)
+_LANES = 16
+
+
+@numba.njit(cache=True, fastmath={"nsz", "nnan", "ninf"})
+def _lane_max(v, acc):
+    """``max(v)`` of a finite float32 row through ``_LANES`` independent lanes (``acc``: scratch of
+    ``_LANES``), so the compare-selects vectorise; a plain running max is a loop-carried chain."""
+    n = v.shape[0]
+    acc[:] = _LOWEST
+    full = n - n % _LANES
+    for c0 in range(0, full, _LANES):
+        for j in range(_LANES):
+            a = v[c0 + j]
+            acc[j] = a if a > acc[j] else acc[j]
+    for c in range(full, n):
+        a = v[c]
+        acc[0] = a if a > acc[0] else acc[0]
+    m = acc[0]
+    for j in range(1, _LANES):
+        m = acc[j] if acc[j] > m else m
+    return m
+
+
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
 def attention_softmax_forward(S, blocked, heads, scale, s0, s1, threshold, dscale, P, out, mask):
     """Softmax over keys of ``scale * S`` with ``blocked`` keys left out, then dropout.
 
     ``S`` (R, L): attention scores of rows ``r = (b * heads + h) * L + i``;
-    ``blocked`` (B, L, L): keys query ``i`` of sequence ``b`` may not see
-    (every row keeps at least one).  Writes the probabilities ``P`` (blocked
-    entries exactly 0), the dropped-out ``out = P * mask * dscale`` and the
-    mask (``mask[r * L + j] = hash(r * L + j) >= threshold``; ``threshold``
-    0 keeps all).
+    ``blocked`` (B * L, L): keys query ``i`` of sequence ``b`` may not see
+    (row ``b * L + i``; every row keeps at least one).  Writes the
+    probabilities ``P`` (blocked entries exactly 0), the dropped-out ``out =
+    P * mask * dscale`` and the mask (``mask[r * L + j] = hash(r * L + j) >=
+    threshold``; ``threshold`` 0 keeps all).  Each of the row's passes
+    vectorises: blocked keys enter the max as float32's lowest value, the
+    sum is reassociated (``_sum``).
     """
     R, L = S.shape
     e = np.empty(L, np.float32)
     sc = np.empty(L, np.float32)
+    lanes = np.empty(_LANES, np.float32)
     bits = sc.view(np.int32)
     t = np.uint64(threshold)
     a, bb = np.uint64(s0), np.uint64(s1)
     for r in range(R):
-        blk = blocked[r // (heads * L), r % L]
-        m = _NEG_INF
+        blk = blocked[(r // (heads * L)) * L + r % L]
         for j in range(L):
-            v = S[r, j] * scale
-            e[j] = v
-            if not blk[j] and v > m:
-                m = v
+            e[j] = _LOWEST if blk[j] else S[r, j] * scale
+        m = _lane_max(e, lanes)
         for j in range(L):
             e[j], bits[j] = _exp_poly(min(e[j] - m, _HI))
-        tot = _F(0.0)
         for j in range(L):
             e[j] = _F(0.0) if blk[j] else e[j] * sc[j]
-            tot += e[j]
-        inv = _ONE / tot
+        inv = _ONE / _sum(e)
+        base = r * L
         for j in range(L):
             pj = e[j] * inv
             P[r, j] = pj
-            k = _hash(r * L + j, a, bb) >= t
-            mask[r * L + j] = k
+            k = _hash(base + j, a, bb) >= t
+            mask[base + j] = k
             out[r, j] = pj * dscale if k else _F(0.0)
 
 
@@ -128,11 +160,12 @@ def attention_softmax_backward(G, P, mask, scale, dscale, dS):
     with ``dp = G * mask * dscale``."""
     R, L = G.shape
     dp = np.empty(L, np.float32)
+    pd = np.empty(L, np.float32)
     for r in range(R):
-        dot = _F(0.0)
         for j in range(L):
             dp[j] = G[r, j] * dscale if mask[r * L + j] else _F(0.0)
-            dot += P[r, j] * dp[j]
+            pd[j] = P[r, j] * dp[j]
+        dot = _sum(pd)
         for j in range(L):
             dS[r, j] = scale * P[r, j] * (dp[j] - dot)
 
@@ -152,15 +185,6 @@ def _exp_into(src, dst, scale):
         dst[c], bits[c] = _exp_poly(min(src[c], _HI))
     for c in range(src.shape[0]):
         dst[c] *= scale[c]
-
-
-# Reassociation lets LLVM keep vector partial sums; the order is fixed at compile time.
-@numba.njit(cache=True, fastmath={"reassoc", "nsz", "nnan", "ninf", "contract"})
-def _sum(v):
-    s = _F(0.0)
-    for c in range(v.shape[0]):
-        s += v[c]
-    return s
 
 
 @numba.njit(cache=True)
@@ -317,6 +341,7 @@ def attention_readout_forward(h, Z, u, q, alias, ptr, glob, sig, a):
     B, d = glob.shape
     e = np.empty(d, np.float32)
     s = np.empty(d, np.float32)
+    t = np.empty(d, np.float32)
     bits = s.view(np.int32)
     for b in range(B):
         for c in range(d):
@@ -325,11 +350,11 @@ def attention_readout_forward(h, Z, u, q, alias, ptr, glob, sig, a):
             n = alias[p]
             for c in range(d):
                 e[c], bits[c] = _exp_poly(min(-(u[b, c] + Z[n, c]), _HI))
-            ap = _F(0.0)
             for c in range(d):
                 g = _ONE / (_ONE + e[c] * s[c])
                 sig[p, c] = g
-                ap += q[c] * g
+                t[c] = q[c] * g
+            ap = _sum(t)                # reassociated: a running sum is a dependent chain
             a[p] = ap
             for c in range(d):
                 glob[b, c] += ap * h[n, c]
@@ -343,14 +368,15 @@ def attention_readout_backward(dG, h, sig, a, q, alias, ptr, dh, dZ, du, dq):
     dh[:] = 0
     dZ[:] = 0
     acc = np.zeros(d, np.float64)
+    t = np.empty(d, np.float32)
     for b in range(B):
         for c in range(d):
             du[b, c] = _F(0.0)
         for p in range(ptr[b], ptr[b + 1]):
             n = alias[p]
-            da = _F(0.0)
             for c in range(d):
-                da += dG[b, c] * h[n, c]
+                t[c] = dG[b, c] * h[n, c]
+            da = _sum(t)
             ap = a[p]
             for c in range(d):
                 dh[n, c] += ap * dG[b, c]
