@@ -1339,6 +1339,8 @@ class _SegmentData:
         pad = np.full((len(s), L), len(rows), np.int64)
         pad[np.repeat(np.arange(len(s)), lens), slot] = np.arange(len(rows))
         out = {"rows": rows, "pad": torch.from_numpy(pad), "valid": torch.from_numpy(pad < len(rows)),
+               # the (B * L) slot of each row, in row order (row-major slots enumerate the rows)
+               "slot": np.flatnonzero(pad.reshape(-1) < len(rows)),
                "item": self.item[rows], "category": self.category[rows], "behavior": self.behavior[rows]}
         if self.indptr is not None:
             lo, hi = self.indptr[rows], self.indptr[rows + 1]
@@ -1412,6 +1414,14 @@ def _blocks_class():
     return CausalBlocks
 
 
+def _padded(h, pad):
+    """``h``'s rows in the (B, L) layout ``pad`` (index ``len(h)``: a zero row): a gather whose
+    backward is an ``index_add`` (advanced indexing's is an accumulating ``index_put``)."""
+    torch = _torch()
+    table = torch.cat([h, h.new_zeros(1, h.shape[1])])
+    return table.index_select(0, pad.reshape(-1)).view(*pad.shape, h.shape[1])
+
+
 def build_stg_model(prep, *, dim=64, conv="stgconv", tau=3600.0, dropout=0.2, seq_len=50, n_blocks=1,
                     heads=1, conv_factory=None):
     """The spatio-temporal GNN (a ``torch.nn.Module``).
@@ -1465,8 +1475,7 @@ def build_stg_model(prep, *, dim=64, conv="stgconv", tau=3600.0, dropout=0.2, se
             h = dropout_add(h, torch.relu(self._conv(self.convs[0], h, b)), self.drop.p, self.training)
             h = dropout_add(h, self._conv(self.convs[1], h, b), self.drop.p, self.training)
             h = self.norm(h)
-            x = torch.cat([h, h.new_zeros(1, h.shape[1])])[b["pad"]]
-            return self.blocks(x, b["valid"])
+            return self.blocks(_padded(h, b["pad"]), b["valid"])
 
         def item_vectors(self):
             return self.item.weight + self.category(item_category)
@@ -1607,8 +1616,7 @@ def build_sasrec(prep, *, dim=64, seq_len=50, n_blocks=1, heads=1, dropout=0.2):
 
         def forward(self, b):
             h = self.item(b["item"])
-            x = torch.cat([h, h.new_zeros(1, h.shape[1])])[b["pad"]]
-            return self.blocks(x, b["valid"])
+            return self.blocks(_padded(h, b["pad"]), b["valid"])
 
         def item_vectors(self):
             return self.item.weight
@@ -1703,8 +1711,10 @@ def _item_loss(model, states, y, n_negatives, gen):
     neg, count = torch.unique(torch.multinomial(q, n_negatives, replacement=True, generator=gen),
                               return_counts=True)
     logq = torch.log(q * n_negatives)
-    return sampled_softmax_loss(states, V[y], model.item_bias[y] - logq[y], V[neg],
-                                model.item_bias[neg] - (logq[neg] - torch.log(count.to(q.dtype))), y, neg)
+    # index_select: the backward is an index_add (indexing's is an accumulating index_put)
+    pick = lambda t, i: t.index_select(0, i)
+    return sampled_softmax_loss(states, pick(V, y), pick(model.item_bias, y) - pick(logq, y), pick(V, neg),
+                                pick(model.item_bias, neg) - (pick(logq, neg) - torch.log(count.to(q.dtype))), y, neg)
 
 
 class _numba_threads:
@@ -1954,17 +1964,21 @@ class _SequenceTrainer:
         data, y_item, y_beh, s, e = batch
         model = self.model
         b = data.batch(s, e)
-        out = model(b)[b["valid"]]
-        rows = torch.from_numpy(b["rows"])
-        yi = y_item[rows]
+        out = model(b)
+        out = out.reshape(-1, out.shape[-1])              # (B * L, d); the rows sit at b["slot"]
+        rows, slot = b["rows"], b["slot"]
+        yi = y_item.numpy()[rows]
         m = yi >= 0
-        loss = _item_loss(model, out[m], yi[m], self.n_negatives, self.gen) if bool(m.any()) else out.sum() * 0
+        loss = (_item_loss(model, out.index_select(0, torch.from_numpy(slot[m])), torch.from_numpy(yi[m]),
+                           self.n_negatives, self.gen) if m.any() else out.sum() * 0)
         if self.train_behavior:
-            yb = y_beh[rows]
+            yb = y_beh.numpy()[rows]
             mb = yb >= 0
-            if bool(mb.any()):
+            if mb.any():
                 loss = loss + self.behavior_weight * F.cross_entropy(
-                    model.behavior_logits(out[mb], data.cross[rows[mb]]), yb[mb], weight=self.cw)
+                    model.behavior_logits(out.index_select(0, torch.from_numpy(slot[mb])),
+                                          data.cross[torch.from_numpy(rows[mb])]),
+                    torch.from_numpy(yb[mb]), weight=self.cw)
         return loss
 
     def whole_log_epoch(self, data, log, batch_size):

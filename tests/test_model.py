@@ -253,6 +253,41 @@ def test_torch_path_tiny_real_layers(small, conv):
     assert np.array_equal(idx, idx2) and np.array_equal(beh, beh2)     # fixed seed: same result
 
 
+def test_sequence_loss_takes_the_target_rows_by_index(small):
+    """_SequenceTrainer.loss gathers the rows with a next item (and those with a next behaviour) by
+    their (B * L) slots: loss and gradients equal the boolean-mask form, bit for bit."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    tr, B = small.train, small.n_behaviors
+    torch.manual_seed(0)
+    model = sm.build_stg_model(small, dim=8, seq_len=10, conv_factory=_standin_factory()).eval()
+    trainer = sm._SequenceTrainer(model, n_items=small.n_items, n_behaviors=B,
+                                  behavior_counts=np.bincount(tr.behavior, minlength=B), behavior_weight=0.5,
+                                  new_items_only=True, n_negatives=8, max_events_per_user=None, seed=0)
+    cnt = np.bincount(tr.item, minlength=small.n_items) + 1.0
+    model.sample_q = torch.tensor(cnt / cnt.sum(), dtype=torch.float32)
+    data = sm._SegmentData(tr, B, 10, window=4, horizon=86400.0, category_window=2)
+    y_item, y_beh = trainer.targets(tr)
+    s, e = trainer.segments(tr, 10)
+    assert trainer.train_behavior and 2 * 8 < small.n_items           # both terms, sampled softmax
+    trainer.gen.manual_seed(1)
+    got = trainer.loss((data, y_item, y_beh, s[:9], e[:9]))
+    g_got = torch.autograd.grad(got, list(model.parameters()), allow_unused=True)
+    trainer.gen.manual_seed(1)
+    b = data.batch(s[:9], e[:9])
+    out = model(b)[b["valid"]]
+    rows = torch.from_numpy(b["rows"])
+    yi, yb = y_item[rows], y_beh[rows]
+    m, mb = yi >= 0, yb >= 0
+    assert 0 < int(m.sum()) < len(yi) and int(mb.sum()) > int(m.sum())   # the two selections differ
+    want = sm._item_loss(model, out[m], yi[m], 8, trainer.gen) + 0.5 * F.cross_entropy(
+        model.behavior_logits(out[mb], data.cross[rows[mb]]), yb[mb], weight=trainer.cw)
+    g_want = torch.autograd.grad(want, list(model.parameters()), allow_unused=True)
+    assert torch.equal(got, want)
+    for a, w in zip(g_got, g_want):
+        assert (a is None) == (w is None) and (a is None or torch.equal(a, w))
+
+
 def test_group_data_equals_the_whole_logs(small):
     """A group of whole users cut from a log gives its segments the same inputs, bit for bit,
     as the whole log's data (what training over groups of users relies on)."""
