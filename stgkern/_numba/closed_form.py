@@ -230,3 +230,42 @@ def _named(fn, name):
 
 _rerank_parallel = nb.njit(cache=True, parallel=True)(_named(_rerank_body, "_rerank_parallel"))
 _rerank_serial = nb.njit(cache=True)(_named(_rerank_body, "_rerank_serial"))      # prange is range here
+
+
+@nb.njit(cache=True)
+def mix_ndcg20(base, comps, w, ex_ptr, ex_idx, target, k, gain):
+    """Each row's NDCG@k term (into ``gain``; their mean is the figure) of the scores ``base + (0 + w[0] comps[0] + w[1] comps[1] + ...)`` (dense float64
+    (m, n), summed in that order, so each score is the bits the NumPy expression gives) from each
+    target's rank alone: the non-excluded items scoring higher, and those tied with a lower index.
+
+    What the closed form's coordinate ascent over its mixing weights evaluates some forty times;
+    here the mixed matrix is never formed (NumPy made a temporary for each term, then a masked copy
+    and two comparison matrices).  ``ex_ptr``/``ex_idx``: CSR of each row's excluded items.
+    """
+    m, n = base.shape
+    excl = np.zeros(n, np.bool_)
+    for r in range(m):
+        gain[r] = 0.0
+        for e in range(ex_ptr[r], ex_ptr[r + 1]):
+            excl[ex_idx[e]] = True
+        t = target[r]
+        if not excl[t]:
+            acc = 0.0
+            for c in range(len(comps)):
+                acc = acc + w[c] * comps[c][r, t]
+            ts = base[r, t] + acc
+            if np.isfinite(ts):
+                rank = 0
+                for j in range(n):
+                    if excl[j]:
+                        continue
+                    acc = 0.0
+                    for c in range(len(comps)):
+                        acc = acc + w[c] * comps[c][r, j]
+                    s = base[r, j] + acc
+                    if s > ts or (s == ts and j < t):
+                        rank += 1
+                if rank < k:
+                    gain[r] = 1.0 / np.log2(rank + 2.0)
+        for e in range(ex_ptr[r], ex_ptr[r + 1]):
+            excl[ex_idx[e]] = False
