@@ -1314,14 +1314,12 @@ class _STGAggregate(torch.autograd.Function):
         from ._numba import stgconv as _k
         y, agg, w, Z, dt, inv_tau = ctx.saved_tensors
         g = ctx.g
-        t = g.transpose()
         grad = grad.contiguous()
-        dy, Gs = torch.empty_like(y), torch.empty_like(agg)
-        ddt = torch.empty_like(dt)
+        dy, ddt = torch.empty_like(y), torch.empty_like(dt)
+        Gs = np.empty(agg.shape[1], np.float32)
         dlt = np.zeros(len(inv_tau), np.float64)
-        _k.backward(g.indptr, g.indices, t.indptr, t.indices, t.edata["eid"], dt.numpy(), ctx.kappa, inv_tau.numpy(),
-                    y.detach().numpy(), agg.numpy(), w.numpy(), Z.numpy(), grad.numpy(), ctx.normalize, Gs.numpy(),
-                    dy.numpy(), ddt.numpy(), dlt)
+        _k.backward(g.indptr, g.indices, dt.numpy(), ctx.kappa, inv_tau.numpy(), y.detach().numpy(), agg.numpy(),
+                    w.numpy(), Z.numpy(), grad.numpy(), ctx.normalize, Gs, dy.numpy(), ddt.numpy(), dlt)
         d_log_tau = torch.from_numpy(dlt).to(inv_tau.dtype) if ctx.needs_input_grad[1] else None
         d_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
         return dy, d_log_tau, d_bias, (ddt if ctx.needs_input_grad[3] else None), None, None, None, None

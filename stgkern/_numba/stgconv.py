@@ -7,7 +7,7 @@ them (a gather and scatter of the per-edge ``w`` and its gradient, the
 transposed pull, the segment sum's backward, the division's two terms).  On
 a training batch (~1,300 nodes, ~9,000 edges) the arithmetic is tens of
 microseconds and the passes and calls are the cost, so here it is one pass
-forward and two backward:
+forward and one backward:
 
 ``forward``
     per row ``i``: ``w_k = exp(-dt_k · inv_tau[κ_k])`` for its in-edges,
@@ -18,8 +18,8 @@ forward and two backward:
     rows: ``Gs_i = G_i / Z_i``; each edge's ``dw_k = Gs_i · Yn[src_k] - Gs_i ·
     agg_i`` (the second term only with normalisation), its share of
     ``d log τ[κ] = Σ dw_k w_k dt_k inv_tau[κ]`` (float64 sums) and of
-    ``d dt_k = -dw_k w_k inv_tau[κ]``; ``dYs = G``.  Sources, over the
-    cached transpose: ``dYn_j = Σ w_k Gs[dst_k]``.
+    ``d dt_k = -dw_k w_k inv_tau[κ]``; ``dYs = G``; ``dYn[src_k] += w_k Gs_i``
+    (a scatter: the loop is serial, so no transpose is needed).
 
 Serial loops: the layer takes this path for graphs of up to
 ``stgkern.torch.STGCONV_FUSED_MAX_NNZ`` edges, where threads cost more than
@@ -59,36 +59,31 @@ def forward(indptr, indices, dt, kappa, inv_tau, Y, bias, normalize, eps, out, a
 
 
 @numba.njit(cache=True, fastmath=_FAST)
-def backward(indptr, indices, t_indptr, t_indices, t_eid, dt, kappa, inv_tau, Y, agg, w, Z, G, normalize,
-             Gs, dY, ddt, dlt):
+def backward(indptr, indices, dt, kappa, inv_tau, Y, agg, w, Z, G, normalize, Gs, dY, ddt, dlt):
     n, F = G.shape
+    dY[:, :F] = 0
     for i in range(n):
         zi = Z[i]
         c = G.dtype.type(0.0)
         for f in range(F):
             g = G[i, f] / zi
-            Gs[i, f] = g
+            Gs[f] = g
             dY[i, F + f] = G[i, f]
             c += g * agg[i, f]
         if not normalize:
             c = G.dtype.type(0.0)
         for k in range(indptr[i], indptr[i + 1]):
-            src = Y[indices[k]]
+            j = indices[k]
+            src = Y[j]
             dot = G.dtype.type(0.0)
             for f in range(F):
-                dot += Gs[i, f] * src[f]
+                dot += Gs[f] * src[f]
             d = dot - c
             q = kappa[k]
             s = d * w[k] * inv_tau[q]
             ddt[k] = -s
             dlt[q] += np.float64(s) * np.float64(dt[k])
-    acc = np.empty(F, G.dtype)
-    for j in range(t_indptr.shape[0] - 1):
-        acc[:] = 0
-        for e in range(t_indptr[j], t_indptr[j + 1]):
-            wk = w[t_eid[e]]
-            gi = Gs[t_indices[e]]
+            wk = w[k]
+            dst = dY[j]
             for f in range(F):
-                acc[f] += wk * gi[f]
-        for f in range(F):
-            dY[j, f] = acc[f]
+                dst[f] += wk * Gs[f]
