@@ -99,7 +99,8 @@ class _AttentionSoftmax(torch.autograd.Function):
         dscale = np.float32(1.0 / (1.0 - p))
         P, out = torch.empty_like(S2), torch.empty_like(S2)
         mask = np.empty(S2.numel(), np.bool_)
-        _k.attention_softmax_forward(S2.numpy(), np.ascontiguousarray(blocked.numpy()).reshape(-1, L), int(heads), np.float32(scale),
+        _k.attention_softmax_forward(S2.numpy(), np.ascontiguousarray(blocked.numpy()).reshape(-1, L), int(heads),
+                                     S.shape[-2], np.float32(scale),
                                      s0, s1, t, dscale, P.numpy(), out.numpy(), mask)
         ctx.save_for_backward(P)
         ctx.mask, ctx.scale, ctx.dscale, ctx.shape = mask, np.float32(scale), dscale, S.shape
@@ -118,7 +119,7 @@ class _AttentionSoftmax(torch.autograd.Function):
 def attention_softmax(S, blocked, scale, p, training):
     """``dropout(softmax((scale * S).masked_fill(blocked, -inf)), p, training)`` in one pass.
 
-    ``S`` (B, H, L, L) attention scores; ``blocked`` (B, L, L) bool, the keys
+    ``S`` (B, H, Lq, L) attention scores; ``blocked`` (B, Lq, L) bool, the keys
     each query may not see (shared by the heads; every row must keep one).
     Blocked entries are exactly 0; the dropout mask is drawn as
     :func:`dropout` draws it.
@@ -196,28 +197,31 @@ def sampled_softmax_loss(states, v_pos, b_pos, v_neg, b_neg, y, neg):
 
 class _GRUGates(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gi, gh, h, bi, bh):
+    def forward(ctx, gi, gh, h, bi, bh, S, C):
         gi, gh, h = gi.contiguous(), gh.contiguous(), h.contiguous()
+        S = S.detach().contiguous()
         out = torch.empty_like(h)
         gates = torch.empty_like(gi)
         ghn = torch.empty_like(h)
         _k.gru_forward(gi.numpy(), gh.numpy(), bi.detach().contiguous().numpy(), bh.detach().contiguous().numpy(),
-                       h.numpy(), out.numpy(), gates.numpy(), ghn.numpy())
-        ctx.save_for_backward(gates, ghn, h)
+                       S.numpy(), C.detach().contiguous().numpy(), h.numpy(), out.numpy(), gates.numpy(), ghn.numpy())
+        ctx.save_for_backward(gates, ghn, h, S)
+        ctx.c_shape = C.shape
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        gates, ghn, h = ctx.saved_tensors
+        gates, ghn, h, S = ctx.saved_tensors
         dgi, dgh, dh = torch.empty_like(gates), torch.empty_like(gates), torch.empty_like(h)
         dbi, dbh = gates.new_empty(gates.shape[1]), gates.new_empty(gates.shape[1])
-        _k.gru_backward(g.contiguous().numpy(), gates.numpy(), ghn.numpy(), h.numpy(), dgi.numpy(), dgh.numpy(),
-                        dh.numpy(), dbi.numpy(), dbh.numpy())
-        return dgi, dgh, dh, dbi, dbh
+        dC = gates.new_empty(ctx.c_shape)
+        _k.gru_backward(g.contiguous().numpy(), gates.numpy(), ghn.numpy(), h.numpy(), S.numpy(), dgi.numpy(),
+                        dgh.numpy(), dh.numpy(), dbi.numpy(), dbh.numpy(), dC.numpy())
+        return dgi, dgh, dh, dbi, dbh, None, dC
 
 
-def gru_gates(gi, gh, h, b_ih=None, b_hh=None):
+def gru_gates(gi, gh, h, b_ih=None, b_hh=None, rows=None, coef=None):
     """``torch.nn.GRUCell``'s update from its two pre-activations.
 
     ``gi = x W_ih^T + b_ih`` and ``gh = h W_hh^T + b_hh`` (N, 3d, gates in
@@ -226,15 +230,20 @@ def gru_gates(gi, gh, h, b_ih=None, b_hh=None):
     and ``gh`` come without them and the biases are added here (and their
     gradients are column sums of the backward's pass), so the GEMMs before
     need no bias pass (``torch.addmm`` broadcasts the bias into its whole
-    (N, 3d) output before multiplying).
+    (N, 3d) output before multiplying).  ``rows`` (N, R, no gradient) and
+    ``coef`` (R, 3d): a per-row term ``rows @ coef`` that ``gi`` comes
+    without, added here too (``coef``'s gradient ``rowsᵀ d gi`` from the
+    same pass).
     """
     if b_ih is None:
         b_ih = gi.new_zeros(gi.shape[1])
     if b_hh is None:
         b_hh = gh.new_zeros(gh.shape[1])
-    if not _fast(gi, gh, h, b_ih, b_hh):
-        return gru_update(gi + b_ih, gh + b_hh, h)
-    return _GRUGates.apply(gi, gh, h, b_ih, b_hh)
+    if rows is None:
+        rows, coef = gi.new_zeros(gi.shape[0], 0), gi.new_zeros(0, gi.shape[1])
+    if not _fast(gi, gh, h, b_ih, b_hh, rows, coef):
+        return gru_update(gi + b_ih + rows.detach() @ coef, gh + b_hh, h)
+    return _GRUGates.apply(gi, gh, h, b_ih, b_hh, rows, coef)
 
 
 def gru_update(gi, gh, h):
@@ -252,34 +261,38 @@ class _SessionPull(torch.autograd.Function):
     @staticmethod
     def forward(ctx, fwd, bwd, x):
         x = x.contiguous()
-        P = x.new_empty((x.shape[0], 2 * x.shape[1] + 2))
-        _k.session_pull_forward(*fwd, x.numpy(), P.numpy())
+        P = x.new_empty((x.shape[0], 2 * x.shape[1]))
+        S = x.new_empty((x.shape[0], 2))
+        _k.session_pull_forward(*fwd, x.numpy(), P.numpy(), S.numpy())
         ctx.bwd = bwd
-        return P
+        ctx.mark_non_differentiable(S)
+        return P, S
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g):
-        dX = g.new_empty((g.shape[0], (g.shape[1] - 2) // 2))
+    def backward(ctx, g, _):
+        dX = g.new_empty((g.shape[0], g.shape[1] // 2))
         _k.session_pull_backward(*ctx.bwd, g.contiguous().numpy(), dX.numpy())
         return None, None, dX
 
 
 def session_pull(a, b, x):
-    """``[A x, B x, A 1, B 1]`` (N, 2d + 2) for two sparse matrices over the same nodes, in one pass.
+    """``([A x, B x], [A 1, B 1])``, (N, 2d) and (N, 2), for two sparse matrices over the same
+    nodes, in one pass (the row sums take no gradient).
 
     ``a`` and ``b`` are ``(graph, weights, graph_t, weights_t)``: a CSR by
     destination with its edge weights, and its transpose with the same
     weights in the transpose's edge order (the backward pulls over it).
     SR-GNN's gate input ``[A_in (x W_in^T + b_in), A_out (x W_out^T + b_out)] W_ih^T``
-    is this times ``[W_ih1 W_in, W_ih2 W_out, W_ih1 b_in, W_ih2 b_out]^T``:
+    is the first times ``[W_ih1 W_in, W_ih2 W_out]^T`` plus the second times
+    ``[W_ih1 b_in, W_ih2 b_out]^T`` (a per-row term :func:`gru_gates` adds):
     one GEMM of the pulled states instead of one before the pull and one after.
     """
     if not _fast(x, a[1], b[1]):
         from .torch import spmm
         ones = x.new_ones((x.shape[0], 1))
-        return torch.cat([spmm(a[0], x, a[1]), spmm(b[0], x, b[1]), spmm(a[0], ones, a[1]),
-                          spmm(b[0], ones, b[1])], 1)
+        return (torch.cat([spmm(a[0], x, a[1]), spmm(b[0], x, b[1])], 1),
+                torch.cat([spmm(a[0], ones, a[1]), spmm(b[0], ones, b[1])], 1).detach())
     csr = lambda g, w: (np.ascontiguousarray(g.indptr, np.int64), np.ascontiguousarray(g.indices, np.int64),
                         w.detach().contiguous().numpy())
     return _SessionPull.apply(csr(a[0], a[1]) + csr(b[0], b[1]), csr(a[2], a[3]) + csr(b[2], b[3]), x)

@@ -272,6 +272,28 @@ def test_torch_path_tiny_real_layers(small, conv):
     assert np.array_equal(idx, idx2) and np.array_equal(beh, beh2)     # fixed seed: same result
 
 
+@pytest.mark.parametrize("blocks,heads", [(1, 1), (2, 2)])
+def test_last_slot_forward_equals_the_full_forward(small, blocks, heads):
+    """Predictions read the last slot only: model(b, last=True) attends from that slot alone in the
+    last block and equals the full forward's last slot (eval mode; SASRec and the STG-GNN)."""
+    torch = pytest.importorskip("torch")
+    tr, B = small.train, small.n_behaviors
+    torch.manual_seed(0)
+    models = [sm.build_sasrec(small, dim=8, seq_len=10, n_blocks=blocks, heads=heads),
+              sm.build_stg_model(small, dim=8, seq_len=10, n_blocks=blocks, heads=heads,
+                                 conv_factory=_standin_factory())]
+    data = sm._SegmentData(tr, B, 10, window=4, horizon=86400.0, category_window=2)
+    s, e = sm._segments(tr, 10, np.arange(tr.n_users))
+    assert (e - s < 10).any() and (e - s == 10).any()          # padded and full segments
+    b = data.batch(s, e)
+    with torch.no_grad():
+        for model in models:
+            model.eval()
+            last, full = model(b, last=True), model(b)
+            assert last.shape == (len(s), 1, 8)
+            np.testing.assert_allclose(last[:, 0].numpy(), full[:, -1].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_sequence_loss_takes_the_target_rows_by_index(small):
     """_SequenceTrainer.loss gathers the rows with a next item (and those with a next behaviour) by
     their (B * L) slots: loss and gradients equal the boolean-mask form, bit for bit."""

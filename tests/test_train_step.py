@@ -153,6 +153,27 @@ def test_gru_gates_add_the_biases_and_return_their_gradients(N, d):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=2e-6 * scale, err_msg=name)
 
 
+@pytest.mark.parametrize("N,d,R", [(1, 1, 1), (23, 5, 2), (150, 64, 3)], ids=str)
+def test_gru_gates_add_a_per_row_term(N, d, R):
+    """rows (N, R) @ coef (R, 3d) added to gi inside the gates: the reference's update of gi + b_ih +
+    rows @ coef, and coef's gradient rowsᵀ d gi (rows take none)."""
+    rng = np.random.default_rng(3 * N + d + R)
+    f = lambda *s: torch.from_numpy(rng.standard_normal(s).astype(np.float32)).requires_grad_()
+    gi, gh, h, bi, bh, C = f(N, 3 * d), f(N, 3 * d), f(N, d), f(3 * d), f(3 * d), f(R, 3 * d)
+    S = torch.from_numpy(rng.random((N, R)).astype(np.float32))
+    out = ts.gru_gates(gi, gh, h, bi, bh, rows=S, coef=C)
+    want = naive_gru_gates((gi + bi + S @ C).detach(), (gh + bh).detach(), h.detach())
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-5, atol=2e-6)
+    go = torch.from_numpy(rng.standard_normal((N, d)).astype(np.float32))
+    grads = torch.autograd.grad(out, (gi, gh, h, bi, bh, C), go)
+    d64 = [t.detach().double().requires_grad_() for t in (gi, gh, h, bi, bh, C)]
+    ref = torch.autograd.grad(ts.gru_update(d64[0] + d64[3] + S.double() @ d64[5], d64[1] + d64[4], d64[2]), d64,
+                              go.double())
+    for name, g, w in zip(("gi", "gh", "h", "b_ih", "b_hh", "coef"), grads, ref):
+        scale = max(1.0, float(w.abs().max()))
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=2e-6 * scale, err_msg=name)
+
+
 def test_gru_gates_saturate_without_overflow():
     gi = torch.tensor([[200.0, -200.0, 100.0], [-200.0, 200.0, -100.0]])
     gh = torch.zeros(2, 3)
@@ -221,25 +242,27 @@ def test_session_pull_is_both_sr_gnn_products_and_their_row_sums(d):
     b = _session_batch(rng)
     N = len(b.node_item)
     x = torch.from_numpy(rng.standard_normal((N, d)).astype(np.float32)).requires_grad_()
-    out = ts.session_pull(*_args(b), x)
+    out, sums = ts.session_pull(*_args(b), x)
     A_in, A_out = _dense(b.graph, b.w_in), _dense(b.graph_t, b.w_out_t)
     want = naive_session_pull(A_in, A_out, x.detach())
-    assert out.shape == (N, 2 * d + 2)
-    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-5, atol=1e-6)
+    assert out.shape == (N, 2 * d) and sums.shape == (N, 2) and not sums.requires_grad
+    np.testing.assert_allclose(torch.cat([out, sums], 1).detach().numpy(), want, rtol=1e-5, atol=1e-6)
     # SR-GNN's matrices: every node with an in-edge pulls a convex combination
     assert np.allclose(A_in.sum(1)[np.diff(b.graph.indptr) > 0], 1.0)
-    G = torch.from_numpy(rng.standard_normal((N, 2 * d + 2)).astype(np.float32))
+    G = torch.from_numpy(rng.standard_normal((N, 2 * d)).astype(np.float32))
     (gx,) = torch.autograd.grad(out, (x,), G)
     Gd = G.double().numpy()
     np.testing.assert_allclose(gx.numpy(), A_in.T @ Gd[:, :d] + A_out.T @ Gd[:, d:2 * d], rtol=1e-5, atol=1e-5)
     # float64 takes the composite path (stgkern.torch.spmm): the same values
     comp = ts.session_pull(*((g, w.double(), gt, wt.double()) for g, w, gt, wt in _args(b)), x.detach().double())
-    np.testing.assert_allclose(comp.numpy(), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(torch.cat(comp, 1).numpy(), want, rtol=1e-12, atol=1e-12)
 
 
 def test_session_pull_gives_sr_gnn_gate_input():
     """``[A_in (h W_in^T + b_in), A_out (h W_out^T + b_out)] W_ih^T`` (SR-GNN's GRU input, as
-    spmm and addmm compute it) equals the pull of h times the folded weights, gradients included."""
+    spmm and addmm compute it) equals the pull of h times the folded weights plus the rows' weight
+    sums times the biases' images, gradients included; and the gates take that second term
+    themselves (gru_gates' rows/coef), C's gradient included."""
     from stgkern.torch import spmm
     rng = np.random.default_rng(4)
     b = _session_batch(rng)
@@ -250,11 +273,21 @@ def test_session_pull_gives_sr_gnn_gate_input():
     old = torch.cat([spmm(b.graph, h @ W_in.T + b_in, b.w_in), spmm(b.graph_t, h @ W_out.T + b_out, b.w_out_t)],
                     1) @ W_ih.T
     w1, w2 = W_ih[:, :d], W_ih[:, d:]
-    M = torch.cat([w1 @ W_in, w2 @ W_out, (w1 @ b_in)[:, None], (w2 @ b_out)[:, None]], 1)
-    new = ts.session_pull(*_args(b), h) @ M.T
+    M = torch.cat([w1 @ W_in, w2 @ W_out], 1)
+    C = torch.stack([w1 @ b_in, w2 @ b_out])
+    q, sums = ts.session_pull(*_args(b), h)
+    new = q @ M.T + sums @ C
     torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-4)
     G = torch.randn_like(old)
-    torch.testing.assert_close(torch.autograd.grad(new, params, G), torch.autograd.grad(old, params, G),
+    torch.testing.assert_close(torch.autograd.grad(new, params, G, retain_graph=True),
+                               torch.autograd.grad(old, params, G, retain_graph=True), rtol=1e-4, atol=1e-3)
+    # the gates adding sums @ C: GRUCell's update from `old`, and the same gradients
+    gh, hx = torch.randn(N, 3 * d), torch.randn(N, d)
+    fused = ts.gru_gates(q @ M.T, gh, hx, rows=sums, coef=C)
+    want = ts.gru_update(old, gh, hx)
+    torch.testing.assert_close(fused, want, rtol=1e-5, atol=1e-5)
+    Go = torch.randn_like(want)
+    torch.testing.assert_close(torch.autograd.grad(fused, params, Go), torch.autograd.grad(want, params, Go),
                                rtol=1e-4, atol=1e-3)
 
 
@@ -262,8 +295,8 @@ def test_session_pull_of_a_graph_without_edges_is_zero():
     b = _session_batch(np.random.default_rng(3), n_seq=5, max_len=1)      # one item each: no edges
     assert b.graph.nnz == 0
     x = torch.randn(len(b.node_item), 3, requires_grad=True)
-    out = ts.session_pull(*_args(b), x)
-    assert torch.equal(out, torch.zeros_like(out))                      # no in-edge: no bias either
+    out, sums = ts.session_pull(*_args(b), x)
+    assert torch.equal(out, torch.zeros_like(out)) and torch.equal(sums, torch.zeros_like(sums))   # no bias either
     (g,) = torch.autograd.grad(out.sum(), (x,))
     assert torch.equal(g, torch.zeros_like(g))
 
@@ -302,6 +335,22 @@ def test_dropout_add_is_the_residual_around_dropout():
         assert torch.equal(a, b)
     assert torch.equal(ts.dropout_add(x, y, 0.3, False), x + y)
     assert torch.equal(ts.dropout_add(x, y, 1.0, True), x + y * 0)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_attention_softmax_fewer_queries_than_keys(heads):
+    """Scores of the last query only, (B, H, 1, L), with its row of the key mask: the last rows of the
+    full (B, H, L, L) result (what a prediction's last-slot attention computes)."""
+    rng = np.random.default_rng(10 + heads)
+    B, L = 5, 9
+    S = torch.from_numpy(rng.standard_normal((B, heads, L, L)).astype(np.float32) * 3)
+    q = torch.arange(L)
+    blocked = ~((q[:, None] >= q[None, :]) & (torch.from_numpy(rng.random((B, 1, L)) > 0.4)
+                                              | (q[:, None] == q[None, :])))
+    full = ts.attention_softmax(S, blocked, 0.7, 0.2, False)
+    last = ts.attention_softmax(S[:, :, -1:].contiguous(), blocked[:, -1:], 0.7, 0.2, False)
+    assert last.shape == (B, heads, 1, L)
+    np.testing.assert_array_equal(last.numpy(), full[:, :, -1:].numpy())
 
 
 @pytest.mark.parametrize("heads", [1, 3])

@@ -116,12 +116,13 @@ def _lane_max(v, acc):
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
-def attention_softmax_forward(S, blocked, heads, scale, s0, s1, threshold, dscale, P, out, mask):
+def attention_softmax_forward(S, blocked, heads, n_query, scale, s0, s1, threshold, dscale, P, out, mask):
     """Softmax over keys of ``scale * S`` with ``blocked`` keys left out, then dropout.
 
-    ``S`` (R, L): attention scores of rows ``r = (b * heads + h) * L + i``;
-    ``blocked`` (B * L, L): keys query ``i`` of sequence ``b`` may not see
-    (row ``b * L + i``; every row keeps at least one).  Writes the
+    ``S`` (R, L): attention scores of rows ``r = (b * heads + h) * n_query + i``
+    (``n_query`` queries a sequence, L keys); ``blocked`` (B * n_query, L): keys
+    query ``i`` of sequence ``b`` may not see (row ``b * n_query + i``; every
+    row keeps at least one).  Writes the
     probabilities ``P`` (blocked entries exactly 0), the dropped-out ``out =
     P * mask * dscale`` and the mask (``mask[r * L + j] = hash(r * L + j) >=
     threshold``; ``threshold`` 0 keeps all).  Each of the row's passes
@@ -136,7 +137,7 @@ def attention_softmax_forward(S, blocked, heads, scale, s0, s1, threshold, dscal
     t = np.uint64(threshold)
     a, bb = np.uint64(s0), np.uint64(s1)
     for r in range(R):
-        blk = blocked[(r // (heads * L)) * L + r % L]
+        blk = blocked[(r // (heads * n_query)) * n_query + r % n_query]
         for j in range(L):
             e[j] = _LOWEST if blk[j] else S[r, j] * scale
         m = _lane_max(e, lanes)
@@ -225,31 +226,41 @@ def sampled_ce_forward(L, bias, pos, neg, y, loss, dpos, colsum):
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
-def gru_forward(gi, gh, bi, bh, h, out, gates, ghn):
-    """``out = (1 - z) n + z h`` with r, z = σ(gi + bi + gh + bh) parts and n = tanh(gi_n + bi_n + r (gh_n + bh_n)).
+def gru_forward(gi, gh, bi, bh, S, C, h, out, gates, ghn):
+    """``out = (1 - z) n + z h`` with r, z = σ(gi' + gh + bh) parts and n = tanh(gi'_n + r (gh_n + bh_n)),
+    ``gi' = gi + bi + S C``.
 
     ``gi``, ``gh`` (N, 3d): the r, z, n pre-activations without their biases
     (``bi``, ``bh``, (3d,), are added here, so the GEMMs before need no
-    bias pass).  ``gates`` (N, 3d) receives r, z, n and ``ghn`` (N, d) the
+    bias pass), nor a per-row term ``S C`` (``S`` (N, R), ``C`` (R, 3d);
+    SR-GNN's pulled weight sums times its biases' images, R = 2, which as
+    two more GEMM columns made K = 130).  ``gates`` (N, 3d) receives r, z, n and ``ghn`` (N, d) the
     biased ``gh_n``, all :func:`gru_backward` needs.  Two-dimensional
     indexing throughout: per-row views with scratch views defeat LLVM's
     vectoriser (the earlier form ran at ~6 ns an output element, this one
     at ~3).
     """
     N, d = h.shape
+    R = S.shape[1]
     e = np.empty(3 * d, np.float32)
     s = np.empty(3 * d, np.float32)
+    x = np.empty(3 * d, np.float32)
     bits = s.view(np.int32)
     for i in range(N):
+        for c in range(3 * d):
+            x[c] = gi[i, c] + bi[c]
+        for k in range(R):
+            sk = S[i, k]
+            for c in range(3 * d):
+                x[c] += sk * C[k, c]
         for c in range(2 * d):
-            e[c], bits[c] = _exp_poly(min(-(gi[i, c] + bi[c] + gh[i, c] + bh[c]), _HI))
+            e[c], bits[c] = _exp_poly(min(-(x[c] + gh[i, c] + bh[c]), _HI))
         for c in range(2 * d):
             gates[i, c] = _ONE / (_ONE + e[c] * s[c])
         for c in range(d):
             hn = gh[i, 2 * d + c] + bh[2 * d + c]
             ghn[i, c] = hn
-            e[2 * d + c], bits[2 * d + c] = _exp_poly(min(_TWO * (gi[i, 2 * d + c] + bi[2 * d + c]
-                                                                  + gates[i, c] * hn), _HI))
+            e[2 * d + c], bits[2 * d + c] = _exp_poly(min(_TWO * (x[2 * d + c] + gates[i, c] * hn), _HI))
         for c in range(d):
             n = _ONE - _TWO / (_ONE + e[2 * d + c] * s[2 * d + c])
             gates[i, 2 * d + c] = n
@@ -257,12 +268,15 @@ def gru_forward(gi, gh, bi, bh, h, out, gates, ghn):
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
-def gru_backward(go, gates, ghn, h, dgi, dgh, dh, dbi, dbh):
+def gru_backward(go, gates, ghn, h, S, dgi, dgh, dh, dbi, dbh, dC):
     """Gradients of :func:`gru_forward` for ``go = d out``: the pre-activations' (``dgi``,
     ``dgh``: equal but for the n part, which ``r`` scales for ``gh``), ``h``'s direct one,
-    and the biases' (``dbi``, ``dbh``: column sums, accumulated in float64)."""
+    the biases' (``dbi``, ``dbh``: column sums) and ``C``'s (``dC = Sᵀ dgi``), the sums
+    accumulated in float64."""
     N, d = h.shape
+    R = S.shape[1]
     acc = np.zeros(4 * d, np.float64)          # Σ dr, Σ dz, Σ dn, Σ dn·r
+    accC = np.zeros((R, 3 * d), np.float64)
     for i in range(N):
         for c in range(d):
             r, z, n, o = gates[i, c], gates[i, d + c], gates[i, 2 * d + c], go[i, c]
@@ -281,6 +295,13 @@ def gru_backward(go, gates, ghn, h, dgi, dgh, dh, dbi, dbh):
             acc[d + c] += dz
             acc[2 * d + c] += dn
             acc[3 * d + c] += dnr
+        for k in range(R):
+            sk = np.float64(S[i, k])
+            for c in range(3 * d):
+                accC[k, c] += sk * dgi[i, c]
+    for k in range(R):
+        for c in range(3 * d):
+            dC[k, c] = accC[k, c]
     for c in range(3 * d):
         dbi[c] = acc[c]
     for c in range(2 * d):
@@ -303,8 +324,8 @@ def _pull_row(ptr, src, w, X, x_lo, i, out, lo, d):
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
-def session_pull_forward(ptr_a, src_a, w_a, ptr_b, src_b, w_b, X, P):
-    """``P = [A X, B X, A 1, B 1]`` for two weighted CSRs over the same nodes: (N, 2d + 2).
+def session_pull_forward(ptr_a, src_a, w_a, ptr_b, src_b, w_b, X, P, S):
+    """``P = [A X, B X]`` (N, 2d) and ``S = [A 1, B 1]`` (N, 2) for two weighted CSRs over the same nodes.
 
     SR-GNN's two session products of the node states ``X`` (N, d), side by
     side, and each row's weight sums (what a bias added before a pull
@@ -313,14 +334,14 @@ def session_pull_forward(ptr_a, src_a, w_a, ptr_b, src_b, w_b, X, P):
     N, d = X.shape
     P[:] = 0
     for i in range(N):
-        P[i, 2 * d] = _pull_row(ptr_a, src_a, w_a, X, 0, i, P, 0, d)
-        P[i, 2 * d + 1] = _pull_row(ptr_b, src_b, w_b, X, 0, i, P, d, d)
+        S[i, 0] = _pull_row(ptr_a, src_a, w_a, X, 0, i, P, 0, d)
+        S[i, 1] = _pull_row(ptr_b, src_b, w_b, X, 0, i, P, d, d)
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
 def session_pull_backward(ptr_at, src_at, w_at, ptr_bt, src_bt, w_bt, G, dX):
     """``dX = A^T G[:, :d] + B^T G[:, d:2d]`` through the transposed CSRs (``*_t``: each
-    matrix's edges by source, weights in that order); the row-sum columns take no gradient."""
+    matrix's edges by source, weights in that order); the row sums take no gradient."""
     N, d = dX.shape
     dX[:] = 0
     for i in range(N):
