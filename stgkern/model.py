@@ -512,8 +512,16 @@ class _Rows:
         return self.arrays[0][r] if len(self.arrays) == 1 else np.hstack([a[r] for a in self.arrays])
 
     def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype, copy=False)
+        if dtype is None:
+            return self[:]
+        # each array's rows gathered and converted into their columns of one new array: no
+        # side-by-side copy in the arrays' dtype first
+        out = np.empty(self.shape, dtype)
+        a = 0
+        for arr in self.arrays:
+            out[:, a:a + arr.shape[1]] = arr[self.rows]
+            a += arr.shape[1]
+        return out
 
 
 class Ridge:
@@ -539,9 +547,11 @@ class Ridge:
     def __init__(self, X, y, n_classes):
         y = np.asarray(y)
         if len(X) <= self.CHUNK:
+            given = X
             X = np.asarray(X, np.float64)
             self.mean = X.mean(axis=0) if len(X) else np.zeros(X.shape[1])
-            Xc = X - self.mean
+            # centred in place when X is this call's own copy (a _Rows gather or a conversion)
+            Xc = np.subtract(X, self.mean, out=X) if X is not given and X.base is None else X - self.mean
             G, YX = Xc.T @ Xc, self._class_sums(y, Xc, n_classes)
         else:                                   # the same sums, chunk by chunk (rounding differs in the last bits)
             d = X.shape[1]
