@@ -701,16 +701,23 @@ RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 MIX_GRID = (0.0, 0.1, 0.3, 1.0, 3.0)
 
 
+#: Score matrices of at least this many entries take :func:`_choose_mix`'s Numba pass; smaller ones
+#: the NumPy expression, which there costs less than compiling the kernel in a fresh install (the
+#: default demo's 275 x 1,084: ~0.4 s for the ascent in NumPy against ~1.4 s of compilation).
+MIX_KERNEL_MIN = 1 << 20
+
+
 def _choose_mix(base, comps, exclude, target, grid=MIX_GRID, rounds=2):
     """Weights of ``comps`` added to ``base`` that maximise validation NDCG@20 (coordinate ascent).
 
-    Each trial's figure is :func:`_ndcg20` of ``base + sum(w[j] * comps[j] for j in comps)``,
-    computed without forming that matrix (:func:`stgkern._numba.closed_form.mix_ndcg20`, the
-    same bits)."""
-    from ._numba.closed_form import mix_ndcg20
+    Each trial's figure is :func:`_ndcg20` of ``base + sum(w[j] * comps[j] for j in comps)``;
+    from ``MIX_KERNEL_MIN`` scores up it is computed without forming that matrix
+    (:func:`stgkern._numba.closed_form.mix_ndcg20`, the same bits)."""
     names = list(comps)
-    if not names:
-        return _ascend(names, lambda w: _ndcg20(base, exclude, target), grid, rounds)
+    if not names or np.size(base) < MIX_KERNEL_MIN:
+        return _ascend(names, lambda w: _ndcg20(base + sum(w[j] * comps[j] for j in comps), exclude, target),
+                       grid, rounds)
+    from ._numba.closed_form import mix_ndcg20
     base = np.ascontiguousarray(base, np.float64)
     arrays = tuple(np.ascontiguousarray(comps[j], np.float64) for j in names)
     ex = sp.csr_matrix(exclude)

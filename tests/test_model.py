@@ -224,6 +224,23 @@ def test_mix_ndcg20_is_the_numpy_figure_bit_for_bit():
         assert gain.mean() == want
 
 
+def test_choose_mix_takes_the_same_weights_on_both_paths(monkeypatch):
+    """Above MIX_KERNEL_MIN scores the ascent runs on the Numba pass, below on the NumPy expression:
+    the same weights and the same best figure."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(1)
+    m, n = 40, 70
+    base = rng.standard_normal((m, n))
+    comps = {k: rng.random((m, n)) * 2 for k in ("last", "window", "skip")}
+    ex = sp.random(m, n, density=0.1, random_state=2, format="csr")
+    tgt = rng.integers(0, n, m)
+    runs = []
+    for limit in (0, 1 << 40):
+        monkeypatch.setattr(sm, "MIX_KERNEL_MIN", limit)
+        runs.append(sm._choose_mix(base, comps, ex, tgt))
+    assert runs[0] == runs[1] and any(v > 0 for v in runs[0][0].values())
+
+
 def test_closed_form_deterministic(small):
     a = sm.fit_closed_form(small, seed=1)
     b = sm.fit_closed_form(small, seed=1)
