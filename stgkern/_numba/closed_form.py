@@ -234,9 +234,10 @@ _rerank_serial = nb.njit(cache=True)(_named(_rerank_body, "_rerank_serial"))    
 
 @nb.njit(cache=True)
 def mix_ndcg20(base, comps, w, ex_ptr, ex_idx, target, k, gain):
-    """Each row's NDCG@k term (into ``gain``; their mean is the figure) of the scores ``base + (0 + w[0] comps[0] + w[1] comps[1] + ...)`` (dense float64
-    (m, n), summed in that order, so each score is the bits the NumPy expression gives) from each
-    target's rank alone: the non-excluded items scoring higher, and those tied with a lower index.
+    """Each row's NDCG@k term (into ``gain``; their mean is the figure) of the scores
+    ``base + (0 + w[0] comps[0] + w[1] comps[1] + ...)`` (dense float64 (m, n), summed in that
+    order, so each score is the bits the NumPy expression gives) from each target's rank alone:
+    the non-excluded items scoring higher, and those tied with a lower index.
 
     What the closed form's coordinate ascent over its mixing weights evaluates some forty times;
     here the mixed matrix is never formed (NumPy made a temporary for each term, then a masked copy

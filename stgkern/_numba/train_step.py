@@ -32,7 +32,6 @@ from .score_cross_entropy import _exp_poly, _row_max
 
 _F = np.float32
 _ONE, _TWO = _F(1.0), _F(2.0)
-_NEG_INF = _F(-np.inf)
 _HI = _F(87.0)                 # exp(87) ~ 6e37: larger arguments would overflow the exponent bits
 _M32 = np.uint64(0xFFFFFFFF)
 _K1, _K2 = np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
@@ -95,9 +94,9 @@ _LOWEST = _F(np.finfo(np.float32).min)
 _LANES = 16
 
 
-@numba.njit(cache=True, fastmath={"nsz", "nnan", "ninf"})
+@numba.njit(cache=True)
 def _lane_max(v, acc):
-    """``max(v)`` of a finite float32 row through ``_LANES`` independent lanes (``acc``: scratch of
+    """``max(v)`` of a float32 row through ``_LANES`` independent lanes (``acc``: scratch of
     ``_LANES``), so the compare-selects vectorise; a plain running max is a loop-carried chain."""
     n = v.shape[0]
     acc[:] = _LOWEST
@@ -122,12 +121,11 @@ def attention_softmax_forward(S, blocked, heads, n_query, scale, s0, s1, thresho
     ``S`` (R, L): attention scores of rows ``r = (b * heads + h) * n_query + i``
     (``n_query`` queries a sequence, L keys); ``blocked`` (B * n_query, L): keys
     query ``i`` of sequence ``b`` may not see (row ``b * n_query + i``; every
-    row keeps at least one).  Writes the
-    probabilities ``P`` (blocked entries exactly 0), the dropped-out ``out =
-    P * mask * dscale`` and the mask (``mask[r * L + j] = hash(r * L + j) >=
-    threshold``; ``threshold`` 0 keeps all).  Each of the row's passes
-    vectorises: blocked keys enter the max as float32's lowest value, the
-    sum is reassociated (``_sum``).
+    row keeps at least one).  Writes the probabilities ``P`` (blocked entries
+    exactly 0), the dropped-out ``out = P * mask * dscale`` and the mask
+    (``mask[r * L + j] = hash(r * L + j) >= threshold``; ``threshold`` 0 keeps
+    all).  Each of the row's passes vectorises: blocked keys enter the max as
+    float32's lowest value, the sum is reassociated (``_sum``).
     """
     R, L = S.shape
     e = np.empty(L, np.float32)
@@ -234,8 +232,8 @@ def gru_forward(gi, gh, bi, bh, S, C, h, out, gates, ghn):
     (``bi``, ``bh``, (3d,), are added here, so the GEMMs before need no
     bias pass), nor a per-row term ``S C`` (``S`` (N, R), ``C`` (R, 3d);
     SR-GNN's pulled weight sums times its biases' images, R = 2, which as
-    two more GEMM columns made K = 130).  ``gates`` (N, 3d) receives r, z, n and ``ghn`` (N, d) the
-    biased ``gh_n``, all :func:`gru_backward` needs.  Two-dimensional
+    two more GEMM columns made K = 130).  ``gates`` (N, 3d) receives r, z, n
+    and ``ghn`` (N, d) the biased ``gh_n``, all :func:`gru_backward` needs.  Two-dimensional
     indexing throughout: per-row views with scratch views defeat LLVM's
     vectoriser (the earlier form ran at ~6 ns an output element, this one
     at ~3).
