@@ -195,30 +195,87 @@ def sampled_softmax_loss(states, v_pos, b_pos, v_neg, b_neg, y, neg):
     return _SampledCE.apply(states, v_pos, b_pos, v_neg, b_neg, y.contiguous(), neg.contiguous())
 
 
+def _gates_forward(ctx, A, gin, ghn_in, h, bi, bh, S, C):
+    """Run :func:`stgkern._numba.train_step.gru_forward`; keep what the backward needs on ``ctx``."""
+    S = S.detach().contiguous()
+    out, gates, ghn = torch.empty_like(h), h.new_empty((h.shape[0], 3 * h.shape[1])), torch.empty_like(h)
+    _k.gru_forward(A.numpy(), gin.numpy(), ghn_in.numpy(), bi.detach().contiguous().numpy(),
+                   bh.detach().contiguous().numpy(), S.numpy(), C.detach().contiguous().numpy(), h.numpy(),
+                   out.numpy(), gates.numpy(), ghn.numpy())
+    ctx.gates, ctx.ghn, ctx.S, ctx.c_shape = gates, ghn, S, C.shape
+    return out
+
+
+def _gates_backward(ctx, g, h):
+    """``(dA, dgin, dghn, dh, dbi, dbh, dC)`` from :func:`stgkern._numba.train_step.gru_backward`."""
+    N, d = h.shape
+    dA, dgin, dghn, dh = h.new_empty((N, 2 * d)), torch.empty_like(h), torch.empty_like(h), torch.empty_like(h)
+    dbi, dbh, dC = h.new_empty(3 * d), h.new_empty(3 * d), h.new_empty(ctx.c_shape)
+    _k.gru_backward(g.contiguous().numpy(), ctx.gates.numpy(), ctx.ghn.numpy(), h.numpy(), ctx.S.numpy(), dA.numpy(),
+                    dgin.numpy(), dghn.numpy(), dh.numpy(), dbi.numpy(), dbh.numpy(), dC.numpy())
+    return dA, dgin, dghn, dh, dbi, dbh, dC
+
+
 class _GRUGates(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gi, gh, h, bi, bh, S, C):
-        gi, gh, h = gi.contiguous(), gh.contiguous(), h.contiguous()
-        S = S.detach().contiguous()
-        out = torch.empty_like(h)
-        gates = torch.empty_like(gi)
-        ghn = torch.empty_like(h)
-        _k.gru_forward(gi.numpy(), gh.numpy(), bi.detach().contiguous().numpy(), bh.detach().contiguous().numpy(),
-                       S.numpy(), C.detach().contiguous().numpy(), h.numpy(), out.numpy(), gates.numpy(), ghn.numpy())
-        ctx.save_for_backward(gates, ghn, h, S)
-        ctx.c_shape = C.shape
+        d = h.shape[1]
+        h = h.contiguous()
+        A = (gi[:, :2 * d] + gh[:, :2 * d]).contiguous()
+        ctx.save_for_backward(h)
+        return _gates_forward(ctx, A, gi[:, 2 * d:].contiguous(), gh[:, 2 * d:].contiguous(), h, bi, bh, S, C)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        (h,) = ctx.saved_tensors
+        dA, dgin, dghn, dh, dbi, dbh, dC = _gates_backward(ctx, g, h)
+        return torch.cat([dA, dgin], 1), torch.cat([dA, dghn], 1), dh, dbi, dbh, None, dC
+
+
+class _GRUCell(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, h, S, M, W, C, bi, bh):
+        d = h.shape[1]
+        q, h = q.contiguous(), h.contiguous()
+        M, W = M.detach(), W.detach()
+        # r and z: both sides in one GEMM of [q | h]; n: the two sides apart (r scales h's)
+        A = torch.mm(torch.cat([q, h], 1), torch.cat([M[:2 * d], W[:2 * d]], 1).T)
+        out = _gates_forward(ctx, A, torch.mm(q, M[2 * d:].T), torch.mm(h, W[2 * d:].T), h, bi, bh, S, C)
+        ctx.save_for_backward(q, h, M, W)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        gates, ghn, h, S = ctx.saved_tensors
-        dgi, dgh, dh = torch.empty_like(gates), torch.empty_like(gates), torch.empty_like(h)
-        dbi, dbh = gates.new_empty(gates.shape[1]), gates.new_empty(gates.shape[1])
-        dC = gates.new_empty(ctx.c_shape)
-        _k.gru_backward(g.contiguous().numpy(), gates.numpy(), ghn.numpy(), h.numpy(), S.numpy(), dgi.numpy(),
-                        dgh.numpy(), dh.numpy(), dbi.numpy(), dbh.numpy(), dC.numpy())
-        return dgi, dgh, dh, dbi, dbh, None, dC
+        q, h, M, W = ctx.saved_tensors
+        d = h.shape[1]
+        dA, dgin, dghn, dh, dbi, dbh, dC = _gates_backward(ctx, g, h)
+        dq = torch.mm(dA, M[:2 * d]).addmm_(dgin, M[2 * d:])
+        dh.addmm_(dA, W[:2 * d]).addmm_(dghn, W[2 * d:])
+        dM, dW = M.new_empty(M.shape), W.new_empty(W.shape)
+        torch.mm(dA.T, q, out=dM[:2 * d])
+        torch.mm(dgin.T, q, out=dM[2 * d:])
+        torch.mm(dA.T, h, out=dW[:2 * d])
+        torch.mm(dghn.T, h, out=dW[2 * d:])
+        return dq, dh, None, dM, dW, dC, dbi, dbh
+
+
+def gru_cell(x, h, W_ih, W_hh, b_ih, b_hh, rows=None, coef=None):
+    """``torch.nn.GRUCell``'s step from its input ``x`` (N, k) and state ``h`` (N, d) with weights
+    ``W_ih`` (3d, k), ``W_hh`` (3d, d) and biases (3d,), plus a per-row term ``rows @ coef``
+    (``rows`` (N, R), no gradient; ``coef`` (R, 3d)) added to the input side.
+
+    The r and z gates' two sides come from one GEMM of ``[x | h]`` by ``[W_ih | W_hh]``'s r and z
+    rows, so the fused gates (:func:`stgkern._numba.train_step.gru_forward`) read 4d columns a row,
+    not 6d, and the backward writes 5d, not 7d: on the SR-GNN's (10,000 × 64) step the cell went
+    from ~27.5 to ~23 ms forward and backward, GEMMs included (isolated).
+    """
+    if rows is None:
+        rows, coef = x.new_zeros(x.shape[0], 0), x.new_zeros(0, W_ih.shape[0])
+    if not _fast(x, h, W_ih, W_hh, b_ih, b_hh, rows, coef):
+        return gru_update(x @ W_ih.T + b_ih + rows.detach() @ coef, h @ W_hh.T + b_hh, h)
+    return _GRUCell.apply(x, h, rows, W_ih, W_hh, coef, b_ih, b_hh)
 
 
 def gru_gates(gi, gh, h, b_ih=None, b_hh=None, rows=None, coef=None):

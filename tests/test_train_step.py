@@ -174,6 +174,32 @@ def test_gru_gates_add_a_per_row_term(N, d, R):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=2e-6 * scale, err_msg=name)
 
 
+@pytest.mark.parametrize("N,k,d,R", [(1, 2, 1, 0), (31, 10, 6, 2), (400, 128, 64, 2)], ids=str)
+def test_gru_cell_is_grucell_with_a_per_row_term(N, k, d, R):
+    """gru_cell (r and z from one GEMM of [x | h], fused gates) against torch's composite in float64:
+    the update and the gradients of x, h, both weights, both biases and coef; and torch.nn.GRUCell's
+    own update from the same weights."""
+    rng = np.random.default_rng(N + k + d + R)
+    f = lambda *s: torch.from_numpy(rng.standard_normal(s).astype(np.float32) * 0.5).requires_grad_()
+    x, h, W_ih, W_hh, b_ih, b_hh, C = f(N, k), f(N, d), f(3 * d, k), f(3 * d, d), f(3 * d), f(3 * d), f(R, 3 * d)
+    S = torch.from_numpy(rng.random((N, R)).astype(np.float32))
+    out = ts.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh, rows=S, coef=C)
+    params = (x, h, W_ih, W_hh, b_ih, b_hh, C)
+    d64 = [t.detach().double().requires_grad_() for t in params]
+    want = ts.gru_cell(*d64[:6], rows=S.double(), coef=d64[6])             # float64: the composite
+    np.testing.assert_allclose(out.detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=2e-6)
+    go = torch.from_numpy(rng.standard_normal((N, d)).astype(np.float32))
+    grads = torch.autograd.grad(out, params, go)
+    ref = torch.autograd.grad(want, d64, go.double())
+    for name, g, w in zip(("x", "h", "W_ih", "W_hh", "b_ih", "b_hh", "coef"), grads, ref):
+        scale = max(1.0, float(w.abs().max()) if w.numel() else 0.0)
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=3e-6 * scale, err_msg=name)
+    cell = torch.nn.GRUCell(k, d)
+    with torch.no_grad():
+        fused = ts.gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+        np.testing.assert_allclose(fused.numpy(), cell(x, h).numpy(), rtol=1e-5, atol=2e-6)
+
+
 def test_gru_gates_saturate_without_overflow():
     gi = torch.tensor([[200.0, -200.0, 100.0], [-200.0, 200.0, -100.0]])
     gh = torch.zeros(2, 3)

@@ -224,19 +224,20 @@ def sampled_ce_forward(L, bias, pos, neg, y, loss, dpos, colsum):
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
-def gru_forward(gi, gh, bi, bh, S, C, h, out, gates, ghn):
-    """``out = (1 - z) n + z h`` with r, z = σ(gi' + gh + bh) parts and n = tanh(gi'_n + r (gh_n + bh_n)),
-    ``gi' = gi + bi + S C``.
+def gru_forward(A, gin, ghn_in, bi, bh, S, C, h, out, gates, ghn):
+    """``out = (1 - z) n + z h`` with ``r, z = σ(A + bi + bh + S C)`` and
+    ``n = tanh(gin + bi_n + (S C)_n + r (ghn_in + bh_n))``.
 
-    ``gi``, ``gh`` (N, 3d): the r, z, n pre-activations without their biases
-    (``bi``, ``bh``, (3d,), are added here, so the GEMMs before need no
-    bias pass), nor a per-row term ``S C`` (``S`` (N, R), ``C`` (R, 3d);
-    SR-GNN's pulled weight sums times its biases' images, R = 2, which as
-    two more GEMM columns made K = 130).  ``gates`` (N, 3d) receives r, z, n
-    and ``ghn`` (N, d) the biased ``gh_n``, all :func:`gru_backward` needs.  Two-dimensional
-    indexing throughout: per-row views with scratch views defeat LLVM's
-    vectoriser (the earlier form ran at ~6 ns an output element, this one
-    at ~3).
+    ``A`` (N, 2d): the r and z pre-activations of both sides summed (``x
+    W_ih,rz^T + h W_hh,rz^T``, one GEMM of ``[x | h]``); ``gin``, ``ghn_in``
+    (N, d): the n gate's two sides apart (``r`` scales only ``h``'s).  The
+    biases ``bi``, ``bh`` (3d,) and a per-row term ``S C`` (``S`` (N, R),
+    ``C`` (R, 3d); SR-GNN's pulled weight sums times its biases' images) are
+    added here, so the GEMMs before need neither.  ``gates`` (N, 3d) receives
+    r, z, n and ``ghn`` (N, d) the biased ``h`` side of n, all
+    :func:`gru_backward` needs.  With the r and z sides summed by their GEMM,
+    this reads 4d columns a row instead of 6d (and the backward writes 5d
+    instead of 7d): the pass is memory-bound.
     """
     N, d = h.shape
     R = S.shape[1]
@@ -245,18 +246,20 @@ def gru_forward(gi, gh, bi, bh, S, C, h, out, gates, ghn):
     x = np.empty(3 * d, np.float32)
     bits = s.view(np.int32)
     for i in range(N):
-        for c in range(3 * d):
-            x[c] = gi[i, c] + bi[c]
+        for c in range(2 * d):
+            x[c] = A[i, c] + bi[c] + bh[c]
+        for c in range(d):
+            x[2 * d + c] = gin[i, c] + bi[2 * d + c]
         for k in range(R):
             sk = S[i, k]
             for c in range(3 * d):
                 x[c] += sk * C[k, c]
         for c in range(2 * d):
-            e[c], bits[c] = _exp_poly(min(-(x[c] + gh[i, c] + bh[c]), _HI))
+            e[c], bits[c] = _exp_poly(min(-x[c], _HI))
         for c in range(2 * d):
             gates[i, c] = _ONE / (_ONE + e[c] * s[c])
         for c in range(d):
-            hn = gh[i, 2 * d + c] + bh[2 * d + c]
+            hn = ghn_in[i, c] + bh[2 * d + c]
             ghn[i, c] = hn
             e[2 * d + c], bits[2 * d + c] = _exp_poly(min(_TWO * (x[2 * d + c] + gates[i, c] * hn), _HI))
         for c in range(d):
@@ -266,10 +269,10 @@ def gru_forward(gi, gh, bi, bh, S, C, h, out, gates, ghn):
 
 
 @numba.njit(cache=True, fastmath={"nsz", "contract"})
-def gru_backward(go, gates, ghn, h, S, dgi, dgh, dh, dbi, dbh, dC):
-    """Gradients of :func:`gru_forward` for ``go = d out``: the pre-activations' (``dgi``,
-    ``dgh``: equal but for the n part, which ``r`` scales for ``gh``), ``h``'s direct one,
-    the biases' (``dbi``, ``dbh``: column sums) and ``C``'s (``dC = Sᵀ dgi``), the sums
+def gru_backward(go, gates, ghn, h, S, dA, dgin, dghn, dh, dbi, dbh, dC):
+    """Gradients of :func:`gru_forward` for ``go = d out``: ``dA`` (N, 2d: dr, dz, shared by both
+    sides), the n gate's ``dgin`` and ``dghn`` (which ``r`` scales), ``h``'s direct one, the
+    biases' (``dbi``, ``dbh``: column sums) and ``C``'s (``dC = Sᵀ [dA | dgin]``), the sums
     accumulated in float64."""
     N, d = h.shape
     R = S.shape[1]
@@ -282,12 +285,10 @@ def gru_backward(go, gates, ghn, h, S, dgi, dgh, dh, dbi, dbh, dC):
             dz = o * (h[i, c] - n) * z * (_ONE - z)
             dr = dn * ghn[i, c] * r * (_ONE - r)
             dnr = dn * r
-            dgi[i, c] = dr
-            dgh[i, c] = dr
-            dgi[i, d + c] = dz
-            dgh[i, d + c] = dz
-            dgi[i, 2 * d + c] = dn
-            dgh[i, 2 * d + c] = dnr
+            dA[i, c] = dr
+            dA[i, d + c] = dz
+            dgin[i, c] = dn
+            dghn[i, c] = dnr
             dh[i, c] = o * z
             acc[c] += dr
             acc[d + c] += dz
@@ -295,8 +296,10 @@ def gru_backward(go, gates, ghn, h, S, dgi, dgh, dh, dbi, dbh, dC):
             acc[3 * d + c] += dnr
         for k in range(R):
             sk = np.float64(S[i, k])
-            for c in range(3 * d):
-                accC[k, c] += sk * dgi[i, c]
+            for c in range(2 * d):
+                accC[k, c] += sk * dA[i, c]
+            for c in range(d):
+                accC[k, 2 * d + c] += sk * dgin[i, c]
     for k in range(R):
         for c in range(3 * d):
             dC[k, c] = accC[k, c]
