@@ -342,7 +342,7 @@ def session_pull(a, b, x):
     weights in the transpose's edge order (the backward pulls over it).
     SR-GNN's gate input ``[A_in (x W_in^T + b_in), A_out (x W_out^T + b_out)] W_ih^T``
     is the first times ``[W_ih1 W_in, W_ih2 W_out]^T`` plus the second times
-    ``[W_ih1 b_in, W_ih2 b_out]^T`` (a per-row term :func:`gru_gates` adds):
+    ``[W_ih1 b_in, W_ih2 b_out]^T`` (a per-row term :func:`gru_cell` adds):
     one GEMM of the pulled states instead of one before the pull and one after.
     """
     if not _fast(x, a[1], b[1]):

@@ -1373,8 +1373,6 @@ class _SegmentData:
         pad = np.full((len(s), L), len(rows), np.int64)
         pad[np.repeat(np.arange(len(s)), lens), slot] = np.arange(len(rows))
         out = {"rows": rows, "pad": torch.from_numpy(pad), "valid": torch.from_numpy(pad < len(rows)),
-               # the (B * L) slot of each row, in row order (row-major slots enumerate the rows)
-               "slot": np.flatnonzero(pad.reshape(-1) < len(rows)),
                "item": self.item[rows], "category": self.category[rows], "behavior": self.behavior[rows]}
         if self.indptr is not None:
             lo, hi = self.indptr[rows], self.indptr[rows + 1]
@@ -2012,8 +2010,9 @@ class _SequenceTrainer:
         model = self.model
         b = data.batch(s, e)
         out = model(b)
-        out = out.reshape(-1, out.shape[-1])              # (B * L, d); the rows sit at b["slot"]
-        rows, slot = b["rows"], b["slot"]
+        out = out.reshape(-1, out.shape[-1])
+        # the (B * L) slot of each row: the valid slots, row-major, enumerate the rows in order
+        rows, slot = b["rows"], np.flatnonzero(b["valid"].numpy().reshape(-1))
         yi = y_item.numpy()[rows]
         m = yi >= 0
         loss = (_item_loss(model, out.index_select(0, torch.from_numpy(slot[m])), torch.from_numpy(yi[m]),
@@ -2202,11 +2201,12 @@ def fit_srgnn(prep, *, dim=64, epochs=20, lr=0.005, weight_decay=0.0, dropout=0.
     ``nn.GRUCell``'s and the ``nn.Linear`` layers' parameters, their
     arithmetic up to float32 rounding): one pull gives ``[A_in h, A_out h]``
     and the rows' weight sums, so the GRU's input is one GEMM by weights
-    folded per step (``W_ih1 W_in``, ``W_ih2 W_out`` and the two biases
-    through ``W_ih``) instead of a GEMM before the pull and one after; the
-    gates take their biases in the same pass; the attention readout is one
-    pass over the positions.  A MovieLens step is GEMMs and a pass per
-    tensor.
+    folded per step (``W_ih1 W_in``, ``W_ih2 W_out``; the two biases through
+    ``W_ih`` ride on the weight sums) instead of a GEMM before the pull and
+    one after; :func:`stgkern._train_step.gru_cell` takes the r and z gates'
+    two sides from one GEMM of ``[pulled | h]`` and adds the biases in its
+    gates' pass; the attention readout is one pass over the positions.  A
+    MovieLens step is GEMMs and a pass per tensor.
     """
     torch = _torch()
     nn = torch.nn

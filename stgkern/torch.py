@@ -1227,40 +1227,39 @@ class STGConv(torch.nn.Module):
 
     def edge_weights(self, x, graph, dt=None, kind=None):
         """The decay weights ``w`` (nnz,) in CSR order, and the resolved graph."""
+        r, dt, k = self._edges(x, graph, dt, kind)
+        return self._decay(dt, k), r
+
+    def _decay(self, dt, k):
+        """``exp(-dt / τ[k])`` per edge, in ``dt``'s dtype."""
+        return torch.exp(-dt * torch.exp(-self.log_tau.to(dt.dtype))[k])
+
+    def _edges(self, x, graph, dt, kind):
+        """``(resolved graph, dt in x's dtype, each edge's τ index)``, all in CSR order; the kind
+        bitmask (window_graph's: 1 temporal, 2 category, 3 both) validated and mapped to
+        ``0..n_kinds-1``."""
         r = _resolve(graph, x)
         dt = _per_edge(dt, "dt", r, x, "dt", floating=True)
         kind = _per_edge(kind, "kind", r, x, "kind", floating=False)
-        inv_tau = torch.exp(-self.log_tau.to(x.dtype))
-        return torch.exp(-dt * inv_tau[self._kind_index(kind)]), r
-
-    def _kind_index(self, kind):
-        """Each edge's τ: the window-graph kind bitmask (validated, >= 1) mapped to ``0..n_kinds-1``."""
         if kind.numel() and int(kind.min()) < 1:
             raise ValueError(f"kind holds {int(kind.min())}; it is the window_graph bitmask (1 temporal, "
                              f"2 category, 3 both), not a 0-based class: pass graph.edata['kind'] unchanged")
-        return (kind - 1).clamp_(max=self.n_kinds - 1)
-
-    @staticmethod
-    def _square(g, x):
-        if g.n_src != g.n_nodes or x.shape[0] != g.n_nodes:
-            raise ValueError(f"STGConv needs a square graph with one row of x per node; graph is {g.shape}, "
-                             f"x has {x.shape[0]} rows")
+        return r, dt, (kind - 1).clamp_(max=self.n_kinds - 1)
 
     def forward(self, x, graph, dt=None, kind=None):
         _layer_input(self, x, self.lin_self.weight)
-        if not self.fuse_common_neighbors and x.device.type == "cpu" and x.dtype == torch.float32:
-            r = _resolve(graph, x)
-            if r.g.nnz <= STGCONV_FUSED_MAX_NNZ:
-                self._square(r.g, x)
-                dt = _per_edge(dt, "dt", r, x, "dt", floating=True)
-                k = self._kind_index(_per_edge(kind, "kind", r, x, "kind", floating=False))
-                # one GEMM for both transforms; the aggregation, normalisation, self term and bias in one pass
-                y = torch.mm(x, torch.cat([self.lin_neigh.weight, self.lin_self.weight]).T)
-                bias = self.bias if self.bias is not None else x.new_zeros(self.out_channels)
-                return _STGAggregate.apply(y, self.log_tau, bias, dt, r.g, k, self.normalize, self.eps)
-        w, r = self.edge_weights(x, graph, dt, kind)
+        fused = not self.fuse_common_neighbors and x.device.type == "cpu" and x.dtype == torch.float32
+        r, dt, k = self._edges(x, graph, dt, kind)
         g = r.g
-        self._square(g, x)
+        if g.n_src != g.n_nodes or x.shape[0] != g.n_nodes:
+            raise ValueError(f"STGConv needs a square graph with one row of x per node; graph is {g.shape}, "
+                             f"x has {x.shape[0]} rows")
+        if fused and g.nnz <= STGCONV_FUSED_MAX_NNZ:
+            # one GEMM for both transforms; the aggregation, normalisation, self term and bias in one pass
+            y = torch.mm(x, torch.cat([self.lin_neigh.weight, self.lin_self.weight]).T)
+            bias = self.bias if self.bias is not None else x.new_zeros(self.out_channels)
+            return _STGAggregate.apply(y, self.log_tau, bias, dt, g, k, self.normalize, self.eps)
+        w = self._decay(dt, k)
         agg = _SpMM.apply(g, "sum", self.lin_neigh(x), w)
         if self.fuse_common_neighbors:
             gs, ws = g, w
