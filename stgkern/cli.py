@@ -83,7 +83,22 @@ class Stages:
         ``progress`` when it takes one.  Then one line shows the steps of the
         jobs still running in workers.  Each stage's time is its own wall
         time, where it ran.  Returns ``{name: result}``.
+
+        This process runs its jobs on one Numba thread, as each worker does: the processes
+        already fill the cores, a second thread would only contend for them, and with one
+        thread the kernels' serial compilations are the only ones a fresh install compiles
+        (``stgkern._numba._twin``).
         """
+        import numba
+
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return self._run_jobs(workers, jobs)
+        finally:
+            numba.set_num_threads(threads)
+
+    def _run_jobs(self, workers, jobs):
         import inspect
         import threading
 

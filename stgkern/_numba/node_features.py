@@ -7,15 +7,15 @@ every node, ``same_prev[r]`` says whether node r-1 belongs to node r's user,
 import numba as nb
 import numpy as np
 
-from .. import config
+from ._twin import twin, use_threads
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _fill(order, user, behavior, value, has_value, B, intensity, context, future, out, parallel):
     n = order.shape[0]
     if parallel:
         for r in nb.prange(n):
-            _row(r, order, user, behavior, value, has_value, B, intensity, context, future, out)
+            _row(np.int64(r), order, user, behavior, value, has_value, B, intensity, context, future, out)
     else:
         for r in range(n):
             _row(r, order, user, behavior, value, has_value, B, intensity, context, future, out)
@@ -52,5 +52,5 @@ def node_features(order, user, behavior, value, n_behaviors, intensity, context,
         value = np.zeros(0, dtype=np.float64)
     if n:
         _fill(order, user, behavior, value, has_value, np.int64(B), bool(intensity), bool(context),
-              bool(context and not causal), out, n >= config.cpu_serial_rows)
+              bool(context and not causal), out, use_threads(n))
     return out

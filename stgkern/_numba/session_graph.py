@@ -6,10 +6,11 @@ Backends assume validated input: ``ptr`` int64 monotone from 0 to
 import numba as nb
 import numpy as np
 
-from .. import config
+from ._sort import sort_range
+from ._twin import twin, use_threads
 
-#: Up to this many values are sorted by insertion in place; longer runs use
-#: np.sort (whose allocation and call cost more than a short session's sort).
+#: Up to this many values are sorted by insertion in place; longer runs are sorted in a copy
+#: (``_sort.sort_range``; the copy and call cost more than a short session's sort).
 _INSERTION_MAX = 48
 
 
@@ -32,7 +33,8 @@ def _sort_unique(vals, out):
             out[j] = x
         srt = out
     else:
-        srt = np.sort(vals)
+        srt = vals.copy()
+        sort_range(srt, 0, n)
     m = 0
     for i in range(n):
         if i == 0 or srt[i] != out[m - 1]:
@@ -55,12 +57,12 @@ def _local_index(nodes, m, x):
     return lo
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _analyse(ptr, items, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, parallel):
     n_seq = ptr.shape[0] - 1
     if parallel:
         for s in nb.prange(n_seq):
-            _analyse_one(s, ptr, items, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges)
+            _analyse_one(np.int64(s), ptr, items, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges)
     else:
         for s in range(n_seq):
             _analyse_one(s, ptr, items, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges)
@@ -90,7 +92,7 @@ def _analyse_one(s, ptr, items, nodes_ws, alias_local, pairs_ws, n_nodes, n_edge
     n_edges[s] = _sort_unique(codes, codes)
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _fill(ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_ptr, edge_ptr,
           node_item, alias, indptr, indices, w_in, w_out, parallel):
     n_seq = ptr.shape[0] - 1
@@ -100,7 +102,7 @@ def _fill(ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_ptr, edge
     outdeg_ws = np.empty(ptr[n_seq], dtype=np.int64)
     if parallel:
         for s in nb.prange(n_seq):
-            _fill_one(s, ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_ptr, edge_ptr,
+            _fill_one(np.int64(s), ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_ptr, edge_ptr,
                       node_item, alias, indptr, indices, w_in, w_out, indeg_ws, outdeg_ws)
     else:
         for s in range(n_seq):
@@ -149,7 +151,7 @@ def _fill_one(s, ptr, nodes_ws, alias_local, pairs_ws, n_nodes, n_edges, node_pt
 def _parallel(n_seq):
     # Thread start-up costs more than a training batch's work (and, on a busy
     # machine, far more): small batches run on the calling thread.
-    return n_seq >= config.cpu_serial_rows
+    return use_threads(n_seq)
 
 
 def session_graph(ptr, items, dtype):
@@ -186,7 +188,7 @@ def session_graph(ptr, items, dtype):
 
 
 # ----------------------------------------------------------- padded layout
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _layout(ptr, items, len_max, max_n, alias_out, A, items_out, mask, parallel):
     # Scratch at each session's own offset (p0 + s, length L + 1) instead of
     # per-session allocations, which cost more than a short session's work.
@@ -199,7 +201,7 @@ def _layout(ptr, items, len_max, max_n, alias_out, A, items_out, mask, parallel)
     ev = np.empty(n_ws, dtype=np.int64)
     if parallel:
         for s in nb.prange(n_seq):
-            _layout_one(s, ptr, items, len_max, max_n, alias_out, A, items_out, mask,
+            _layout_one(np.int64(s), ptr, items, len_max, max_n, alias_out, A, items_out, mask,
                         nodes, indeg, outdeg, eu, ev)
     else:
         for s in range(n_seq):
@@ -259,12 +261,12 @@ def _layout_one(s, ptr, items, len_max, max_n, alias_out, A, items_out, mask,
         Ad[u, max_n + v] = 1.0 / outdeg[u]
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _n_unique(ptr, items, len_max, out, parallel):
     n_seq = ptr.shape[0] - 1
     if parallel:
         for s in nb.prange(n_seq):
-            out[s] = _n_unique_one(s, ptr, items, len_max)
+            out[s] = _n_unique_one(np.int64(s), ptr, items, len_max)
     else:
         for s in range(n_seq):
             out[s] = _n_unique_one(s, ptr, items, len_max)

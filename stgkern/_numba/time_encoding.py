@@ -9,9 +9,10 @@ import numba as nb
 import numpy as np
 
 from .. import config
+from ._twin import twin
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _fill(dt, omega, phase, out, parallel):
     n = dt.shape[0]
     dim = omega.shape[0]
@@ -28,5 +29,6 @@ def _fill(dt, omega, phase, out, parallel):
 def time_encoding(dt, omega, phase, dtype):
     out = np.empty((dt.shape[0], omega.shape[0]), dtype=dtype)
     if dt.shape[0]:
-        _fill(dt, omega, phase, out, dt.shape[0] * omega.shape[0] >= 8 * config.cpu_serial_rows)
+        _fill(dt, omega, phase, out, dt.shape[0] * omega.shape[0] >= 8 * config.cpu_serial_rows
+              and nb.get_num_threads() > 1)
     return out

@@ -26,7 +26,7 @@ by the count pass, the edge arrays (allocated at their exact size with
 import numba as nb
 import numpy as np
 
-from .. import config
+from ._twin import twin, use_threads
 
 #: Nodes per parallel chunk of the scan, count and fill passes.
 CHUNK_ROWS = 16384
@@ -104,12 +104,12 @@ def _scan_chunk(c, user, t, chunk, ustat, tstat, first_bad, n_bad_t, n_time_desc
     n_time_desc[c] = desc
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _scan(user, t, chunk, ustat, tstat, first_bad, n_bad_t, n_time_desc, parallel):
     n_chunks = first_bad.shape[0]
     if parallel:
         for c in nb.prange(n_chunks):
-            _scan_chunk(c, user, t, chunk, ustat, tstat, first_bad, n_bad_t, n_time_desc)
+            _scan_chunk(np.int64(c), user, t, chunk, ustat, tstat, first_bad, n_bad_t, n_time_desc)
     else:
         for c in range(n_chunks):
             _scan_chunk(c, user, t, chunk, ustat, tstat, first_bad, n_bad_t, n_time_desc)
@@ -132,7 +132,7 @@ def scan(user, time):
     first_bad = np.empty(n_chunks, dtype=np.int64)
     n_bad_t = np.empty(n_chunks, dtype=np.int64)
     n_time_desc = np.empty(n_chunks, dtype=np.int64)
-    _scan(user, time, chunk, ustat, tstat, first_bad, n_bad_t, n_time_desc, n >= config.cpu_serial_rows)
+    _scan(user, time, chunk, ustat, tstat, first_bad, n_bad_t, n_time_desc, use_threads(n))
     bad = first_bad[first_bad >= 0]
     time_sorted = not (n_time_desc.any() or n_bad_t.any())
     return (int(ustat[:, 0].min()), int(ustat[:, 1].max()), tstat[:, 0].min(), tstat[:, 1].max(),
@@ -140,7 +140,7 @@ def scan(user, time):
 
 
 # ----------------------------------------------------------------- ordering
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _iota(out, chunk, parallel):
     n = out.shape[0]
     n_chunks = (n + chunk - 1) // chunk
@@ -153,7 +153,7 @@ def _iota(out, chunk, parallel):
             out[_ix(i)] = i
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _dense_seg_of_sorted(user, lo, n_ids, seg, chunk, parallel):
     """seg[s] = first position whose user id - lo is >= s, for ascending ``user``.
     Each seg entry is written by the one position where the id steps over it."""
@@ -177,8 +177,8 @@ def _seg_steps(user, lo, seg, i0, i1):
             seg[_ix(s)] = p
 
 
-@nb.njit(cache=True, parallel=True)
-def _counting_sort(user, time, lo, n_ids, hist, seg, perm, ts):
+@twin()
+def _counting_sort(user, time, lo, n_ids, hist, seg, perm, ts, parallel):
     """Stable counting sort by user id: perm, ts = time[perm] and seg in one scatter.
     ``hist`` (n_parts, n_ids) zeroed, an integer type that holds n; part q owns a
     contiguous slice of events."""
@@ -235,8 +235,8 @@ def _sort_run(a, b, ts, perm, insertion_max):
             ts[a + q] = tv[loc[q]]
 
 
-@nb.njit(cache=True, parallel=True)
-def _sort_runs_by_time(seg, ts, perm, insertion_max):
+@twin()
+def _sort_runs_by_time(seg, ts, perm, insertion_max, parallel):
     """Within each segment, stable-sort (ts, perm) by ts where ts is not already sorted."""
     for s in nb.prange(seg.shape[0] - 1):
         _sort_run(seg[s], seg[s + 1], ts, perm, insertion_max)
@@ -315,7 +315,7 @@ def order_events(user, time, lo, n_ids, is_sorted=False, time_sorted=False):
     or sorted by time)."""
     n = user.shape[0]
     chunk = np.int64(CHUNK_ROWS)
-    par = n >= config.cpu_serial_rows
+    par = use_threads(n)
     perm = np.empty(n, dtype=np.int64)
     seg = np.empty(n_ids + 1, dtype=np.int64)
     if n == 0:
@@ -334,9 +334,9 @@ def order_events(user, time, lo, n_ids, is_sorted=False, time_sorted=False):
         # int32 offsets while they fit: half the table the scatter keeps in cache (measured 1.2x faster
         # on 5M events, 100k users)
         hist = np.zeros((n_parts, n_ids), dtype=np.int32 if n <= np.iinfo(np.int32).max else np.int64)
-        _counting_sort(user, time, np.int64(lo), np.int64(n_ids), hist, seg, perm, ts)
+        _counting_sort(user, time, np.int64(lo), np.int64(n_ids), hist, seg, perm, ts, n_parts > 1)
         if not time_sorted:
-            _sort_runs_by_time(seg, ts, perm, np.int64(INSERTION_SORT_MAX))
+            _sort_runs_by_time(seg, ts, perm, np.int64(INSERTION_SORT_MAX), par)
         return perm, seg, ts
     hist = np.zeros((n_parts, ((n_ids - 1) >> shift) + 1), dtype=np.int64)
     narrow = np.int32 if n_ids <= np.iinfo(np.int32).max and n <= np.iinfo(np.int32).max else np.int64
@@ -555,13 +555,13 @@ def _fill_chunk(c, t, prev, horizon, has_horizon, strict, cat_window, self_loops
         indptr[_ix(i + 1)] = k
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _count(run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
            cat_window, self_loops, chunk, totals, rows, parallel):
     n_chunks = totals.shape[0]
     if parallel:
         for c in nb.prange(n_chunks):
-            _count_chunk(c, run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
+            _count_chunk(np.int64(c), run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
                          cat_window, self_loops, chunk, totals, rows)
     else:
         for c in range(n_chunks):
@@ -569,13 +569,13 @@ def _count(run_ptr, t, prev, window, has_window, horizon, has_horizon, strict,
                          cat_window, self_loops, chunk, totals, rows)
 
 
-@nb.njit(cache=True, parallel=True)
+@twin()
 def _fill(t, prev, horizon, has_horizon, strict, cat_window, self_loops, chunk, offsets,
           indptr, indices, dt, hop, kind, parallel):
     n_chunks = offsets.shape[0] - 1
     if parallel:
         for c in nb.prange(n_chunks):
-            _fill_chunk(c, t, prev, horizon, has_horizon, strict, cat_window, self_loops, chunk, offsets,
+            _fill_chunk(np.int64(c), t, prev, horizon, has_horizon, strict, cat_window, self_loops, chunk, offsets,
                         indptr, indices, dt, hop, kind)
     else:
         for c in range(n_chunks):
@@ -583,8 +583,8 @@ def _fill(t, prev, horizon, has_horizon, strict, cat_window, self_loops, chunk, 
                         indptr, indices, dt, hop, kind)
 
 
-@nb.njit(cache=True, parallel=True)
-def _prev_same(run_ptr, part_runs, category, perm, last_pos, last_run, prev):
+@twin()
+def _prev_same(run_ptr, part_runs, category, perm, last_pos, last_run, prev, parallel):
     """prev[i]: the latest earlier node of i's user with i's category, or -1.
 
     Part q walks users part_runs[q]:part_runs[q+1] in order, keeping per category
@@ -621,14 +621,14 @@ def category_workspace(run_ptr, category, perm):
         hi = int(category.max())
     n_cats = hi + 1
     n_runs = run_ptr.shape[0] - 1
-    n_parts = nb.get_num_threads() if n >= config.cpu_serial_rows else 1
+    n_parts = nb.get_num_threads() if use_threads(n) else 1
     n_parts = max(1, min(n_parts, n // n_cats, n_runs))   # the tables stay below the event count
     # parts of about equal event counts, cut at user boundaries
     part_runs = np.searchsorted(run_ptr, np.arange(n_parts + 1) * (n / n_parts), side="left").astype(np.int64)
     part_runs[0], part_runs[-1] = 0, n_runs
     last_pos = np.empty((n_parts, n_cats), dtype=np.int64)
     last_run = np.full((n_parts, n_cats), -1, dtype=np.int64)
-    _prev_same(run_ptr, part_runs, category, perm, last_pos, last_run, prev)
+    _prev_same(run_ptr, part_runs, category, perm, last_pos, last_run, prev, n_parts > 1)
     return prev
 
 
@@ -654,7 +654,7 @@ def count(run_ptr, t, prev, window, horizon, strict, cat_window, self_loops, kee
     w, hw, h, hh = _args(t, window, horizon)
     prev = np.empty(0, np.int64) if prev is None else prev
     _count(run_ptr, t, prev, w, hw, h, hh, bool(strict), np.int64(cat_window), bool(self_loops),
-           chunk, totals, np.empty(0, np.int64) if rows is None else rows, n >= config.cpu_serial_rows)
+           chunk, totals, np.empty(0, np.int64) if rows is None else rows, use_threads(n))
     return chunk, totals, rows
 
 
@@ -676,7 +676,7 @@ def fill(t, prev, horizon, strict, cat_window, self_loops, counts, index_dtype):
         _, _, h, hh = _args(t, None, horizon)
         prev = np.empty(0, np.int64) if prev is None else prev
         _fill(t, prev, h, hh, bool(strict), np.int64(cat_window), bool(self_loops), chunk, offsets,
-              indptr, indices, dt, hop, kind, n >= config.cpu_serial_rows)
+              indptr, indices, dt, hop, kind, use_threads(n))
     return indptr, indices, dt, hop, kind
 
 
@@ -694,5 +694,5 @@ def window_graph(run_ptr, t, cat, window, horizon, strict, cat_window, self_loop
 def identity_perm(n):
     """``arange(n)`` (int64), its pages first touched by the worker threads."""
     perm = np.empty(n, dtype=np.int64)
-    _iota(perm, np.int64(CHUNK_ROWS), n >= config.cpu_serial_rows)
+    _iota(perm, np.int64(CHUNK_ROWS), use_threads(n))
     return perm
