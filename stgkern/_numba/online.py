@@ -34,6 +34,7 @@ import numba as nb
 import numpy as np
 
 from ._simd import gather_wsum
+from ._sort import sort_range
 
 #: The empty key of the hash tables (a user id equal to it is refused by the caller).
 EMPTY = np.iinfo(np.int64).min
@@ -184,7 +185,7 @@ def seen_rows(uidx, seen_head, s_item, s_next, n_items):
                 indices[o] = s_item[j]
                 o += 1
             j = s_next[j]
-        indices[indptr[r]:o].sort()
+        sort_range(indices, indptr[r], o)
     return indptr, indices
 
 
@@ -249,7 +250,11 @@ def layer2(slots, e_nin, e_src, e_w, e_H1, out):
         s = slots[i]
         d = e_nin[s]
         for q in range(d):
-            Hs[q] = e_H1[e_src[s, q]]
+            # element by element: a row assignment (Hs[q] = e_H1[...]) compiles Numba's
+            # broadcasting setitem and its string-formatting error path, 2-5 s in a fresh install
+            src = e_src[s, q]
+            for f in range(Hs.shape[1]):
+                Hs[q, f] = e_H1[src, f]
         gather_wsum(out[i], Hs, loc, e_w[s], None, 0, d, None)
 
 

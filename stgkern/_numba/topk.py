@@ -77,6 +77,27 @@ def _sift_up(hs, hi, pos):
     hi[pos] = i
 
 
+def _push_body(hs, hi, n, k, s, i):
+    """Offer (s, i) to a row's min-heap of its ``k`` best (size ``n`` <= k, this module's order:
+    higher score first, ties to the lower index); returns the heap's new size."""
+    if n < k:
+        hs[n] = s
+        hi[n] = i
+        _sift_up(hs, hi, n)
+        return n + 1
+    if _worse(hs[0], hi[0], s, i):
+        hs[0] = s
+        hi[0] = i
+        _sift_down(hs, hi, n, 0)
+    return n
+
+
+#: :func:`_push_body` inlined into the caller's IR (hot loops); ``push`` is the same body as a
+#: call, for kernels that run rarely and whose compile time in a fresh install matters more.
+_push = nb.njit(inline="always")(_push_body)
+push = nb.njit(_push_body)
+
+
 @nb.njit(cache=True)
 def _mark_excluded(ST, row0, col0, ex_ptr, ex_idx, ex_pos):
     """Set the scores of excluded items in the tile to NaN, which the
