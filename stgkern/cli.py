@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -72,7 +73,7 @@ class Stages:
         print(f"{self._bar(i)} {name}: step {done}/{total} ({now - t0:.0f} s, at most {eta:.0f} s left)",
               end="\r" if self.tty else "\n", file=self.stream, flush=True)
 
-    def run_jobs(self, workers, jobs):
+    def run_jobs(self, workers, jobs, busy=()):
         """Independent stages on this process and ``workers`` (:class:`stgkern._workers.Workers`).
 
         ``jobs``: ``(name, fn, args, kwargs)`` each, taken in order (longest
@@ -82,7 +83,8 @@ class Stages:
         next one when it is done with its own, with :meth:`tick` as its
         ``progress`` when it takes one.  Then one line shows the steps of the
         jobs still running in workers.  Each stage's time is its own wall
-        time, where it ran.  Returns ``{name: result}``.
+        time, where it ran.  Returns ``{name: result}``.  ``busy``: futures of work already
+        submitted to the workers (a warm-up); a worker running one takes its first job after it.
 
         This process runs its jobs on one Numba thread, as each worker does: the processes
         already fill the cores, a second thread would only contend for them, and with one
@@ -94,11 +96,11 @@ class Stages:
         threads = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
-            return self._run_jobs(workers, jobs)
+            return self._run_jobs(workers, jobs, busy)
         finally:
             numba.set_num_threads(threads)
 
-    def _run_jobs(self, workers, jobs):
+    def _run_jobs(self, workers, jobs, busy):
         import inspect
         import threading
 
@@ -110,7 +112,7 @@ class Stages:
 
         def feed(_=None):           # a worker is free: give it the next job
             with lock:
-                if not todo or sum(not f.done() for f in running) >= workers.n:
+                if not todo or sum(not f.done() for f in list(running) + list(busy)) >= workers.n:
                     return
                 name, fn, a, kw = todo[0]
                 try:
@@ -132,6 +134,8 @@ class Stages:
                 print(f"{self._bar(len(self.times))} {name}: {self.times[name]:.2f} s (in a worker)" + " " * 40,
                       file=self.stream, flush=True)
 
+        for f in busy:
+            f.add_done_callback(feed)
         for _ in range(workers.n):
             feed()
         while True:
@@ -394,6 +398,15 @@ def _demo(args, workers, t_start):
     if backend != "torch" and workers is not None:
         workers.close(wait=False)
         workers = None
+    horizon = None if args.horizon_hours is None else args.horizon_hours * 3600.0
+    tau = args.tau_hours * 3600.0
+    graph_args = dict(window=args.window, horizon=horizon, category_window=args.category_window, tau=tau)
+    warm = None
+    if workers is not None and not args.data and _kernels_cold():
+        # A fresh install: while this process generates the log (compiling the generator), a worker
+        # compiles the closed form's and the online replay's kernels on a tiny log, which this
+        # process would otherwise compile last, after the STG-GNN.
+        warm = workers.submit("warm-up", _warm_up, args.k_core, args.min_length, graph_args)
     truth = None
     if args.data:
         log = stages.run("load", _load, args.data, args.format, getattr(args, "categories", None))
@@ -402,9 +415,6 @@ def _demo(args, workers, t_start):
         log, truth = stages.run("load", _synthetic, args)
         source = f"synthetic (n_users={args.users}, seed={args.seed})"
     prep = stages.run("preprocess + split", _prepare, log, args.k_core, args.min_length)
-    horizon = None if args.horizon_hours is None else args.horizon_hours * 3600.0
-    tau = args.tau_hours * 3600.0
-    graph_args = dict(window=args.window, horizon=horizon, category_window=args.category_window, tau=tau)
 
     tag = (lambda name, seed: f"{name} #{seed}") if n_seeds > 1 else (lambda name, seed: name)
     # every stage after the split, in the order they run one after the other: (name, function, args,
@@ -431,7 +441,8 @@ def _demo(args, workers, t_start):
         # cold Numba cache adds most to the first two): each goes to the next free process, a worker or
         # this one
         order = {sm.fit_srgnn: 0, sm.fit_torch: 1, sm.fit_sasrec: 2, _closed_form_job: 3, _graph_stage: 4, _oracle: 5}
-        results = stages.run_jobs(workers, sorted(jobs, key=lambda j: order.get(j[1], 5)))
+        results = stages.run_jobs(workers, sorted(jobs, key=lambda j: order.get(j[1], 5)),
+                                  busy=[warm] if warm is not None else [])
     else:
         results = {}
         for name, fn, a, kw in jobs:
@@ -497,6 +508,7 @@ def _demo(args, workers, t_start):
         "seconds_total": float(sum(stages.times.values())),
         "seconds_wall": time.perf_counter() - t_start,
         "workers": 1 + (workers.n if workers is not None else 0),
+        "warm_up_seconds": _warm_up_seconds(warm),
     }
     if n_seeds > 1:
         out["aggregate"] = agg
@@ -517,6 +529,50 @@ def _closed_form_job(prep, online=False, **kwargs):
     with sm._numba_threads(1):      # a demo-sized replay: serial kernels, nothing parallel to compile
         on = _online_stage(prep, cf[3])
     return cf, on, time.perf_counter() - t0
+
+
+def _kernels_cold() -> bool:
+    """Whether the online replay's serial rerank (the last kernel the demo compiles) has no
+    on-disk Numba cache yet: a fresh install, or one whose cache was cleared.  False when that
+    cannot be told (no cache, a Numba without these internals): no warm-up then."""
+    try:
+        from stgkern._numba.closed_form import _rerank_serial
+        return not os.path.exists(_rerank_serial._cache._cache_file._index_path)
+    except Exception:
+        return False
+
+
+def _warm_up(k_core, min_length, graph_args):
+    """The closed form's job (fit and online replay) on a tiny log with the default log's column
+    types: compiles (and caches on disk) the kernels of the window graph, the closed form and
+    the replay, in a worker, while the demo's own process generates the real log.  Returns
+    the replay's ``(events, scored)``: both nonzero, or the tiny log exercised nothing."""
+    from stgkern import model as sm
+    from stgkern.data import EventLog
+    rng = np.random.default_rng(0)
+    n_users, per_user, n_items, n_cats = 40, 12, 30, 6
+    user = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
+    item = rng.integers(0, n_items, user.size).astype(np.int64)
+    time_ = np.cumsum(rng.integers(1, 7200, user.size)).astype(np.int64)   # ascending within each user
+    log = EventLog(user, item, item % n_cats, rng.integers(0, 4, user.size).astype(np.int8), time_,
+                   np.ones(user.size), np.arange(n_users), np.arange(n_items), np.arange(n_cats),
+                   ("pv", "cart", "fav", "buy"))
+    prep = sm.prepare(log, k_core, min_length)
+    on = _closed_form_job(prep, online=True, seed=0, **graph_args)[1]
+    return on["events"], on["scored"]
+
+
+def _warm_up_seconds(warm):
+    """Seconds the warm-up took in its worker, or None when there was none.  A warm-up that
+    failed is reported (it only compiles ahead: the demo's results do not depend on it)."""
+    if warm is None:
+        return None
+    try:
+        return warm.result()[1]
+    except Exception as e:      # noqa: BLE001 - reported, not fatal
+        print(f"note: the compile warm-up failed ({type(e).__name__}: {e}); the demo's results are "
+              "unaffected", file=sys.stderr)
+        return None
 
 
 def _online_stage(prep, model, n_items=3):
@@ -587,6 +643,9 @@ def _print_summary(s):
     if s.get("workers", 1) > 1:
         print(f"wall time {s['seconds_wall']:.1f}s: the trained methods ran side by side in {s['workers']} "
               "processes (each stage's time is its own)")
+    if s.get("warm_up_seconds") is not None:
+        print(f"fresh install  a worker compiled the closed form's and the replay's kernels on a tiny log "
+              f"while this process generated the log ({s['warm_up_seconds']:.1f} s)")
 
 
 def _sample_log(args, parts_dir):

@@ -77,6 +77,44 @@ def test_demo_torch_backend_json_same_in_worker_processes(tmp_path):
     assert list(out[2]["seconds_per_stage"]) == list(s["seconds_per_stage"])
 
 
+def _busy(seconds):
+    import time
+    time.sleep(seconds)
+    return time.time()
+
+
+def _where():
+    import os
+    import time
+    t = time.time()
+    time.sleep(0.3)
+    return os.getpid(), t
+
+
+def test_run_jobs_gives_a_busy_worker_nothing_until_it_is_free():
+    # the demo's compile warm-up: a worker running it takes its first job after it
+    import io
+    import os
+
+    from stgkern._workers import Workers
+    with Workers(1) as workers:
+        workers._ready[0].result()                       # spawned and imported
+        busy = workers.submit("warm-up", _busy, 0.5)
+        names = list("abcdef")
+        got = cli.Stages(names, stream=io.StringIO()).run_jobs(workers, [(n, _where, (), {}) for n in names],
+                                                               busy=[busy])
+        end = busy.result()[0]
+    assert set(got) == set(names)
+    started = [t for pid, t in got.values() if pid != os.getpid()]
+    assert started and min(started) >= end
+
+
+def test_warm_up_replays_a_tiny_log():
+    events, scored = cli._warm_up(5, 3, dict(window=8, horizon=86400.0, category_window=2, tau=3600.0))
+    assert events > 0 and scored > 0
+    assert isinstance(cli._kernels_cold(), bool)
+
+
 def _fails(progress=None):
     raise ValueError("raised in a worker")
 
