@@ -406,7 +406,7 @@ def _demo(args, workers, t_start):
         # A fresh install: while this process generates the log (compiling the generator), a worker
         # compiles the closed form's and the online replay's kernels on a tiny log, which this
         # process would otherwise compile last, after the STG-GNN.
-        warm = workers.submit("warm-up", _warm_up, args.k_core, args.min_length, graph_args)
+        warm = workers.submit("warm-up", _warm_up, graph_args)
     truth = None
     if args.data:
         log = stages.run("load", _load, args.data, args.format, getattr(args, "categories", None))
@@ -542,11 +542,13 @@ def _kernels_cold() -> bool:
         return False
 
 
-def _warm_up(k_core, min_length, graph_args):
+def _warm_up(graph_args):
     """The closed form's job (fit and online replay) on a tiny log with the default log's column
     types: compiles (and caches on disk) the kernels of the window graph, the closed form and
     the replay, in a worker, while the demo's own process generates the real log.  Returns
-    the replay's ``(events, scored)``: both nonzero, or the tiny log exercised nothing."""
+    the replay's ``(events, scored)``: both nonzero, or the tiny log exercised nothing.  The
+    default preprocessing whatever the demo's (the kernels do not depend on it, and a strict
+    ``--k-core`` would leave nothing of the tiny log)."""
     from stgkern import model as sm
     from stgkern.data import EventLog
     rng = np.random.default_rng(0)
@@ -557,7 +559,7 @@ def _warm_up(k_core, min_length, graph_args):
     log = EventLog(user, item, item % n_cats, rng.integers(0, 4, user.size).astype(np.int8), time_,
                    np.ones(user.size), np.arange(n_users), np.arange(n_items), np.arange(n_cats),
                    ("pv", "cart", "fav", "buy"))
-    prep = sm.prepare(log, k_core, min_length)
+    prep = sm.prepare(log, 5, 3)
     on = _closed_form_job(prep, online=True, seed=0, **graph_args)[1]
     return on["events"], on["scored"]
 

@@ -110,7 +110,7 @@ def test_run_jobs_gives_a_busy_worker_nothing_until_it_is_free():
 
 
 def test_warm_up_replays_a_tiny_log():
-    events, scored = cli._warm_up(5, 3, dict(window=8, horizon=86400.0, category_window=2, tau=3600.0))
+    events, scored = cli._warm_up(dict(window=8, horizon=86400.0, category_window=2, tau=3600.0))
     assert events > 0 and scored > 0
     assert isinstance(cli._kernels_cold(), bool)
 

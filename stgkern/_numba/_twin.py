@@ -14,7 +14,7 @@ same inputs, so results do not depend on which one ran.
 
 A prange loop's index is unsigned in Numba's parfor and a range loop's is
 signed, so a row function called from both branches compiles twice unless
-the prange branch passes ``np.int64(i)``; the kernels here do.
+the prange branch passes ``np.int64(i)``, as the twinned kernels do.
 """
 from __future__ import annotations
 
