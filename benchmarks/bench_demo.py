@@ -3,7 +3,7 @@
     python benchmarks/bench_demo.py run [LOG ...]  # torch and numpy backends, 3 seeds each, JSON into results/
     python benchmarks/bench_demo.py table    # README tables (mean ± std over the seeds) from those JSON files
     python benchmarks/bench_demo.py coldstart  # first call of each op the demo uses: fresh Numba cache, then warm
-    python benchmarks/bench_demo.py colddemo [BASE_TREE] [PAIRS]  # the default demo from an empty Numba cache
+    python benchmarks/bench_demo.py colddemo [BASE_TREE] [PAIRS] [BACKEND]  # the default demo from an empty Numba cache
 
 The real logs are read from ``<repo>/../shared/data`` (see its SOURCES.md);
 nothing of them is copied into the repository.
@@ -130,11 +130,12 @@ def coldstart():
     return res
 
 
-def colddemo(base=None, pairs=2):
+def colddemo(base=None, pairs=2, backend="auto"):
     """The default demo as a fresh install runs it: each run in a new process with an empty
     ``NUMBA_CACHE_DIR``; with ``base`` (another checkout), its demo alternates with this one's,
     ``pairs`` times, so both see the same machine.  Wall seconds (the process, and the demo's
-    own clock), the children's CPU seconds, and the warm-up's.  Writes results/demo_coldstart_cpu.json."""
+    own clock), the children's CPU seconds, and the warm-up's.  ``backend``: the demo's ``--backend``
+    (``numpy``: as an install without PyTorch runs it).  Writes results/demo_coldstart[_numpy]_cpu.json."""
     import os
     import resource
     import tempfile
@@ -148,7 +149,8 @@ def colddemo(base=None, pairs=2):
                 env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(tree))
                 r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "stgkern.cli", "demo", "--json", str(out)], env=env, cwd=cache,
+                subprocess.run([sys.executable, "-m", "stgkern.cli", "demo", "--backend", backend, "--json", str(out)],
+                               env=env, cwd=cache,
                                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 wall = time.perf_counter() - t0
                 r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -159,9 +161,10 @@ def colddemo(base=None, pairs=2):
                          "cpu_sys_s": round(r1.ru_stime - r0.ru_stime, 2),
                          "warm_up_s": s.get("warm_up_seconds"), "stages_s": s["seconds_per_stage"]})
             print(json.dumps({k: v for k, v in runs[-1].items() if k != "stages_s"}), flush=True)
-    res = {"what": "stgkern demo (default synthetic log) from an empty Numba cache, alternating trees",
-           "machine": {"cpus": os.cpu_count()}, "runs": runs}
-    (RESULTS / "demo_coldstart_cpu.json").write_text(json.dumps(res, indent=1) + "\n")
+    res = {"what": f"stgkern demo --backend {backend} (default synthetic log) from an empty Numba cache, "
+                   "alternating trees", "machine": {"cpus": os.cpu_count()}, "runs": runs}
+    suffix = "" if backend == "auto" else f"_{backend}"
+    (RESULTS / f"demo_coldstart{suffix}_cpu.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
 
 
@@ -177,7 +180,7 @@ if __name__ == "__main__":
         run(sys.argv[2:])
     elif sys.argv[1:] == ["coldstart"]:
         coldstart()
-    elif sys.argv[1:2] == ["colddemo"] and len(sys.argv) <= 4:
+    elif sys.argv[1:2] == ["colddemo"] and len(sys.argv) <= 5:
         colddemo(*sys.argv[2:])
     elif sys.argv[1:] == ["table"]:
         for name in LOGS:

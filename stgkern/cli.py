@@ -340,14 +340,17 @@ def demo(args) -> dict:
     keep_freed_memory()
     n_seeds = max(1, int(args.seeds))
     # worker processes for the neural models, spawned first so that they import PyTorch alongside this
-    # process; this process trains too (so one core = no workers)
+    # process; this process trains too (so one core = no workers).  Without PyTorch the jobs are short
+    # once compiled and run here, except in a fresh install of the default log, where a worker
+    # compiles side by side with this process (see _warm_up)
     n_workers = min(_workers_for(args), 3 * n_seeds) - 1
+    cold = not args.data and _kernels_cold()
     workers = None
-    if n_workers > 0 and args.backend != "numpy" and _torch_installed():
+    if n_workers > 0 and ((args.backend != "numpy" and _torch_installed()) or cold):
         from ._workers import Workers
         workers = Workers(n_workers)
     try:
-        return _demo(args, workers, t_start)
+        return _demo(args, workers, t_start, cold)
     finally:
         if workers is not None:
             workers.close(wait=False)       # they exit while the summary is printed
@@ -368,7 +371,7 @@ def _workers_for(args) -> int:
     return args.jobs if args.jobs > 0 else usable_cores()
 
 
-def _demo(args, workers, t_start):
+def _demo(args, workers, t_start, cold=False):
     from stgkern import model as sm
 
     backend = args.backend
@@ -395,14 +398,14 @@ def _demo(args, workers, t_start):
         names.append("oracle")
     names += [x for t in trained for x in per_seed(t)] + ["metrics", "online replay"]
     stages = Stages(names)
-    if backend != "torch" and workers is not None:
+    if backend != "torch" and workers is not None and not cold:
         workers.close(wait=False)
         workers = None
     horizon = None if args.horizon_hours is None else args.horizon_hours * 3600.0
     tau = args.tau_hours * 3600.0
     graph_args = dict(window=args.window, horizon=horizon, category_window=args.category_window, tau=tau)
     warm = None
-    if workers is not None and not args.data and _kernels_cold():
+    if workers is not None and cold:
         # A fresh install: while this process generates the log (compiling the generator), a worker
         # compiles the closed form's and the online replay's kernels on a tiny log, which this
         # process would otherwise compile last, after the STG-GNN.
@@ -441,6 +444,11 @@ def _demo(args, workers, t_start):
         # cold Numba cache adds most to the first two): each goes to the next free process, a worker or
         # this one
         order = {sm.fit_srgnn: 0, sm.fit_torch: 1, sm.fit_sasrec: 2, _closed_form_job: 3, _graph_stage: 4, _oracle: 5}
+        if backend != "torch":
+            # the closed forms (a fresh install, with the warm-up running): this process takes the
+            # SR-GNN's and the oracle's first, whose kernels the warm-up does not compile, and the
+            # closed form's job and the window graph's last, when the warm-up has compiled theirs
+            order = {sm.srgnn_closed_form: 0, _oracle: 1, _closed_form_job: 2, _graph_stage: 3}
         results = stages.run_jobs(workers, sorted(jobs, key=lambda j: order.get(j[1], 5)),
                                   busy=[warm] if warm is not None else [])
     else:

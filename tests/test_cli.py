@@ -14,6 +14,13 @@ ITEM_KEYS = {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR@20"}
 BEHAVIOR_KEYS = {"accuracy", "precision", "recall", "F1"}
 
 
+@pytest.fixture(autouse=True)
+def _warm_kernels(monkeypatch):
+    # whether this test session has compiled the replay's kernel yet depends on the order the tests
+    # ran in: every demo here runs as with a warm cache, except where a test asks for a fresh one
+    monkeypatch.setattr(cli, "_kernels_cold", lambda: False)
+
+
 def test_demo_numpy_backend_json(tmp_path, capsys):
     out = tmp_path / "demo.json"
     assert cli.main(SMALL + ["--backend", "numpy", "--json", str(out)]) == 0
@@ -44,6 +51,23 @@ def test_demo_numpy_backend_json(tmp_path, capsys):
     assert "seen items excluded for every method" in printed and "time per stage" in printed
     for name in METHODS_NUMPY:
         assert name in printed
+
+
+def test_demo_fresh_install_without_torch_warms_up_in_a_worker(tmp_path, monkeypatch, capsys):
+    # a fresh install of the closed forms: a worker runs the warm-up, then takes jobs beside this
+    # process; every figure as in one process with a warm cache
+    out = {}
+    for cold in (False, True):
+        monkeypatch.setattr(cli, "_kernels_cold", lambda cold=cold: cold)
+        path = tmp_path / f"c{cold}.json"
+        assert cli.main(SMALL + ["--backend", "numpy", "--jobs", "2", "--json", str(path)]) == 0
+        out[cold] = json.loads(path.read_text())
+    assert out[False]["workers"] == 1 and out[False]["warm_up_seconds"] is None
+    assert out[True]["workers"] == 2 and out[True]["warm_up_seconds"] > 0
+    for key in ("metrics", "graph", "behavior_per_class"):
+        assert out[True][key] == out[False][key], key
+    assert out[True]["online"]["hits"] == out[False]["online"]["hits"]
+    assert "a worker compiled the closed form's" in capsys.readouterr().out
 
 
 def test_demo_without_torch_falls_back_to_closed_form(tmp_path, monkeypatch, capsys):
