@@ -34,8 +34,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from . import config
 from ._numba import online as K
+from ._numba._twin import use_threads
 from .model import _decay_weights, _RowsAt
 
 FORMAT = "stgkern.online-state/1"
@@ -361,7 +361,7 @@ class OnlineRecommender:
         E = max(self.n_edges, 1)
         dt_buf = np.zeros(n * E, time.dtype)                # event b's edges at b * E + q
         runs = np.flatnonzero(np.r_[first, True]).astype(np.int64)
-        par = n >= config.cpu_serial_rows
+        par = use_threads(n)
         K.insert(runs, uidx, item, cat, beh, time, slots, self.window, self.cwin, self._h(), self.horizon is not None,
                  self.head, self.latest, self.n_events, self.e_item, self.e_cat, self.e_beh, self.e_time, self.e_prev,
                  self.e_nin, self.e_src, self.e_kind, dt_buf, par)

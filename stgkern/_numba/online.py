@@ -93,7 +93,7 @@ def insert(runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_h
     """
     args = (runs, uidx, item, cat, beh, time, slots, window, cwin, horizon, has_horizon, head, latest, n_events,
             e_item, e_cat, e_beh, e_time, e_prev, e_nin, e_src, e_kind, dt_out)
-    if parallel and nb.get_num_threads() > 1:
+    if parallel:                      # the caller's use_threads(): rows enough and threads
         _insert_par(*args)
     else:
         _insert_runs(0, runs.shape[0] - 1, *args)
@@ -195,7 +195,7 @@ def layer1(slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_c
     Every event's H1 reads only node inputs, so events go in parallel chunks with ``parallel``
     (a small batch: a parallel launch costs more than it saves)."""
     args = (slots, w_ptr, w64, e_nin, e_src, e_w, e_item, e_cat, e_F, E_item, E_cat, e_H1)
-    if parallel and nb.get_num_threads() > 1:
+    if parallel:                      # the caller's use_threads(): rows enough and threads
         _layer1_par(*args)
     else:
         _layer1_rows(0, slots.shape[0], *args)
@@ -260,7 +260,7 @@ def layer2(slots, e_nin, e_src, e_w, e_H1, out):
 
 def chain_lengths(users, head, e_prev, out, parallel):
     """``out[i]`` = the number of retained events of ``users[i]``."""
-    if parallel and nb.get_num_threads() > 1:
+    if parallel:                      # the caller's use_threads(): rows enough and threads
         _chain_lengths_par(users, head, e_prev, out)
     else:
         _chain_lengths(0, users.shape[0], users, head, e_prev, out)

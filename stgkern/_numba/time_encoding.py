@@ -8,8 +8,7 @@ cosine is stored in the output dtype.
 import numba as nb
 import numpy as np
 
-from .. import config
-from ._twin import twin
+from ._twin import twin, use_threads
 
 
 @twin()
@@ -29,6 +28,5 @@ def _fill(dt, omega, phase, out, parallel):
 def time_encoding(dt, omega, phase, dtype):
     out = np.empty((dt.shape[0], omega.shape[0]), dtype=dtype)
     if dt.shape[0]:
-        _fill(dt, omega, phase, out, dt.shape[0] * omega.shape[0] >= 8 * config.cpu_serial_rows
-              and nb.get_num_threads() > 1)
+        _fill(dt, omega, phase, out, use_threads(dt.shape[0] * omega.shape[0] // 8))   # rows of 8 cosines
     return out

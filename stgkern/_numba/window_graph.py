@@ -181,7 +181,8 @@ def _seg_steps(user, lo, seg, i0, i1):
 def _counting_sort(user, time, lo, n_ids, hist, seg, perm, ts, parallel):
     """Stable counting sort by user id: perm, ts = time[perm] and seg in one scatter.
     ``hist`` (n_parts, n_ids) zeroed, an integer type that holds n; part q owns a
-    contiguous slice of events."""
+    contiguous slice of events.  ``parallel`` (n_parts > 1) picks the twin that runs the parts
+    side by side (:mod:`._twin`)."""
     n = user.shape[0]
     n_parts = hist.shape[0]
     step = (n + n_parts - 1) // n_parts
@@ -237,7 +238,8 @@ def _sort_run(a, b, ts, perm, insertion_max):
 
 @twin()
 def _sort_runs_by_time(seg, ts, perm, insertion_max, parallel):
-    """Within each segment, stable-sort (ts, perm) by ts where ts is not already sorted."""
+    """Within each segment, stable-sort (ts, perm) by ts where ts is not already sorted; ``parallel``
+    picks the twin that sorts segments side by side."""
     for s in nb.prange(seg.shape[0] - 1):
         _sort_run(seg[s], seg[s + 1], ts, perm, insertion_max)
 
@@ -589,7 +591,8 @@ def _prev_same(run_ptr, part_runs, category, perm, last_pos, last_run, prev, par
 
     Part q walks users part_runs[q]:part_runs[q+1] in order, keeping per category
     the last node seen and the user it was seen in (a stale user means none),
-    so nothing is reset or allocated per user."""
+    so nothing is reset or allocated per user.  ``parallel`` (more than one part) picks the twin
+    that walks the parts side by side."""
     for q in nb.prange(last_pos.shape[0]):
         for r in range(part_runs[q], part_runs[q + 1]):
             for i in range(run_ptr[r], run_ptr[r + 1]):
