@@ -25,6 +25,7 @@ from numba import prange
 from . import sddmm as _sddmm
 from ._prefetch import distance_for
 from ._simd import gather_max, gather_min, gather_won, gather_wsum
+from ._twin import twin, use_threads
 
 _REDUCE = {"sum": 0, "mean": 1, "max": 2, "min": 3}
 
@@ -97,8 +98,8 @@ def transposed_coef(g, t, w, mean, dtype):
     return c
 
 
-@numba.njit(cache=True, parallel=True)
-def _fwd_sum(indptr, indices, X, w, mean, pf, out):
+@twin()
+def _fwd_sum(indptr, indices, X, w, mean, pf, out, parallel):
     """sum/mean: each output row formed in vector registers and stored once.
 
     ``row_sum`` folds the row's edges two at a time (``o += w0*x0 + w1*x1``)
@@ -109,13 +110,25 @@ def _fwd_sum(indptr, indices, X, w, mean, pf, out):
     (F = 64 float32, two threads, same process, bit-identical output).
     ``pf`` (an int) prefetches the rows that edges ``pf`` ahead will read
     (``_prefetch.distance_for``); None compiles a version without the
-    prefetch.
+    prefetch.  A twin (``_twin``): with ``parallel`` false the same loop runs
+    serially, from a compilation without the parfor passes (the demo's
+    closed form calls it on one thread).
     """
     n = indptr.shape[0] - 1
     n_chunks = (n + _CHUNK - 1) // _CHUNK
-    for c in prange(n_chunks):
-        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            row_sum(indptr, indices, X, w, mean, pf, i, out[i])
+    if parallel:
+        for c in prange(n_chunks):
+            _fwd_sum_chunk(indptr, indices, X, w, mean, pf, out, np.int64(c), n)
+    else:
+        for c in range(n_chunks):
+            _fwd_sum_chunk(indptr, indices, X, w, mean, pf, out, c, n)
+
+
+@numba.njit(cache=True, inline="always")
+def _fwd_sum_chunk(indptr, indices, X, w, mean, pf, out, c, n):
+    """Rows ``[c * _CHUNK, (c + 1) * _CHUNK)`` of ``_fwd_sum``."""
+    for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+        row_sum(indptr, indices, X, w, mean, pf, i, out[i])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -185,7 +198,8 @@ def forward(g, X, edge_weight, reduce, out=None):
     n, F = g.n_nodes, X.shape[1]
     out = np.empty((n, F), dtype=X.dtype) if out is None else out
     if mode <= 1:
-        _fwd_sum(g.indptr, g.indices, X, edge_weight, mode == 1, distance_for(g, X.shape[1] * X.itemsize) or None, out)
+        _fwd_sum(g.indptr, g.indices, X, edge_weight, mode == 1, distance_for(g, X.shape[1] * X.itemsize) or None, out,
+                 use_threads(n))
         return out, None
     arg = np.empty((n, F), dtype=np.int64)
     _fwd_arg(g.indptr, g.indices, X, edge_weight, mode, out, arg)
