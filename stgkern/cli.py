@@ -440,10 +440,11 @@ def _demo(args, workers, t_start, cold=False):
             jobs.append((tag(model_name, seed), sm.fit_torch, (prep,),
                          dict(conv=args.model, seed=seed, epochs=args.epochs, **graph_args)))
     if workers is not None:
-        # longest first (MovieLens: SR-GNN ~60 s, STG-GNN ~45 s, SASRec ~25 s, the closed form ~5 s; a
-        # cold Numba cache adds most to the first two): each goes to the next free process, a worker or
-        # this one
-        order = {sm.fit_srgnn: 0, sm.fit_torch: 1, sm.fit_sasrec: 2, _closed_form_job: 3, _graph_stage: 4, _oracle: 5}
+        # longest first (MovieLens in a quiet hour: STG-GNN ~33 s, SR-GNN ~22-28 s, SASRec ~20 s, the
+        # closed form ~4 s, so one process runs the STG-GNN and the closed form, the other the SR-GNN
+        # then SASRec; a cold Numba cache adds most to the first two): each goes to the next free
+        # process, a worker or this one
+        order = {sm.fit_torch: 0, sm.fit_srgnn: 1, sm.fit_sasrec: 2, _closed_form_job: 3, _graph_stage: 4, _oracle: 5}
         if backend != "torch":
             # the closed forms (a fresh install, with the warm-up running): this process takes the
             # SR-GNN's and the oracle's first, whose kernels the warm-up does not compile, and the
