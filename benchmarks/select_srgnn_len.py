@@ -26,17 +26,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
-from stgkern._workers import keep_freed_memory
-keep_freed_memory()
-import numba
-numba.set_num_threads(1)
+from stgkern._workers import one_thread_process
+one_thread_process()
 from stgkern import model as sm, metrics as M
 from stgkern import data as sd
-try:
-    import torch
-    torch.set_num_threads(1)
-except ImportError:
-    pass
 name = {log!r}
 if name == "synthetic":
     log = sd.synthetic_log(n_users=300, seed=0)

@@ -59,9 +59,10 @@ def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=512 << 20):
         return False
 
 
-def _init(q):
-    global _QUEUE
-    _QUEUE = q
+def one_thread_process():
+    """Set this process up as a demo worker runs: freed memory kept (:func:`keep_freed_memory`),
+    Numba and (when installed) PyTorch on one thread.  For worker processes and the benchmarks'
+    child processes, not for library calls."""
     keep_freed_memory()
     import numba
     numba.set_num_threads(1)
@@ -70,6 +71,12 @@ def _init(q):
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+def _init(q):
+    global _QUEUE
+    _QUEUE = q
+    one_thread_process()
     from . import model  # noqa: F401  (imported once per worker, while the parent loads data)
 
 
