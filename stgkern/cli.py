@@ -440,8 +440,8 @@ def _demo(args, workers, t_start, cold=False):
             jobs.append((tag(model_name, seed), sm.fit_torch, (prep,),
                          dict(conv=args.model, seed=seed, epochs=args.epochs, **graph_args)))
     if workers is not None:
-        # longest first (MovieLens in a quiet hour: STG-GNN ~33 s, SR-GNN ~22-28 s, SASRec ~20 s, the
-        # closed form ~4 s, so one process runs the STG-GNN and the closed form, the other the SR-GNN
+        # longest first (MovieLens, a busy hour: STG-GNN 45-50 s, SR-GNN 37-42 s, SASRec 30-33 s, the
+        # closed form ~3 s, so one process runs the STG-GNN and the closed form, the other the SR-GNN
         # then SASRec; a cold Numba cache adds most to the first two): each goes to the next free
         # process, a worker or this one
         order = {sm.fit_torch: 0, sm.fit_srgnn: 1, sm.fit_sasrec: 2, _closed_form_job: 3, _graph_stage: 4, _oracle: 5}
